@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from dataclasses import dataclass
@@ -57,11 +58,33 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
         MAX_FORM_PARTS=settings.max_messages + 16,
     )
+    app.wsgi_app = _BufferChunkedBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
     state = State(settings, encoder)
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
     _add_routes(app, state)
     return app
+
+
+class _BufferChunkedBody:
+    """WSGI middleware: give a body sent without Content-Length (chunked) a known length.
+
+    Werkzeug stops reading such a body at MAX_CONTENT_LENGTH without an error, so an
+    over-long chunked body would be parsed truncated. Reading at most limit+1 bytes
+    here and setting CONTENT_LENGTH lets the ordinary 413 check see it.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        if (chunked or not environ.get("CONTENT_LENGTH")) and environ.get("wsgi.input_terminated"):
+            data = environ["wsgi.input"].read(self.limit + 1)
+            environ["wsgi.input"] = io.BytesIO(data)
+            environ["CONTENT_LENGTH"] = str(len(data))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores CONTENT_LENGTH while it is set
+        return self.app(environ, start_response)
 
 
 def warm_up(app: Flask) -> None:

