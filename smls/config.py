@@ -76,6 +76,12 @@ class Settings:
     model_name: str | None = None
     # SMLS_DATA_DIR: folder of user data (documents, an optional model/ folder).
     data_dir: Path = Path("data")
+    # SMLS_CACHE_DIR: where computed document embeddings are kept (an SQLite file).
+    cache_dir: Path = Path(".cache/smls")
+    # SMLS_DOC_BATCH: sentences of a document encoded, cached and streamed out at a time.
+    doc_batch: int = 256
+    # SMLS_SEARCH_MAX_K: the largest k accepted by /documents/<id>/search.
+    search_max_k: int = 100
     # SMLS_DEVICE: torch device for inference ("cpu", "cuda", "cuda:1", "mps").
     device: str = "cpu"
     # SMLS_BATCH_SIZE: sentences per forward pass when a request carries many.
@@ -103,7 +109,7 @@ class Settings:
     access_log: str = "-"
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
+        for name in ("batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
             if getattr(self, name) < 1:
                 raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -50,6 +51,9 @@ class SentenceEncoder:
         # Inference is serialised per process: concurrent forward passes on the same cores
         # only fight over them (and over OpenMP's thread pool).
         self._lock = threading.Lock()
+        # Sentences this instance has run through the model: lets tests and metrics see cache hits.
+        self.sentences_encoded = 0
+        self.fingerprint = model_fingerprint(path)
 
     def info(self) -> dict[str, Any]:
         """Model name, path, dimension, max sequence length and device."""
@@ -59,6 +63,7 @@ class SentenceEncoder:
             "dimension": self.dimension,
             "max_seq_length": self.max_seq_length,
             "device": self.device,
+            "fingerprint": self.fingerprint,
         }
 
     def run(self, texts: Sequence[str], *, normalize: bool = False) -> np.ndarray:
@@ -86,10 +91,20 @@ class SentenceEncoder:
                     features = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in features.items()}
                 emb = self._model.forward(dict(features))["sentence_embedding"]
                 out[idx] = emb.float().cpu().numpy()
+                self.sentences_encoded += len(idx)
         if normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, norms, out=out, where=norms > 0)
         return Encoded(out, truncated, tokens)
+
+
+def model_fingerprint(path: Path) -> str:
+    """A short digest of the model folder (file names, sizes, mtimes): changes when the weights change."""
+    digest = hashlib.sha256(str(path).encode())
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _count_truncated(features: Any, texts: list[str], tokenizer: Any, max_len: int) -> int:

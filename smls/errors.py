@@ -87,3 +87,24 @@ class StartupError(SmlsError, RuntimeError):
 
     status = 500
     code = "startup_error"
+
+
+class InvalidDocId(SmlsError):
+    """A document id that is not a plain name."""
+
+    status = 400
+    code = "invalid_doc_id"
+
+
+class DocumentNotFound(SmlsError):
+    """No texts_<id>.json / pages_<id>.csv pair in the data folder."""
+
+    status = 404
+    code = "document_not_found"
+
+
+class InvalidDocument(SmlsError):
+    """A document's files exist but are malformed; the message names the file and the item or row."""
+
+    status = 422
+    code = "invalid_document"

@@ -13,10 +13,12 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 import smls
-from smls import ml_services, parsing
+from smls import documents, ml_services, parsing
+from smls.cache import VectorCache
 from smls.config import Settings
+from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder
-from smls.errors import BodyTooLarge, MissingMessage, SmlsError, UnsupportedMediaType
+from smls.errors import BodyTooLarge, InvalidInput, InvalidOption, MissingMessage, SmlsError, UnsupportedMediaType
 
 log = logging.getLogger("smls")
 
@@ -25,6 +27,9 @@ ENDPOINTS = {
     "GET /": "version, model and endpoints",
     "GET /health": "liveness: 200 while the worker answers",
     "POST /embed": "embeddings for message=... (form) or {\"message\": ...} (JSON)",
+    "GET /documents": "the documents in the data folder",
+    "GET /documents/<doc_id>": "every sentence of a document with its pages and embedding (streamed)",
+    "GET /documents/<doc_id>/search?q=...&k=5": "the k sentences of a document most similar to q",
 }
 # Werkzeug's routing and body errors, in our vocabulary.
 _HTTP_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
@@ -36,6 +41,7 @@ class State:
 
     settings: Settings
     encoder: SentenceEncoder
+    documents: DocumentEmbedder
 
 
 def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flask:
@@ -59,10 +65,12 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         MAX_FORM_PARTS=settings.max_messages + 16,
     )
     app.wsgi_app = _BufferChunkedBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
-    state = State(settings, encoder)
+    cache = VectorCache(settings.cache_dir / "documents.sqlite3")
+    state = State(settings, encoder, DocumentEmbedder(encoder, cache, settings.doc_batch))
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
     _add_routes(app, state)
+    _add_document_routes(app, state)
     return app
 
 
@@ -130,6 +138,77 @@ def _add_routes(app: Flask, state: State) -> None:
                 "embeddings": result.vectors,
             }
         )
+
+
+def _add_document_routes(app: Flask, state: State) -> None:
+    settings, encoder, embedder = state.settings, state.encoder, state.documents
+
+    @app.get("/documents")
+    def list_documents() -> Response:
+        ids = documents.list_documents(settings.data_dir)
+        return json_response(
+            {"documents": [{"id": i, "sentences": documents.count_sentences(settings.data_dir, i)} for i in ids]}
+        )
+
+    @app.get("/documents/<doc_id>")
+    def get_document(doc_id: str) -> Response:
+        normalize = parsing.parse_bool("normalize", request.args.get("normalize", False))
+        doc = documents.load_document(settings.data_dir, doc_id)
+        header = {
+            "doc_id": doc.doc_id,
+            "model": encoder.name,
+            "dimension": encoder.dimension,
+            "normalized": normalize,
+            "count": len(doc.sentences),
+            "cached": embedder.is_cached(doc, normalize),
+        }
+        return Response(_stream_document(doc, embedder, normalize, header), mimetype="application/json")
+
+    @app.get("/documents/<doc_id>/search")
+    def search_document(doc_id: str) -> Response:
+        query = request.args.get("q", "")
+        if not query.strip():
+            raise InvalidInput("the query parameter q is missing or empty: /documents/<id>/search?q=text&k=5", code="missing_query")
+        k = _int_option("k", request.args.get("k", "5"), 1, settings.search_max_k)
+        doc = documents.load_document(settings.data_dir, doc_id)
+        hits = embedder.search(doc, query, k)
+        return json_response(
+            {
+                "doc_id": doc.doc_id,
+                "model": encoder.name,
+                "query": query,
+                "k": k,
+                "results": [
+                    {"score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
+                    for hit in hits
+                ],
+            }
+        )
+
+
+def _stream_document(doc: documents.Document, embedder: DocumentEmbedder, normalize: bool, header: dict) -> Any:
+    """One JSON object, written out a chunk of sentences at a time as they are computed."""
+    yield orjson.dumps(header)[:-1] + b',"sentences":['
+    separator = b"\n"
+    for start, vectors in embedder.chunks(doc, normalize):
+        parts = [
+            orjson.dumps(documents.sentence_json(start + j, doc.sentences[start + j], vector), option=orjson.OPT_SERIALIZE_NUMPY)
+            for j, vector in enumerate(vectors)
+        ]
+        yield separator + b",\n".join(parts)
+        separator = b",\n"
+    yield b"\n]}\n"
+
+
+def _int_option(name: str, raw: str, low: int, high: int) -> int:
+    """An integer query option within [low, high], or InvalidOption."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidOption(f"option {name!r} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidOption(f"option {name!r} must be between {low} and {high}, got {value}")
+    return value
 
 
 def _read_embed_request(settings: Settings) -> tuple[list[str], bool]:

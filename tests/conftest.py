@@ -28,9 +28,10 @@ def encoder():
 
 
 @pytest.fixture()
-def settings() -> Settings:
-    """Small limits so that limit errors are cheap to provoke."""
-    return Settings(max_messages=8, max_body_bytes=4096)
+def settings(tmp_path) -> Settings:
+    """Small limits so that limit errors are cheap to provoke; private data and cache folders."""
+    (tmp_path / "data").mkdir()
+    return Settings(max_messages=8, max_body_bytes=4096, data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", doc_batch=4)
 
 
 @pytest.fixture()
@@ -110,6 +111,7 @@ def start_server(tmp: Path, workers: int = 2, **smls_vars: str) -> LiveServer:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """One real gunicorn with 2 workers, shared by the live tests."""
-    server = start_server(tmp_path_factory.mktemp("live"), workers=2, SMLS_MAX_MESSAGES="64", SMLS_MAX_BODY_BYTES="65536")
+    tmp = tmp_path_factory.mktemp("live")
+    server = start_server(tmp, workers=2, SMLS_MAX_MESSAGES="64", SMLS_MAX_BODY_BYTES="65536", SMLS_CACHE_DIR=str(tmp / "cache"))
     yield server
     server.stop()

@@ -1,0 +1,66 @@
+"""Command line: `python -m smls precompute [doc_id ...]` fills the document cache so a server starts hot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tqdm import tqdm
+
+from smls import documents, ml_services
+from smls.cache import VectorCache
+from smls.config import Settings
+from smls.doc_vectors import DocumentEmbedder
+from smls.errors import SmlsError
+
+
+def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = False, progress: bool = True) -> int:
+    """Embed and cache each document; report errors per document and go on. Returns the number that failed."""
+    ids = doc_ids or documents.list_documents(settings.data_dir)
+    if not ids:
+        print(f"no documents in {settings.data_dir}", file=sys.stderr)
+        return 0
+    model_path, _ = settings.model_path()
+    encoder = ml_services.get(
+        "SentenceEncoder", model=str(model_path), name=settings.model_name, device=settings.device, batch_size=settings.batch_size
+    )
+    embedder = DocumentEmbedder(encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch)
+    failed = 0
+    for doc_id in ids:
+        try:
+            doc = documents.load_document(settings.data_dir, doc_id)
+            if embedder.is_cached(doc, normalize):
+                print(f"{doc_id}: {len(doc.sentences)} sentences, already cached")
+                continue
+            start = time.perf_counter()
+            with tqdm(total=len(doc.sentences), desc=doc_id, unit="sentence", disable=not progress) as bar:
+                for n in embedder.fill(doc, normalize):
+                    bar.update(n)
+            print(f"{doc_id}: {len(doc.sentences)} sentences cached in {time.perf_counter() - start:.1f} s")
+        except SmlsError as exc:
+            failed += 1
+            print(f"{doc_id}: error: {exc.message}", file=sys.stderr)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m smls`."""
+    parser = argparse.ArgumentParser(prog="python -m smls", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    pre = commands.add_parser("precompute", help="embed documents into the cache (all when none is named)")
+    pre.add_argument("doc_ids", nargs="*", metavar="doc_id")
+    pre.add_argument("--normalize", action="store_true", help="cache the normalized vectors (as ?normalize=1 asks)")
+    pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        failed = precompute(settings, args.doc_ids, normalize=args.normalize, progress=not args.no_progress)
+    except SmlsError as exc:  # settings or model: one line, no traceback
+        print(f"smls: {exc.message}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Documents: load, validate and join texts_<id>.json with pages_<id>.csv. Pure functions, no web imports.
+
+A document is two files in the data folder:
+  texts_<id>.json  a JSON list of {"text": str, "pages": [page id, ...], ...own metadata}
+  pages_<id>.csv   a header row, then: page id, page number (an integer), ...page metadata
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from smls.errors import DocumentNotFound, InvalidDocId, InvalidDocument
+
+# ASCII letters, digits, '_', '-', '.'; starts with a letter or digit; never '..'.
+_DOC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", re.ASCII)
+_TEXTS = re.compile(r"texts_(.+)\.json", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One row of pages_<id>.csv."""
+
+    id: str
+    number: int
+    metadata: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        """The page as clients see it."""
+        return {"id": self.id, "number": self.number, "metadata": self.metadata}
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One item of texts_<id>.json, its pages resolved."""
+
+    text: str
+    pages: tuple[Page, ...]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A validated, joined document and the digest of both its files."""
+
+    doc_id: str
+    sentences: list[Sentence]
+    digest: str = field(repr=False)
+
+
+def check_doc_id(doc_id: str) -> str:
+    """Return doc_id if it is a plain name, else raise InvalidDocId."""
+    if not _DOC_ID.fullmatch(doc_id) or ".." in doc_id:
+        raise InvalidDocId(
+            "a document id is 1-100 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return doc_id
+
+
+def document_paths(data_dir: Path, doc_id: str) -> tuple[Path, Path]:
+    """The texts and pages files of doc_id, guaranteed to lie inside data_dir."""
+    check_doc_id(doc_id)
+    root = data_dir.resolve()
+    paths = (root / f"texts_{doc_id}.json", root / f"pages_{doc_id}.csv")
+    for path in paths:
+        # The id check already forbids separators; this also catches symlinks that lead out.
+        if path.resolve().parent != root:
+            raise DocumentNotFound(f"no document {doc_id!r} in the data folder")
+    return paths
+
+
+def list_documents(data_dir: Path) -> list[str]:
+    """Ids of the documents in data_dir that have both files, sorted."""
+    if not data_dir.is_dir():
+        return []
+    ids = []
+    for path in data_dir.glob("texts_*.json"):
+        match = _TEXTS.fullmatch(path.name)
+        if match and _DOC_ID.fullmatch(match[1]) and ".." not in match[1] and (data_dir / f"pages_{match[1]}.csv").is_file():
+            ids.append(match[1])
+    return sorted(ids)
+
+
+_counts: dict[str, tuple[tuple[int, int], int | None]] = {}
+
+
+def count_sentences(data_dir: Path, doc_id: str) -> int | None:
+    """How many sentences texts_<id>.json holds (None if it is not a JSON list); memoised by file stat."""
+    texts_path, _ = document_paths(data_dir, doc_id)
+    stat = texts_path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    memo = _counts.get(str(texts_path))
+    if memo and memo[0] == stamp:
+        return memo[1]
+    try:
+        items = orjson.loads(texts_path.read_bytes())
+        count = len(items) if isinstance(items, list) else None
+    except (orjson.JSONDecodeError, OSError):
+        count = None
+    _counts[str(texts_path)] = (stamp, count)
+    return count
+
+
+def load_document(data_dir: Path, doc_id: str) -> Document:
+    """Read, validate and join one document; DocumentNotFound or InvalidDocument on failure."""
+    texts_path, pages_path = document_paths(data_dir, doc_id)
+    texts_bytes, pages_bytes = _read(texts_path, doc_id), _read(pages_path, doc_id)
+    pages = parse_pages(pages_bytes, pages_path.name)
+    sentences = parse_texts(texts_bytes, texts_path.name, pages)
+    digest = hashlib.sha256()
+    for part in (b"texts", texts_bytes, b"pages", pages_bytes):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return Document(doc_id, sentences, digest.hexdigest())
+
+
+def _read(path: Path, doc_id: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DocumentNotFound(f"no document {doc_id!r}: {path.name} is missing from the data folder") from None
+    except IsADirectoryError:
+        raise InvalidDocument(f"{path.name} is a directory, not a file") from None
+    except PermissionError:
+        raise InvalidDocument(f"{path.name} cannot be read (permission denied)") from None
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidDocument(f"{name} is not UTF-8: invalid byte at offset {exc.start} (line {line})") from None
+
+
+def parse_pages(data: bytes, name: str) -> dict[str, Page]:
+    """Pages by id from CSV bytes: header row, then id, number, metadata columns."""
+    text = _decode(data, name)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        raise InvalidDocument(f"{name} is not valid CSV: {exc}") from None
+    rows_numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+    if not rows_numbered:
+        raise InvalidDocument(f"{name} is empty; it needs a header row (page id, page number, ...)")
+    header_line, header = rows_numbered[0]
+    if len(header) < 2:
+        raise InvalidDocument(f"{name} line {header_line}: the header has {len(header)} column(s); it needs at least page id and page number")
+    meta_names = [h.strip() for h in header[2:]]
+    pages: dict[str, Page] = {}
+    line_of_number: dict[int, int] = {}
+    line_of_id: dict[str, int] = {}
+    for line, row in rows_numbered[1:]:
+        if len(row) != len(header):
+            raise InvalidDocument(f"{name} line {line}: {len(row)} columns, but the header has {len(header)}")
+        page_id, raw_number = row[0].strip(), row[1].strip()
+        if not page_id:
+            raise InvalidDocument(f"{name} line {line}: the page id (column 1) is empty")
+        try:
+            number = int(raw_number)
+        except ValueError:
+            raise InvalidDocument(f"{name} line {line}: page number {raw_number!r} is not an integer") from None
+        if page_id in line_of_id:
+            raise InvalidDocument(f"{name} line {line}: page id {page_id!r} repeats line {line_of_id[page_id]}")
+        if number in line_of_number:
+            raise InvalidDocument(f"{name} line {line}: page number {number} repeats line {line_of_number[number]}")
+        line_of_id[page_id], line_of_number[number] = line, line
+        pages[page_id] = Page(page_id, number, dict(zip(meta_names, row[2:])))
+    return pages
+
+
+def parse_texts(data: bytes, name: str, pages: dict[str, Page]) -> list[Sentence]:
+    """Sentences from JSON bytes, each joined with its pages."""
+    _decode(data, name)  # a clear message for bad UTF-8 before orjson's
+    try:
+        items = orjson.loads(data.removeprefix(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidDocument(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise InvalidDocument(f"{name} must hold a JSON list of sentence objects, not a {type(items).__name__}")
+    sentences = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidDocument(f"{name} item {i}: a sentence must be an object with \"text\" and \"pages\"")
+        text = item.get("text")
+        if "text" not in item:
+            raise InvalidDocument(f"{name} item {i}: \"text\" is missing")
+        if not isinstance(text, str) or not text:
+            raise InvalidDocument(f"{name} item {i}: \"text\" must be a non-empty string")
+        page_ids = item.get("pages", [])
+        if not isinstance(page_ids, list) or not all(isinstance(p, str) for p in page_ids):
+            raise InvalidDocument(f"{name} item {i}: \"pages\" must be a list of page id strings")
+        try:
+            resolved = tuple(pages[p] for p in page_ids)
+        except KeyError as exc:
+            raise InvalidDocument(f"{name} item {i}: page id {exc.args[0]!r} is not in the pages file") from None
+        metadata = {k: v for k, v in item.items() if k not in ("text", "pages")}
+        sentences.append(Sentence(text, resolved, metadata))
+    return sentences
+
+
+def sentence_json(index: int, sentence: Sentence, embedding: Any = None) -> dict[str, Any]:
+    """A joined sentence as clients see it (embedding last, so the rest reads first)."""
+    out: dict[str, Any] = {
+        "index": index,
+        "text": sentence.text,
+        "metadata": sentence.metadata,
+        "pages": [p.as_json() for p in sentence.pages],
+    }
+    if embedding is not None:
+        out["embedding"] = embedding
+    return out
