@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         )
         log.info("model %s loaded from %s (%s)", encoder.name, model_path, source)
     app = Flask("smls")
+    # "/embed/" and "/documents/" answer like "/embed" and "/documents": a redirect would only
+    # make simple clients (curl without -L, Emacs url) fail.
+    app.url_map.strict_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
