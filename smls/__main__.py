@@ -8,10 +8,10 @@ import time
 
 from tqdm import tqdm
 
-from smls import documents, ml_services
-from smls.cache import VectorCache
+from smls import documents
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
+from smls.encoders import encoder_for
 from smls.errors import SmlsError
 
 
@@ -21,11 +21,7 @@ def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = Fals
     if not ids:
         print(f"no documents in {settings.data_dir}", file=sys.stderr)
         return 0
-    model_path, _ = settings.model_path()
-    encoder = ml_services.get(
-        "SentenceEncoder", model=str(model_path), name=settings.model_name, device=settings.device, batch_size=settings.batch_size
-    )
-    embedder = DocumentEmbedder(encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch)
+    embedder = DocumentEmbedder.from_settings(encoder_for(settings), settings)
     failed = 0
     for doc_id in ids:
         try:

@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from smls.cache import VectorCache
+from smls.config import Settings
 from smls.documents import Document
 from smls.encoders import SentenceEncoder
 
@@ -32,6 +33,11 @@ class DocumentEmbedder:
         self.encoder = encoder
         self.cache = cache
         self.chunk_size = chunk_size
+
+    @classmethod
+    def from_settings(cls, encoder: SentenceEncoder, settings: Settings) -> "DocumentEmbedder":
+        """An embedder over the cache file in SMLS_CACHE_DIR, in SMLS_DOC_BATCH chunks."""
+        return cls(encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch)
 
     def _model_key(self, normalize: bool) -> str:
         return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}"

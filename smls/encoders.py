@@ -128,6 +128,16 @@ def _default_name(path: Path) -> str:
     return path.name
 
 
+def encoder_for(settings: Settings) -> SentenceEncoder:
+    """The registry's SentenceEncoder for these settings (loaded once per process)."""
+    from smls import ml_services
+
+    model_path, _ = settings.model_path()
+    return ml_services.get(
+        "SentenceEncoder", model=str(model_path), name=settings.model_name, device=settings.device, batch_size=settings.batch_size
+    )
+
+
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill a SentenceEncoder config from SMLS_* settings, so equal configs share one instance."""
     unknown = set(config) - {"model", "name", "device", "batch_size"}

@@ -13,11 +13,10 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 import smls
-from smls import documents, ml_services, parsing
-from smls.cache import VectorCache
+from smls import documents, parsing
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
-from smls.encoders import SentenceEncoder
+from smls.encoders import SentenceEncoder, encoder_for
 from smls.errors import BodyTooLarge, InvalidInput, InvalidOption, MissingMessage, SmlsError, UnsupportedMediaType
 
 log = logging.getLogger("smls")
@@ -49,15 +48,8 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
     settings = settings or Settings.from_env()
     _setup_logging(settings.log_level)
     if encoder is None:
-        model_path, source = settings.model_path()
-        encoder = ml_services.get(
-            "SentenceEncoder",
-            model=str(model_path),
-            name=settings.model_name,
-            device=settings.device,
-            batch_size=settings.batch_size,
-        )
-        log.info("model %s loaded from %s (%s)", encoder.name, model_path, source)
+        encoder = encoder_for(settings)
+        log.info("model %s loaded from %s (%s)", encoder.name, encoder.path, settings.model_path()[1])
     app = Flask("smls")
     # "/embed/" and "/documents/" answer like "/embed" and "/documents": a redirect would only
     # make simple clients (curl without -L, Emacs url) fail.
@@ -68,8 +60,7 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         MAX_FORM_PARTS=settings.max_messages + 16,
     )
     app.wsgi_app = _BufferChunkedBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
-    cache = VectorCache(settings.cache_dir / "documents.sqlite3")
-    state = State(settings, encoder, DocumentEmbedder(encoder, cache, settings.doc_batch))
+    state = State(settings, encoder, DocumentEmbedder.from_settings(encoder, settings))
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
     _add_routes(app, state)
