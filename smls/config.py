@@ -86,6 +86,15 @@ class Settings:
     device: str = "cpu"
     # SMLS_BATCH_SIZE: sentences per forward pass when a request carries many.
     batch_size: int = 32
+    # SMLS_MAX_BATCH: most sentences that concurrent /embed requests share in one forward pass.
+    max_batch: int = 16
+    # SMLS_BATCH_WAIT_MS: how long the batcher waits for more requests once it has one
+    # (0: take what is queued and go; requests queue up naturally while the model runs).
+    batch_wait_ms: float = 0.0
+    # SMLS_QUEUE_SIZE: /embed requests that may wait per worker; beyond it, 503 at once.
+    queue_size: int = 64
+    # SMLS_REQUEST_TIMEOUT: seconds an /embed request may wait for its vectors before a 503.
+    request_timeout: float = 30.0
     # SMLS_MAX_MESSAGES: most sentences accepted in one request (413 above it).
     max_messages: int = 2048
     # SMLS_MAX_BODY_BYTES: largest request body accepted (413 above it).
@@ -109,11 +118,13 @@ class Settings:
     access_log: str = "-"
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
+        for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
             if getattr(self, name) < 1:
                 raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
             raise StartupError(f"SMLS_PORT must be between 1 and 65535, got {self.port}")
+        if self.batch_wait_ms < 0 or self.request_timeout <= 0:
+            raise StartupError("SMLS_BATCH_WAIT_MS must be >= 0 and SMLS_REQUEST_TIMEOUT > 0")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise StartupError(f"SMLS_TORCH_THREADS must be at least 1, got {self.torch_threads}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
@@ -160,6 +171,11 @@ def _convert(name: str, type_name: object, raw: str) -> object:
             return int(raw)
         except ValueError:
             raise StartupError(f"SMLS_{name.upper()} must be an integer, got {raw!r}") from None
+    if type_text == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise StartupError(f"SMLS_{name.upper()} must be a number, got {raw!r}") from None
     if type_text == "Path":
         return Path(raw)
     return raw

@@ -22,11 +22,31 @@ EMBEDDED_MODEL_NAME = "all-MiniLM-L6-v2"
 
 @dataclass(frozen=True)
 class Encoded:
-    """Vectors for a list of texts, in input order, with what truncation did to them."""
+    """Vectors for a list of texts, in input order, with what truncation did to each."""
 
     vectors: np.ndarray  # float32, shape (n, dimension)
-    truncated: int  # how many texts were longer than max_seq_length and cut
-    tokens: int  # tokens fed to the model, special tokens included, after truncation
+    truncated_flags: np.ndarray  # bool, shape (n,): the text was longer than max_seq_length and cut
+    token_counts: np.ndarray  # int, shape (n,): tokens fed to the model, special tokens included
+
+    @property
+    def truncated(self) -> int:
+        """How many texts were truncated."""
+        return int(self.truncated_flags.sum())
+
+    @property
+    def tokens(self) -> int:
+        """Tokens fed to the model in all."""
+        return int(self.token_counts.sum())
+
+    def slice(self, start: int, stop: int) -> "Encoded":
+        """The part of this result for texts[start:stop]."""
+        return Encoded(self.vectors[start:stop], self.truncated_flags[start:stop], self.token_counts[start:stop])
+
+    def normalized(self) -> "Encoded":
+        """The same result with every vector scaled to unit length (zero vectors stay zero)."""
+        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        vectors = np.divide(self.vectors, norms, out=np.zeros_like(self.vectors), where=norms > 0)
+        return Encoded(vectors, self.truncated_flags, self.token_counts)
 
 
 class SentenceEncoder:
@@ -78,24 +98,23 @@ class SentenceEncoder:
         if any(not isinstance(t, str) for t in texts):
             raise TypeError("SentenceEncoder.encode takes a list of strings")
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        truncated = tokens = 0
+        truncated = np.zeros(len(texts), dtype=bool)
+        tokens = np.zeros(len(texts), dtype=np.int64)
         # Like SentenceTransformer.encode: similar lengths share a batch, so padding is small.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 features = self._model.preprocess([texts[i] for i in idx])
-                truncated += _count_truncated(features, [texts[i] for i in idx], self._model.tokenizer, self.max_seq_length)
-                tokens += int(features["attention_mask"].sum())
+                truncated[idx] = _truncated_flags(features, [texts[i] for i in idx], self._model.tokenizer, self.max_seq_length)
+                tokens[idx] = features["attention_mask"].sum(dim=1).numpy()
                 if self.device != "cpu":
                     features = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in features.items()}
                 emb = self._model.forward(dict(features))["sentence_embedding"]
                 out[idx] = emb.float().cpu().numpy()
                 self.sentences_encoded += len(idx)
-        if normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            np.divide(out, norms, out=out, where=norms > 0)
-        return Encoded(out, truncated, tokens)
+        result = Encoded(out, truncated, tokens)
+        return result.normalized() if normalize else result
 
 
 def model_fingerprint(path: Path) -> str:
@@ -107,13 +126,13 @@ def model_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _count_truncated(features: Any, texts: list[str], tokenizer: Any, max_len: int) -> int:
-    """How many texts the tokenizer cut to fit max_len."""
+def _truncated_flags(features: Any, texts: list[str], tokenizer: Any, max_len: int) -> list[bool]:
+    """For each text, whether the tokenizer cut it to fit max_len."""
     encodings = getattr(features, "encodings", None)
     if encodings:  # fast tokenizers keep what they cut off in `overflowing`
-        return sum(1 for e in encodings if e.overflowing)
+        return [bool(e.overflowing) for e in encodings]
     lengths = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    return sum(1 for ids in lengths if len(ids) > max_len)
+    return [len(ids) > max_len for ids in lengths]
 
 
 def _default_name(path: Path) -> str:

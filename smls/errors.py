@@ -12,6 +12,7 @@ class SmlsError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -66,6 +67,14 @@ class UnsupportedMediaType(SmlsError):
 
     status = 415
     code = "unsupported_media_type"
+
+
+class Overloaded(SmlsError):
+    """The worker's queue is full, or a request waited past its deadline: try again shortly."""
+
+    status = 503
+    code = "overloaded"
+    headers = {"Retry-After": "1"}
 
 
 class UnknownService(SmlsError, KeyError):

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 import smls
 from smls import documents, parsing
+from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
@@ -40,6 +41,7 @@ class State:
 
     settings: Settings
     encoder: SentenceEncoder
+    batcher: MicroBatcher
     documents: DocumentEmbedder
 
 
@@ -60,7 +62,10 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         MAX_FORM_PARTS=settings.max_messages + 16,
     )
     app.wsgi_app = _BufferChunkedBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
-    state = State(settings, encoder, DocumentEmbedder.from_settings(encoder, settings))
+    batcher = MicroBatcher(
+        encoder, max_batch=settings.max_batch, max_wait=settings.batch_wait_ms / 1000, queue_size=settings.queue_size
+    )
+    state = State(settings, encoder, batcher, DocumentEmbedder.from_settings(encoder, settings))
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
     _add_routes(app, state)
@@ -90,8 +95,8 @@ class _BufferChunkedBody:
 
 
 def warm_up(app: Flask) -> None:
-    """Run one tiny inference so the first client does not pay for lazy initialisation."""
-    app.extensions["smls"].encoder.run(["warm up"])
+    """Run one tiny inference (and start the batcher) so the first client does not pay for it."""
+    app.extensions["smls"].batcher.encode(["warm up"])
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -122,7 +127,7 @@ def _add_routes(app: Flask, state: State) -> None:
     @app.post("/embed")
     def embed() -> Response:
         texts, normalize = _read_embed_request(settings)
-        result = encoder.encode(texts, normalize=normalize)
+        result = state.batcher.encode(texts, normalize=normalize, timeout=settings.request_timeout)
         return json_response(
             {
                 "model": encoder.name,
@@ -244,6 +249,7 @@ def _error_response(exc: Exception) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, SmlsError):
         status, code, message = exc.status, exc.code, exc.message
+        headers = dict(exc.headers)
     elif isinstance(exc, HTTPException):
         status = exc.code or 500
         code = _HTTP_CODES.get(status) or re.sub(r"\W+", "_", (exc.name or "error").lower()).strip("_")

@@ -1,0 +1,121 @@
+"""Cross-request micro-batching: same vectors as alone, in order, and a bounded queue that refuses at once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import orjson
+import pytest
+
+import smls
+from smls.batching import MicroBatcher
+from smls.config import Settings
+from smls.errors import Overloaded
+from tests.test_http import assert_error
+
+
+class Gated:
+    """The real encoder behind a gate: encode blocks until the test opens it, and records what it saw."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.seen: list[list[str]] = []
+        self.name, self.dimension = encoder.name, encoder.dimension
+
+    def info(self):
+        return self.encoder.info()
+
+    def encode(self, texts, normalize=False):
+        self.seen.append(list(texts))
+        self.entered.set()
+        self.gate.wait(30)
+        return self.encoder.encode(texts, normalize=normalize)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_vectors_in_order(encoder):
+    batcher = MicroBatcher(encoder, max_batch=16, max_wait=0.05, queue_size=256)
+    requests = [[f"request {i} sentence {j} about {['cats', 'ships', 'tax', 'rain'][(i + j) % 4]}" for j in range(1 + i % 3)] for i in range(48)]
+
+    def one(i):
+        return batcher.encode(requests[i], normalize=i % 2 == 0)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(one, range(len(requests))))
+    assert batcher.batches < len(requests)  # requests really were put together
+    assert batcher.largest_batch <= 16
+    for i, (texts, result) in enumerate(zip(requests, results)):
+        alone = encoder.encode(texts, normalize=i % 2 == 0)
+        assert result.vectors.shape == (len(texts), 384)
+        cos = (result.vectors * alone.vectors).sum(1) / np.linalg.norm(result.vectors, axis=1) / np.linalg.norm(alone.vectors, axis=1)
+        assert cos.min() >= 0.9999
+        assert result.token_counts.tolist() == alone.token_counts.tolist()
+
+
+def test_truncation_is_reported_per_request(encoder):
+    batcher = MicroBatcher(encoder, max_batch=64, max_wait=0.05)
+    texts = [["short"], ["long " * 400], ["a", "long " * 500, "b"]]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(batcher.encode, texts))
+    assert [r.truncated for r in results] == [0, 1, 1]
+
+
+def test_a_request_larger_than_max_batch_runs_alone_and_whole(encoder):
+    batcher = MicroBatcher(encoder, max_batch=4)
+    texts = [f"sentence {i}" for i in range(10)]
+    assert np.allclose(batcher.encode(texts).vectors, encoder.run(texts), atol=1e-5)
+
+
+def test_full_queue_is_refused_at_once(encoder):
+    gated = Gated(encoder)
+    batcher = MicroBatcher(gated, max_batch=1, queue_size=2)
+    pool = ThreadPoolExecutor(max_workers=3)
+    running = pool.submit(batcher.encode, ["first, being encoded"])
+    assert gated.entered.wait(10)
+    waiting = [pool.submit(batcher.encode, [f"queued {i}"]) for i in range(2)]
+    while batcher._queue.qsize() < 2:
+        threading.Event().wait(0.01)
+    with pytest.raises(Overloaded, match="2 requests waiting") as info:
+        batcher.encode(["one too many"], timeout=30)  # would block 30 s if it waited
+    assert info.value.status == 503 and info.value.headers == {"Retry-After": "1"}
+    gated.gate.set()
+    assert running.result(10).vectors.shape == (1, 384)
+    assert all(w.result(10).vectors.shape == (1, 384) for w in waiting)
+    pool.shutdown()
+
+
+def test_a_request_past_its_deadline_is_503_and_costs_no_inference(encoder):
+    gated = Gated(encoder)
+    batcher = MicroBatcher(gated, max_batch=1, queue_size=8)
+    pool = ThreadPoolExecutor(max_workers=1)
+    running = pool.submit(batcher.encode, ["holding the model"])
+    assert gated.entered.wait(10)
+    with pytest.raises(Overloaded, match="SMLS_REQUEST_TIMEOUT"):
+        batcher.encode(["given up on"], timeout=0.2)
+    gated.gate.set()
+    running.result(10)
+    batcher.encode(["after"])
+    assert ["given up on"] not in gated.seen
+    pool.shutdown()
+
+
+def test_overload_over_http_is_503_with_retry_after_in_the_error_shape(encoder):
+    gated = Gated(encoder)
+    app = smls.create_app(Settings(max_batch=1, queue_size=1, request_timeout=30), encoder=gated)
+    client = app.test_client()
+    pool = ThreadPoolExecutor(max_workers=2)
+    first = pool.submit(app.test_client().post, "/embed", json={"message": "one"})
+    assert gated.entered.wait(10)
+    second = pool.submit(app.test_client().post, "/embed", json={"message": "two"})
+    while app.extensions["smls"].batcher._queue.qsize() < 1:
+        threading.Event().wait(0.01)
+    response = client.post("/embed", json={"message": "three"})
+    assert_error(response, 503, "overloaded")
+    assert response.headers["Retry-After"] == "1"
+    gated.gate.set()
+    assert first.result(10).status_code == 200 and second.result(10).status_code == 200
+    assert len(orjson.loads(second.result().data)["embeddings"]) == 1
+    pool.shutdown()
