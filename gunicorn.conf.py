@@ -57,14 +57,10 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    """In the new worker: give torch its share of the cores before any inference."""
-    import torch
+    """In the new worker: give inference its share of the cores before it runs."""
+    from smls.encoders import set_inference_threads
 
-    torch.set_num_threads(_settings.effective_torch_threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process image; harmless
-        pass
+    set_inference_threads(_settings.effective_torch_threads)
 
 
 def post_worker_init(worker):

@@ -14,12 +14,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from smls import ml_services  # noqa: E402
-from smls.encoders import SentenceEncoder, resolve_config  # noqa: E402
+from smls.encoders import SentenceEncoder, build_encoder, resolve_config  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "create_app", "ml_services", "SentenceEncoder"]
 
-ml_services.register("SentenceEncoder", SentenceEncoder, resolve=resolve_config)
+ml_services.register("SentenceEncoder", build_encoder, resolve=resolve_config)
 
 
 def create_app(*args, **kwargs):  # type: ignore[no-untyped-def]

