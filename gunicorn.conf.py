@@ -10,6 +10,7 @@ import os
 import sys
 
 from smls.config import Settings
+from smls.encoders import set_inference_threads
 from smls.errors import StartupError
 
 try:
@@ -20,6 +21,9 @@ except StartupError as _exc:
 
 # OpenMP reads this when torch first loads; post_fork sets torch's own count as well.
 os.environ.setdefault("OMP_NUM_THREADS", str(_settings.effective_torch_threads))
+# Known before the app loads, so that a one-thread ONNX session can be made once in the
+# master and shared by the workers (see smls.encoders.OnnxEncoder). Sets no torch state.
+set_inference_threads(_settings.effective_torch_threads)
 
 bind = [_settings.bind_address]
 workers = _settings.workers
@@ -58,8 +62,6 @@ def when_ready(server):
 
 def post_fork(server, worker):
     """In the new worker: give inference its share of the cores before it runs."""
-    from smls.encoders import set_inference_threads
-
     set_inference_threads(_settings.effective_torch_threads)
 
 

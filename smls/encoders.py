@@ -182,21 +182,28 @@ class OnnxEncoder(SentenceEncoder):
         except Exception as exc:
             raise StartupError(f"could not load the model at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
         self._tokenizer = onnx_export.load_tokenizer(path, self.max_seq_length)
-        # The session (and its threads) is made in the process that runs it, never in the
-        # gunicorn master: threads do not survive a fork.
         self._session: Any = None
         self._session_pid = 0
+        self._shared = False
+        if _inference_threads == 1:
+            # One thread per forward pass: ONNX Runtime then starts no threads of its own, so
+            # the session can be made here (in the gunicorn master) and its weights shared
+            # copy-on-write by every worker, instead of one private copy per worker.
+            self._session_for_this_process()
+            self._shared = True
 
     def info(self) -> dict[str, Any]:
         """As SentenceEncoder.info, plus the ONNX file in use."""
         return {**super().info(), "onnx_file": str(self.onnx_path)}
 
     def _session_for_this_process(self) -> Any:
-        if self._session is None or self._session_pid != os.getpid():
+        # A session with threads is made in the process that runs it: threads do not survive a fork.
+        if self._session is None or (self._session_pid != os.getpid() and not self._shared):
             import onnxruntime as ort
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = _inference_threads
+            options.enable_cpu_mem_arena = False  # no per-process arena of activations kept around
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             # Busy-waiting threads would steal the core from the request threads between batches.
@@ -220,7 +227,7 @@ class OnnxEncoder(SentenceEncoder):
 
 
 def build_encoder(
-    *, model: str, name: str | None = None, device: str = "cpu", batch_size: int = 32, backend: str = "torch", cache_dir: str = ".cache/smls"
+    *, model: str, name: str | None = None, device: str = "cpu", batch_size: int = 8, backend: str = "torch", cache_dir: str = ".cache/smls"
 ) -> SentenceEncoder:
     """Load the model at `model` with the given backend (the registry's "SentenceEncoder" builder)."""
     path = check_model_dir(Path(model), "model")

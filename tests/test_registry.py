@@ -77,7 +77,7 @@ def test_unhashable_config_is_a_type_error(counter):
 
 def test_sentence_encoder_default_and_spelled_out_config_share_an_instance(encoder):
     assert smls.ml_services.get("SentenceEncoder") is encoder
-    same = smls.ml_services.get("SentenceEncoder", model=encoder.info()["path"], device="cpu", batch_size=32, backend="onnx")
+    same = smls.ml_services.get("SentenceEncoder", model=encoder.info()["path"], device="cpu", batch_size=8, backend="onnx")
     assert same is encoder
 
 

