@@ -26,6 +26,7 @@ log = logging.getLogger("smls")
 @dataclass(eq=False)
 class _Job:
     texts: list[str]
+    prepared: list[Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: Encoded | None = None
     error: BaseException | None = None
@@ -51,7 +52,8 @@ class MicroBatcher:
     def encode(self, texts: list[str], *, normalize: bool = False, timeout: float = 30.0) -> Encoded:
         """Encode texts as part of a shared batch; Overloaded if the queue is full or timeout passes."""
         self._ensure_thread()
-        job = _Job(list(texts))
+        # Tokenising here, in the request's thread, keeps the model's thread on the model.
+        job = _Job(list(texts), self.encoder.prepare(texts))
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -104,7 +106,8 @@ class MicroBatcher:
                 continue
             try:
                 texts = [t for job in batch for t in job.texts]
-                result = self.encoder.encode(texts)
+                prepared = None if any(job.prepared is None for job in batch) else [p for job in batch for p in job.prepared]
+                result = self.encoder.encode(texts, prepared=prepared)
                 self.batches += 1
                 self.largest_batch = max(self.largest_batch, len(texts))
                 start = 0

@@ -110,11 +110,20 @@ class SentenceEncoder:
         """Embed `texts`; return a float32 array of shape (len(texts), dimension)."""
         return self.encode(texts, normalize=normalize).vectors
 
-    def encode(self, texts: Sequence[str], *, normalize: bool = False) -> Encoded:
-        """Embed `texts` in batches, longest first, and report truncation and token counts."""
+    def prepare(self, texts: Sequence[str]) -> list[Any] | None:
+        """Work that may run outside the model lock, in the caller's thread (e.g. tokenising); None if none."""
+        return None
+
+    def encode(self, texts: Sequence[str], *, normalize: bool = False, prepared: list[Any] | None = None) -> Encoded:
+        """Embed `texts` in batches, longest first, and report truncation and token counts.
+
+        `prepared` is what prepare(texts) returned, if the caller did that part already.
+        """
         texts = list(texts)
         if any(not isinstance(t, str) for t in texts):
             raise TypeError("SentenceEncoder.encode takes a list of strings")
+        if prepared is None:
+            prepared = self.prepare(texts)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
         tokens = np.zeros(len(texts), dtype=np.int64)
@@ -123,12 +132,13 @@ class SentenceEncoder:
         with self._lock:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx])
+                part = None if prepared is None else [prepared[i] for i in idx]
+                out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
                 self.sentences_encoded += len(idx)
         result = Encoded(out, truncated, tokens)
         return result.normalized() if normalize else result
 
-    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
+    def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
         """Vectors, truncated flags and token counts for one batch (called under the lock)."""
         raise NotImplementedError
 
@@ -152,7 +162,7 @@ class TorchEncoder(SentenceEncoder):
         self.dimension = int(self._model.get_embedding_dimension())
         self.max_seq_length = int(self._model.max_seq_length)
 
-    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
+    def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
         import torch
 
         with torch.inference_mode():
@@ -181,7 +191,7 @@ class OnnxEncoder(SentenceEncoder):
             raise
         except Exception as exc:
             raise StartupError(f"could not load the model at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
-        self._tokenizer = onnx_export.load_tokenizer(path, self.max_seq_length)
+        self._tokenizer, self._pad_id = onnx_export.load_tokenizer(path, self.max_seq_length)
         self._session: Any = None
         self._session_pid = 0
         self._shared = False
@@ -213,14 +223,23 @@ class OnnxEncoder(SentenceEncoder):
             self._session_pid = os.getpid()
         return self._session
 
-    def _encode_batch(self, texts: list[str]) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
+    def prepare(self, texts: Sequence[str]) -> list[Any]:
+        """Tokenise (unpadded): the Rust tokenizer releases the GIL, so request threads can do this."""
+        return self._tokenizer.encode_batch(list(texts))
+
+    def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
         session = self._session_for_this_process()
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        encodings = prepared if prepared is not None else self.prepare(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n], types[row, :n], mask[row, :n] = e.ids, e.type_ids, 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+            feeds["token_type_ids"] = types
         hidden = session.run(None, feeds)[0]
         vectors = self.spec.pool(hidden, mask)
         return vectors, [bool(e.overflowing) for e in encodings], mask.sum(axis=1)

@@ -87,8 +87,8 @@ def read_spec(path: Path) -> ModelSpec:
     return ModelSpec(dimension, max_len, mode, "Normalize" in kinds)
 
 
-def load_tokenizer(path: Path, max_len: int) -> Any:
-    """The model's fast tokenizer, truncating at max_len and padding to the longest text."""
+def load_tokenizer(path: Path, max_len: int) -> tuple[Any, int]:
+    """The model's fast tokenizer, truncating at max_len and not padding, and its pad token id."""
     from tokenizers import Tokenizer
 
     file = path / "tokenizer.json"
@@ -100,8 +100,10 @@ def load_tokenizer(path: Path, max_len: int) -> Any:
     pad = config.get("pad_token") or "[PAD]"
     pad = pad.get("content") if isinstance(pad, dict) else pad
     pad_id = tokenizer.token_to_id(pad)
-    tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad)
-    return tokenizer
+    # Padding happens when a batch is assembled: texts are tokenised one request at a time,
+    # in the request's own thread, and batched with other requests' later.
+    tokenizer.no_padding()
+    return tokenizer, pad_id if pad_id is not None else 0
 
 
 def quantization_config() -> str:

@@ -29,11 +29,14 @@ class Gated:
     def info(self):
         return self.encoder.info()
 
-    def encode(self, texts, normalize=False):
+    def prepare(self, texts):
+        return self.encoder.prepare(texts)
+
+    def encode(self, texts, normalize=False, prepared=None):
         self.seen.append(list(texts))
         self.entered.set()
         self.gate.wait(30)
-        return self.encoder.encode(texts, normalize=normalize)
+        return self.encoder.encode(texts, normalize=normalize, prepared=prepared)
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_vectors_in_order(encoder):

@@ -130,7 +130,10 @@ def test_unexpected_failure_is_a_500_in_the_same_shape_and_leaks_nothing(encoder
         def info(self):
             return {}
 
-        def encode(self, texts, normalize=False):
+        def prepare(self, texts):
+            return None
+
+        def encode(self, texts, normalize=False, prepared=None):
             raise RuntimeError("secret internal detail")
 
     client = smls.create_app(Settings(), encoder=Exploding()).test_client()
