@@ -22,7 +22,6 @@ from smls.errors import BodyTooLarge, InvalidInput, InvalidOption, MissingMessag
 
 log = logging.getLogger("smls")
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 ENDPOINTS = {
     "GET /": "version, model and endpoints",
     "GET /health": "liveness: 200 while the worker answers",
@@ -85,8 +84,9 @@ class _BufferChunkedBody:
         self.app, self.limit = app, limit
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        # Without Content-Length and without chunking an HTTP/1.1 request has no body at all.
         chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
-        if (chunked or not environ.get("CONTENT_LENGTH")) and environ.get("wsgi.input_terminated"):
+        if chunked and environ.get("wsgi.input_terminated"):
             data = environ["wsgi.input"].read(self.limit + 1)
             environ["wsgi.input"] = io.BytesIO(data)
             environ["CONTENT_LENGTH"] = str(len(data))
