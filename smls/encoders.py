@@ -246,7 +246,7 @@ class OnnxEncoder(SentenceEncoder):
 
 
 def build_encoder(
-    *, model: str, name: str | None = None, device: str = "cpu", batch_size: int = 8, backend: str = "torch", cache_dir: str = ".cache/smls"
+    *, model: str, name: str | None = None, device: str = "cpu", batch_size: int = 8, backend: str = "onnx", cache_dir: str = ".cache/smls"
 ) -> SentenceEncoder:
     """Load the model at `model` with the given backend (the registry's "SentenceEncoder" builder)."""
     path = check_model_dir(Path(model), "model")
