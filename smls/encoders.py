@@ -154,10 +154,7 @@ class TorchEncoder(SentenceEncoder):
         from sentence_transformers import SentenceTransformer
 
         self.device = device
-        try:
-            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        except Exception as exc:  # any loading failure is a start-up failure with the path in it
-            raise StartupError(f"could not load the model at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self._model.eval()
         self.dimension = int(self._model.get_embedding_dimension())
         self.max_seq_length = int(self._model.max_seq_length)
@@ -185,12 +182,7 @@ class OnnxEncoder(SentenceEncoder):
         self.backend = "onnx-int8" if quantized else "onnx"
         self.spec = onnx_export.read_spec(path)
         self.dimension, self.max_seq_length = self.spec.dimension, self.spec.max_seq_length
-        try:
-            self.onnx_path = onnx_export.ensure_exported(path, self.fingerprint, cache_dir, quantized=quantized)
-        except StartupError:
-            raise
-        except Exception as exc:
-            raise StartupError(f"could not load the model at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        self.onnx_path = onnx_export.ensure_exported(path, self.fingerprint, cache_dir, quantized=quantized)
         self._tokenizer, self._pad_id = onnx_export.load_tokenizer(path, self.max_seq_length)
         self._session: Any = None
         self._session_pid = 0
@@ -250,13 +242,18 @@ def build_encoder(
 ) -> SentenceEncoder:
     """Load the model at `model` with the given backend (the registry's "SentenceEncoder" builder)."""
     path = check_model_dir(Path(model), "model")
-    if backend == "torch":
-        return TorchEncoder(path, name, batch_size, device)
-    if backend in ("onnx", "onnx-int8"):
-        if device != "cpu":
-            raise StartupError(f"SMLS_BACKEND={backend} runs on the CPU only; use SMLS_BACKEND=torch for {device!r}")
+    if backend not in BACKENDS:
+        raise StartupError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend != "torch" and device != "cpu":
+        raise StartupError(f"SMLS_BACKEND={backend} runs on the CPU only; use SMLS_BACKEND=torch for {device!r}")
+    try:
+        if backend == "torch":
+            return TorchEncoder(path, name, batch_size, device)
         return OnnxEncoder(path, name, batch_size, quantized=backend == "onnx-int8", cache_dir=Path(cache_dir))
-    raise StartupError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    except StartupError:
+        raise
+    except Exception as exc:  # any other loading failure is a start-up failure with the path in it
+        raise StartupError(f"could not load the model at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def model_fingerprint(path: Path) -> str:

@@ -55,13 +55,6 @@ class TooManyMessages(SmlsError):
     code = "too_many_messages"
 
 
-class BodyTooLarge(SmlsError):
-    """The request body exceeds SMLS_MAX_BODY_BYTES."""
-
-    status = 413
-    code = "body_too_large"
-
-
 class UnsupportedMediaType(SmlsError):
     """The body's content type is not one we parse."""
 

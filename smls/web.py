@@ -18,7 +18,7 @@ from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
-from smls.errors import BodyTooLarge, InvalidInput, InvalidOption, MissingMessage, SmlsError, UnsupportedMediaType
+from smls.errors import InvalidInput, InvalidOption, MissingMessage, SmlsError, UnsupportedMediaType
 
 log = logging.getLogger("smls")
 
@@ -212,8 +212,8 @@ def _int_option(name: str, raw: str, low: int, high: int) -> int:
 
 def _read_embed_request(settings: Settings) -> tuple[list[str], bool]:
     """Texts and the normalize option from a form or JSON body."""
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise BodyTooLarge(_too_large(settings.max_body_bytes))
+    # Bodies over SMLS_MAX_BODY_BYTES never get here: werkzeug refuses them (MAX_CONTENT_LENGTH,
+    # chunked ones via _BufferChunkedBody) and the error handler answers body_too_large.
     mimetype = request.mimetype
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
@@ -238,10 +238,6 @@ def _read_embed_request(settings: Settings) -> tuple[list[str], bool]:
         )
     normalize = parsing.parse_bool("normalize", parsing.option(options, "normalize", False))
     return texts, normalize
-
-
-def _too_large(limit: int | None) -> str:
-    return f"the request body is larger than {limit} bytes (SMLS_MAX_BODY_BYTES)"
 
 
 def _error_response(exc: Exception) -> Response:
@@ -271,7 +267,7 @@ def _http_message(status: int, exc: HTTPException) -> str:
         allowed = ", ".join(exc.valid_methods or []) if hasattr(exc, "valid_methods") else ""
         return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
     if status == 413:
-        return _too_large(request.max_content_length)
+        return f"the request body is larger than {request.max_content_length} bytes (SMLS_MAX_BODY_BYTES)"
     return str(exc.description or exc.name)
 
 
