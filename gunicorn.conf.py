@@ -56,7 +56,8 @@ def when_ready(server):
             _settings.workers, _settings.effective_torch_threads, total, cores,
         )
     server.log.info(
-        "smls: %d workers x %d torch threads on %s", _settings.workers, _settings.effective_torch_threads, _settings.bind_address
+        "smls: %d workers x %d inference streams x %d threads on %s",
+        _settings.workers, _settings.effective_streams, _settings.effective_torch_threads, _settings.bind_address,
     )
 
 

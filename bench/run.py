@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 INFINITY = ROOT / ".bench" / "infinity-venv" / "bin" / "infinity_emb"
+INFINITY_PYTHON = INFINITY.parent / "python"
 CONCURRENCY = (1, 8, 32)
 SIZES = (1, 32)  # sentences per request
 
@@ -60,45 +62,65 @@ def free_port() -> int:
 
 
 def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
-    """Per backend: best sentences/s over batch sizes (1-sentence traffic), sentences/s at 32, p50 latency of one sentence."""
+    """Per backend: best sentences/s over batch sizes and thread layouts, sentences/s at 32, 1-sentence p50.
+
+    Layouts: one stream on one thread, one stream on every core, and (ONNX) one stream per
+    core on one thread each, which is how a loaded smls server runs.
+    """
     import smls
     from smls.config import Settings
     from smls.encoders import set_inference_threads
 
     texts = corpus()
+    n_cores = cores()
     out = {}
     for backend in backends:
-        enc = smls.ml_services.get("SentenceEncoder", backend=backend)
+        path = smls.ml_services.get("SentenceEncoder", backend=backend).path
+        layouts = sorted({(1, 1), (1, n_cores)} | ({(n_cores, 1)} if backend != "torch" else set()))
         result = {}
-        for threads in sorted({1, cores()}):
+        for streams, threads in layouts:
             set_inference_threads(threads)
-            enc = smls.build_encoder(model=str(enc.path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"))
+            enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"))
+            enc.set_streams(streams)
             enc.run(texts[:8])
-            rates = {}
-            for bs in (1, 2, 4, 8, 16, 32):
-                n, i, start = 0, 0, time.perf_counter()
-                while time.perf_counter() - start < seconds:
-                    enc.run([texts[(i + j) % len(texts)] for j in range(bs)])
-                    i, n = i + bs, n + bs
-                rates[bs] = n / (time.perf_counter() - start)
+            rates = {bs: _rate(enc, texts, bs, streams, seconds) for bs in (1, 2, 4, 8, 16, 32)}
             lat = []
             for i in range(max(20, int(seconds * 40))):
                 t = time.perf_counter()
                 enc.run([texts[i % len(texts)]])
                 lat.append(time.perf_counter() - t)
-            result[threads] = {"rates": rates, "p50_ms": statistics.median(lat) * 1000}
-        best_threads = max(result, key=lambda t: max(result[t]["rates"].values()))
-        best = result[best_threads]
+            result[(streams, threads)] = {"rates": rates, "p50_ms": statistics.median(lat) * 1000}
+        best_layout = max(result, key=lambda k: max(result[k]["rates"].values()))
+        best = result[best_layout]
         out[backend] = {
             "best": max(best["rates"].values()),
             "best_batch": max(best["rates"], key=best["rates"].get),
-            "threads": best_threads,
+            "layout": f"{best_layout[0]}x{best_layout[1]}",
             "at32": max(r["rates"][32] for r in result.values()),
-            "p50_ms_all_cores": result[cores()]["p50_ms"],
-            "p50_ms_one_thread": result[1]["p50_ms"],
+            "p50_ms_all_cores": result[(1, n_cores)]["p50_ms"],
+            "p50_ms_one_thread": result[(1, 1)]["p50_ms"],
         }
-    set_inference_threads(cores())
+    set_inference_threads(n_cores)
     return out
+
+
+def _rate(enc, texts: list[str], batch: int, streams: int, seconds: float) -> float:
+    """Sentences/s with `streams` threads each calling enc.run on `batch` sentences, for `seconds`."""
+    counts = [0] * streams
+    start = time.perf_counter()
+
+    def work(k: int) -> None:
+        i = k * 97  # each stream reads its own part of the corpus
+        while time.perf_counter() - start < seconds:
+            enc.run([texts[(i + j) % len(texts)] for j in range(batch)])
+            i, counts[k] = i + batch, counts[k] + batch
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def quality(backends: list[str]) -> dict[str, dict]:
@@ -238,10 +260,37 @@ def naive_server() -> Server:
                                   "naive_server:app"], env, "/embed", "message", cwd=ROOT / "bench")
 
 
+def _infinity_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1",
+            "HF_HOME": str(ROOT / ".bench" / "hf")}
+
+
 def infinity_server() -> Server:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
     return Server("Infinity (torch)", [str(INFINITY), "v2", "--model-id", model_path(), "--engine", "torch", "--device", "cpu",
-                                       "--served-model-name", "minilm", "--port", "{port}", "--log-level", "warning"], env, "/embeddings", "openai")
+                                       "--served-model-name", "minilm", "--port", "{port}", "--log-level", "warning"], _infinity_env(),
+                  "/embeddings", "openai")
+
+
+def infinity_onnx_server(backend: str) -> Server:
+    """Infinity's ONNX (optimum) engine on the very ONNX file smls exported for `backend`.
+
+    The file sits in a folder beside links to the model's own files; Infinity picks a file
+    named *quantize* on the CPU, else model.onnx. `--pooling-method mean` is needed: this
+    model's pooling is not read from its folder, and the default gave cosine 0.52.
+    """
+    import smls
+
+    enc = smls.ml_services.get("SentenceEncoder", backend=backend)
+    folder = ROOT / ".bench" / f"infinity-model-{backend}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for item in Path(model_path()).iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / ("model_quantized.onnx" if backend == "onnx-int8" else "model.onnx")).symlink_to(enc.onnx_path)
+    return Server(f"Infinity ({backend})", [str(INFINITY_PYTHON), str(ROOT / "bench" / "infinity_onnx.py"), "v2", "--model-id", str(folder),
+                                             "--engine", "optimum", "--device", "cpu", "--pooling-method", "mean",
+                                             "--served-model-name", "minilm", "--port", "{port}", "--log-level", "warning"],
+                  _infinity_env(), "/embeddings", "openai")
 
 
 # ---------------------------------------------------------------- report
@@ -274,17 +323,18 @@ def main() -> None:
     qual = quality(backends)
     say("## In-process ceilings and quality (against torch fp32)")
     say()
-    say("| backend | best sent/s (batch, threads) | sent/s at batch 32 | 1-sentence p50 ms, all cores / 1 thread | mean cos | min cos | top-10 overlap |")
+    say("| backend | best sent/s (batch, streams x threads) | sent/s at batch 32 | 1-sentence p50 ms, all cores / 1 thread | mean cos | min cos | top-10 overlap |")
     say("|---|---|---|---|---|---|---|")
     for b in backends:
         c, q = ceil[b], qual[b]
-        say(f"| {b} | {c['best']:.0f} ({c['best_batch']}, {c['threads']}) | {c['at32']:.0f} | {c['p50_ms_all_cores']:.2f} / {c['p50_ms_one_thread']:.2f} "
+        say(f"| {b} | {c['best']:.0f} ({c['best_batch']}, {c['layout']}) | {c['at32']:.0f} | {c['p50_ms_all_cores']:.2f} / {c['p50_ms_one_thread']:.2f} "
             f"| {q['mean']:.4f} | {q['min']:.4f} | {q['top10']:.3f} |")
     say()
 
     servers = [smls_server(f"smls {b}", SMLS_BACKEND=b) for b in backends] + [naive_server()]
     if INFINITY.exists():
         servers.append(infinity_server())
+        servers += [infinity_onnx_server(b) for b in backends if b != "torch"]
     else:
         say("Infinity: not installed (make bench installs it into .bench/infinity-venv); its rows are missing.")
         say()
@@ -318,19 +368,25 @@ def main() -> None:
 
         say("## Ratios")
         say()
-        say("| smls backend | c=32, 1 sentence: smls sent/s / ceiling | c=32, 32 sentences: / ceiling at batch 32 | c=1 p50 / in-process p50 (1 thread; all cores) | smls / Infinity (best requests/s, 1 sentence) |")
-        say("|---|---|---|---|---|")
-        inf = results.get("Infinity (torch)")
-        inf_best = max((c["rps"] for (s, _), c in inf["cells"].items() if s == 1), default=0) if inf else 0
+        say("| smls backend | c=32, 1 sentence: smls sent/s / ceiling | c=32, 32 sentences: / ceiling at batch 32 | c=1 p50 / in-process p50 (1 thread; all cores) "
+            "| smls / Infinity, same backend (best requests/s, 1 sentence) | smls / Infinity's best configuration |")
+        say("|---|---|---|---|---|---|")
+
+        def best_rps(name: str) -> float:
+            r = results.get(name)
+            return max((c["rps"] for (s, _), c in r["cells"].items() if s == 1), default=0.0) if r else 0.0
+
+        inf_best = max((best_rps(n) for n in results if n.startswith("Infinity")), default=0.0)
         for b in backends:
             r = results.get(f"smls {b}")
             if not r:
                 continue
             one, many, c1 = r["cells"][(1, 32)], r["cells"][(32, 32)], r["cells"][(1, 1)]
-            best = max(c["rps"] for (s, _), c in r["cells"].items() if s == 1)
-            vs_inf = f"{best / inf_best:.2f}x" if inf_best else "n/a"
+            best, same = best_rps(f"smls {b}"), best_rps(f"Infinity ({b})")
+            vs_same = f"{best / same:.2f}x" if same else "n/a"
+            vs_best = f"{best / inf_best:.2f}x" if inf_best else "n/a"
             say(f"| {b} | {one['sps'] / ceil[b]['best']:.2f} | {many['sps'] / ceil[b]['at32']:.2f} | "
-                f"{c1['p50'] / ceil[b]['p50_ms_one_thread']:.2f}; {c1['p50'] / ceil[b]['p50_ms_all_cores']:.2f} | {vs_inf} |")
+                f"{c1['p50'] / ceil[b]['p50_ms_one_thread']:.2f}; {c1['p50'] / ceil[b]['p50_ms_all_cores']:.2f} | {vs_same} | {vs_best} |")
         say()
 
         say("## Start-up and memory")

@@ -1,8 +1,9 @@
 """Cross-request micro-batching inside one worker.
 
-Request threads put jobs on a bounded queue and wait; one batcher thread takes
-whatever is queued (up to max_batch sentences, waiting at most max_wait for more),
-runs one forward pass for all of it, and hands each job its slice, in order.
+Request threads put jobs on a bounded queue and wait; a batcher thread (one per
+inference stream) takes whatever is queued (up to max_batch sentences, waiting at
+most max_wait for more), runs one forward pass for all of it, and hands each job
+its slice, in order.
 A full queue is refused at once (503 + Retry-After) instead of letting latency grow;
 a job whose requester stopped waiting is skipped, so it costs no inference.
 """
@@ -34,17 +35,20 @@ class _Job:
 
 
 class MicroBatcher:
-    """Gathers concurrent encode calls into shared forward passes; one thread per process."""
+    """Gathers concurrent encode calls into shared forward passes; one thread per inference stream."""
 
-    def __init__(self, encoder: Any, *, max_batch: int = 16, max_wait: float = 0.0, queue_size: int = 64) -> None:
+    def __init__(self, encoder: Any, *, max_batch: int = 16, max_wait: float = 0.0, queue_size: int = 64, streams: int = 1) -> None:
         self.encoder = encoder
+        self.streams = streams
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
         self._carry: _Job | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._pid = 0
         self._start_lock = threading.Lock()
+        self._take_lock = threading.Lock()  # one thread at a time assembles a batch
+        self._stats_lock = threading.Lock()
         # For tests and metrics: how many forward passes ran, and their sizes.
         self.batches = 0
         self.largest_batch = 0
@@ -69,16 +73,17 @@ class MicroBatcher:
     def _ensure_thread(self) -> None:
         # Started lazily in the process that uses it: a thread started in the gunicorn
         # master would not exist in the forked workers.
-        if self._thread is not None and self._pid == os.getpid():
+        if self._threads and self._pid == os.getpid():
             return
         with self._start_lock:
-            if self._thread is None or self._pid != os.getpid():
+            if not self._threads or self._pid != os.getpid():
                 if self._pid != os.getpid():
                     self._queue = queue.Queue(maxsize=self._queue.maxsize)
                     self._carry = None
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="smls-batcher", daemon=True)
-                self._thread.start()
+                self._threads = [threading.Thread(target=self._run, name=f"smls-batcher-{i}", daemon=True) for i in range(self.streams)]
+                for thread in self._threads:
+                    thread.start()
 
     def _next_batch(self) -> list[_Job]:
         """Block for one job, then take what else fits: queued now, or arriving within max_wait."""
@@ -101,15 +106,17 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while True:
-            batch = self._next_batch()
+            with self._take_lock:
+                batch = self._next_batch()
             if not batch:
                 continue
             try:
                 texts = [t for job in batch for t in job.texts]
                 prepared = None if any(job.prepared is None for job in batch) else [p for job in batch for p in job.prepared]
                 result = self.encoder.encode(texts, prepared=prepared)
-                self.batches += 1
-                self.largest_batch = max(self.largest_batch, len(texts))
+                with self._stats_lock:
+                    self.batches += 1
+                    self.largest_batch = max(self.largest_batch, len(texts))
                 start = 0
                 for job in batch:
                     job.result = result.slice(start, start + len(job.texts))

@@ -88,11 +88,23 @@ class SentenceEncoder:
         self.dimension = 0
         self.max_seq_length = 0
         self.device = "cpu"
-        # Inference is serialised per process: concurrent forward passes on the same cores
-        # only fight over them (and over OpenMP's thread pool).
-        self._lock = threading.Lock()
+        # Forward passes allowed at once in this process (see set_streams). One by default:
+        # concurrent passes on the same cores only fight over them.
+        self.streams = 1
+        self._slots = threading.Semaphore(1)
+        self._count_lock = threading.Lock()
         # Sentences run through the model: lets tests and metrics see cache hits.
         self.sentences_encoded = 0
+
+    #: Whether forward passes may run in several threads at once (see set_streams).
+    parallel_safe = False
+
+    def set_streams(self, n: int) -> None:
+        """Let up to `n` forward passes run at once in this process (each on its own inference threads)."""
+        if n > 1 and not self.parallel_safe:
+            raise StartupError(f"the {self.backend} backend runs one forward pass at a time; SMLS_INFERENCE_STREAMS must be 1")
+        self.streams = n
+        self._slots = threading.Semaphore(n)
 
     def info(self) -> dict[str, Any]:
         """Model name, path, backend, dimension, max sequence length, device and fingerprint."""
@@ -129,17 +141,18 @@ class SentenceEncoder:
         tokens = np.zeros(len(texts), dtype=np.int64)
         # Like SentenceTransformer.encode: similar lengths share a batch, so padding is small.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with self._lock:
+        with self._slots:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 part = None if prepared is None else [prepared[i] for i in idx]
                 out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
-                self.sentences_encoded += len(idx)
+                with self._count_lock:
+                    self.sentences_encoded += len(idx)
         result = Encoded(out, truncated, tokens)
         return result.normalized() if normalize else result
 
     def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:
-        """Vectors, truncated flags and token counts for one batch (called under the lock)."""
+        """Vectors, truncated flags and token counts for one batch (called holding one of the streams)."""
         raise NotImplementedError
 
 
@@ -175,6 +188,9 @@ class TorchEncoder(SentenceEncoder):
 class OnnxEncoder(SentenceEncoder):
     """The model's transformer exported to ONNX, run by ONNX Runtime, pooled like sentence-transformers."""
 
+    # session.run is thread-safe, and the tokenizer is only used to encode (never reconfigured).
+    parallel_safe = True
+
     def __init__(self, path: Path, name: str | None, batch_size: int, *, quantized: bool, cache_dir: Path) -> None:
         super().__init__(path, name, batch_size)
         from smls import onnx_export
@@ -186,6 +202,7 @@ class OnnxEncoder(SentenceEncoder):
         self._tokenizer, self._pad_id = onnx_export.load_tokenizer(path, self.max_seq_length)
         self._session: Any = None
         self._session_pid = 0
+        self._session_lock = threading.Lock()
         self._shared = False
         if _inference_threads == 1:
             # One thread per forward pass: ONNX Runtime then starts no threads of its own, so
@@ -201,19 +218,24 @@ class OnnxEncoder(SentenceEncoder):
     def _session_for_this_process(self) -> Any:
         # A session with threads is made in the process that runs it: threads do not survive a fork.
         if self._session is None or (self._session_pid != os.getpid() and not self._shared):
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = _inference_threads
-            options.enable_cpu_mem_arena = False  # no per-process arena of activations kept around
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            # Busy-waiting threads would steal the core from the request threads between batches.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
-            self._input_names = {i.name for i in self._session.get_inputs()}
-            self._session_pid = os.getpid()
+            with self._session_lock:  # two streams may get here first at once
+                if self._session is None or (self._session_pid != os.getpid() and not self._shared):
+                    self._new_session()
         return self._session
+
+    def _new_session(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = _inference_threads
+        options.enable_cpu_mem_arena = False  # no per-process arena of activations kept around
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Busy-waiting threads would steal the core from the request threads between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self._session_pid = os.getpid()
 
     def prepare(self, texts: Sequence[str]) -> list[Any]:
         """Tokenise (unpadded): the Rust tokenizer releases the GIL, so request threads can do this."""

@@ -61,8 +61,12 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         MAX_FORM_PARTS=settings.max_messages + 16,
     )
     app.wsgi_app = _BufferChunkedBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
+    streams = 1
+    if getattr(encoder, "parallel_safe", False):  # stand-in encoders (tests) run one pass at a time
+        streams = settings.effective_streams
+        encoder.set_streams(streams)
     batcher = MicroBatcher(
-        encoder, max_batch=settings.max_batch, max_wait=settings.batch_wait_ms / 1000, queue_size=settings.queue_size
+        encoder, max_batch=settings.max_batch, max_wait=settings.batch_wait_ms / 1000, queue_size=settings.queue_size, streams=streams
     )
     state = State(settings, encoder, batcher, DocumentEmbedder.from_settings(encoder, settings))
     app.extensions["smls"] = state

@@ -12,7 +12,8 @@ import pytest
 import smls
 from smls.batching import MicroBatcher
 from smls.config import Settings
-from smls.errors import Overloaded
+from smls.encoders import Encoded
+from smls.errors import Overloaded, StartupError
 from tests.test_http import assert_error
 
 
@@ -39,8 +40,10 @@ class Gated:
         return self.encoder.encode(texts, normalize=normalize, prepared=prepared)
 
 
-def test_concurrent_requests_share_batches_and_get_their_own_vectors_in_order(encoder):
-    batcher = MicroBatcher(encoder, max_batch=16, max_wait=0.05, queue_size=256)
+@pytest.mark.parametrize("streams", [1, 2])
+def test_concurrent_requests_share_batches_and_get_their_own_vectors_in_order(encoder, streams):
+    encoder.set_streams(streams)
+    batcher = MicroBatcher(encoder, max_batch=16, max_wait=0.05, queue_size=256, streams=streams)
     requests = [[f"request {i} sentence {j} about {['cats', 'ships', 'tax', 'rain'][(i + j) % 4]}" for j in range(1 + i % 3)] for i in range(48)]
 
     def one(i):
@@ -56,6 +59,31 @@ def test_concurrent_requests_share_batches_and_get_their_own_vectors_in_order(en
         cos = (result.vectors * alone.vectors).sum(1) / np.linalg.norm(result.vectors, axis=1) / np.linalg.norm(alone.vectors, axis=1)
         assert cos.min() >= 0.9999
         assert result.token_counts.tolist() == alone.token_counts.tolist()
+
+
+def test_two_streams_run_two_forward_passes_at_once():
+    both_inside = threading.Barrier(2, timeout=10)
+
+    class Meeting:
+        """Each forward pass waits until another one is running beside it (times out with one stream)."""
+
+        def prepare(self, texts):
+            return None
+
+        def encode(self, texts, normalize=False, prepared=None):
+            both_inside.wait()
+            return Encoded(np.ones((len(texts), 3), np.float32), np.zeros(len(texts), bool), np.ones(len(texts), np.int64))
+
+    batcher = MicroBatcher(Meeting(), max_batch=1, streams=2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda t: batcher.encode([t], timeout=20), ["a", "b"]))
+    assert [r.vectors.shape for r in results] == [(1, 3), (1, 3)]
+
+
+def test_the_torch_backend_refuses_parallel_streams():
+    torch_encoder = smls.ml_services.get("SentenceEncoder", backend="torch")
+    with pytest.raises(StartupError, match="one forward pass at a time"):
+        torch_encoder.set_streams(2)
 
 
 def test_truncation_is_reported_per_request(encoder):

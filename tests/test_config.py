@@ -32,6 +32,8 @@ def test_settings_are_frozen():
         ({"SMLS_MAX_BODY_BYTES": "-1"}, "SMLS_MAX_BODY_BYTES must be at least 1"),
         ({"SMLS_TORCH_THREADS": "0"}, "SMLS_TORCH_THREADS must be at least 1"),
         ({"SMLS_LOG_LEVEL": "loud"}, "SMLS_LOG_LEVEL"),
+        ({"SMLS_INFERENCE_STREAMS": "0"}, "SMLS_INFERENCE_STREAMS must be at least 1"),
+        ({"SMLS_INFERENCE_STREAMS": "2", "SMLS_BACKEND": "torch"}, "SMLS_INFERENCE_STREAMS above 1 needs an ONNX backend"),
     ],
 )
 def test_invalid_settings_name_the_variable(env, fragment):
@@ -44,6 +46,16 @@ def test_torch_threads_share_the_cores(monkeypatch):
     assert Settings(workers=2).effective_torch_threads == 4
     assert Settings(workers=16).effective_torch_threads == 1
     assert Settings(workers=2, torch_threads=3).effective_torch_threads == 3
+
+
+def test_inference_streams_default_to_two_where_the_cores_allow(monkeypatch):
+    monkeypatch.setattr("smls.config.cpu_count", lambda: 2)
+    assert Settings(workers=2).effective_streams == 2  # 1 thread each: a busy worker may use both cores
+    assert Settings(workers=1).effective_streams == 1  # its one stream already has both cores
+    assert Settings(workers=2, backend="torch").effective_streams == 1
+    assert Settings(workers=2, inference_streams=3).effective_streams == 3
+    monkeypatch.setattr("smls.config.cpu_count", lambda: 1)
+    assert Settings(workers=1).effective_streams == 1
 
 
 def test_model_resolution_order(tmp_path):
