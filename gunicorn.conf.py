@@ -7,11 +7,14 @@ workers hang. Each worker sets its own torch thread count and warms up after for
 
 import gc
 import os
+import shutil
 import sys
+import tempfile
 
 from smls.config import Settings
 from smls.encoders import set_inference_threads
 from smls.errors import StartupError
+from smls.logs import access_log_format as _access_log_format
 
 try:
     _settings = Settings.from_env()
@@ -25,6 +28,15 @@ os.environ.setdefault("OMP_NUM_THREADS", str(_settings.effective_torch_threads))
 # master and shared by the workers (see smls.encoders.OnnxEncoder). Sets no torch state.
 set_inference_threads(_settings.effective_torch_threads)
 
+# Prometheus multiprocess mode: each worker writes its numbers into this folder and /metrics
+# sums them. It must be set before prometheus_client is first imported (the app, below).
+# A folder of our own is removed at exit; one the user set is left alone.
+# (This file runs again on kill -HUP: the folder made the first time is kept.)
+_own_metrics_dir = os.environ.get("_SMLS_OWN_METRICS_DIR")
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir = tempfile.mkdtemp(prefix="smls-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["_SMLS_OWN_METRICS_DIR"] = _own_metrics_dir
+
 bind = [_settings.bind_address]
 workers = _settings.workers
 worker_class = "gthread"
@@ -35,6 +47,9 @@ graceful_timeout = 30
 keepalive = 5
 loglevel = _settings.log_level
 accesslog = _settings.access_log or None
+access_log_format = _access_log_format(_settings.access_log_format)
+if _settings.access_log_format == "json":
+    logger_class = "smls.logs.JsonAccessLogger"
 errorlog = "-"
 # gunicorn's control socket lives at one fixed path per user: two servers on one machine
 # (tests, blue/green, several instances behind nginx) would fight over it.
@@ -71,3 +86,16 @@ def post_worker_init(worker):
     from smls.web import warm_up
 
     warm_up(worker.wsgi)
+
+
+def child_exit(server, worker):
+    """A worker is gone (exited or killed): drop its live gauges from the metrics sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """The server stops: remove the metrics folder we made."""
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from smls.encoders import Encoded
 from smls.errors import Overloaded
@@ -37,9 +37,22 @@ class _Job:
 class MicroBatcher:
     """Gathers concurrent encode calls into shared forward passes; one thread per inference stream."""
 
-    def __init__(self, encoder: Any, *, max_batch: int = 16, max_wait: float = 0.0, queue_size: int = 64, streams: int = 1) -> None:
+    def __init__(
+        self,
+        encoder: Any,
+        *,
+        max_batch: int = 16,
+        max_wait: float = 0.0,
+        queue_size: int = 64,
+        streams: int = 1,
+        on_depth: Callable[[int], Any] | None = None,
+        on_batch: Callable[[int], Any] | None = None,
+    ) -> None:
         self.encoder = encoder
         self.streams = streams
+        # Hooks for metrics: the queue grew or shrank by n; a pass of n sentences ran.
+        self._on_depth = on_depth or (lambda n: None)
+        self._on_batch = on_batch or (lambda n: None)
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
@@ -60,6 +73,7 @@ class MicroBatcher:
         job = _Job(list(texts), self.encoder.prepare(texts))
         try:
             self._queue.put_nowait(job)
+            self._on_depth(1)
         except queue.Full:
             raise Overloaded(f"this worker has {self._queue.maxsize} requests waiting; retry shortly") from None
         if not job.done.wait(timeout):
@@ -87,8 +101,11 @@ class MicroBatcher:
 
     def _next_batch(self) -> list[_Job]:
         """Block for one job, then take what else fits: queued now, or arriving within max_wait."""
-        first = self._carry or self._queue.get()
-        self._carry = None
+        if self._carry:
+            first, self._carry = self._carry, None
+        else:
+            first = self._queue.get()
+            self._on_depth(-1)
         batch, size = [first], len(first.texts)
         deadline = time.monotonic() + self.max_wait
         while size < self.max_batch:
@@ -97,6 +114,7 @@ class MicroBatcher:
                 job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
+            self._on_depth(-1)
             if size + len(job.texts) > self.max_batch:
                 self._carry = job  # first in the next batch, so order and fairness hold
                 break
@@ -117,6 +135,7 @@ class MicroBatcher:
                 with self._stats_lock:
                     self.batches += 1
                     self.largest_batch = max(self.largest_batch, len(texts))
+                self._on_batch(len(texts))
                 start = 0
                 for job in batch:
                     job.result = result.slice(start, start + len(job.texts))

@@ -131,6 +131,9 @@ class Settings:
     log_level: str = "info"
     # SMLS_ACCESS_LOG: access log destination; "-" is stderr, "" turns it off.
     access_log: str = "-"
+    # SMLS_ACCESS_LOG_FORMAT: "text" (one line with the request id), "json" (one JSON object
+    # per line), or a gunicorn access_log_format string.
+    access_log_format: str = "text"
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
@@ -148,6 +151,8 @@ class Settings:
             raise StartupError("SMLS_INFERENCE_STREAMS above 1 needs an ONNX backend (SMLS_BACKEND=onnx or onnx-int8)")
         if self.backend not in BACKENDS:
             raise StartupError(f"SMLS_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.access_log_format not in ("text", "json") and "%(" not in self.access_log_format:
+            raise StartupError(f"SMLS_ACCESS_LOG_FORMAT must be text, json or a gunicorn format string, got {self.access_log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
 

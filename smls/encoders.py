@@ -16,7 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -95,6 +95,8 @@ class SentenceEncoder:
         self._count_lock = threading.Lock()
         # Sentences run through the model: lets tests and metrics see cache hits.
         self.sentences_encoded = 0
+        # Called after each encode with (sentences, tokens, truncated); the server counts them.
+        self.on_encoded: Callable[[int, int, int], Any] | None = None
 
     #: Whether forward passes may run in several threads at once (see set_streams).
     parallel_safe = False
@@ -149,6 +151,8 @@ class SentenceEncoder:
                 with self._count_lock:
                     self.sentences_encoded += len(idx)
         result = Encoded(out, truncated, tokens)
+        if self.on_encoded is not None:
+            self.on_encoded(len(texts), int(tokens.sum()), int(truncated.sum()))
         return result.normalized() if normalize else result
 
     def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> tuple[np.ndarray, Sequence[bool], Sequence[int]]:

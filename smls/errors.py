@@ -110,3 +110,18 @@ class InvalidDocument(SmlsError):
 
     status = 422
     code = "invalid_document"
+
+
+class ModelNotFound(SmlsError):
+    """The request names a model this server does not serve."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class NotReady(SmlsError):
+    """This worker has not loaded and warmed its model yet."""
+
+    status = 503
+    code = "not_ready"
+    headers = {"Retry-After": "1"}

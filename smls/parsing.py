@@ -24,7 +24,7 @@ from smls.errors import (
     TooManyMessages,
 )
 
-JSON_BODY_KEYS = frozenset({"message", "normalize"})
+JSON_BODY_KEYS = frozenset({"message", "normalize", "dimensions", "precision", "encoding"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 

@@ -5,30 +5,40 @@ from __future__ import annotations
 import io
 import logging
 import re
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException, NotFound
 
 import smls
-from smls import documents, parsing
+from smls import documents, logs, metrics, openai_api, openapi, outputs, parsing
 from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
-from smls.errors import InvalidInput, InvalidOption, MissingMessage, SmlsError, UnsupportedMediaType
+from smls.errors import InvalidInput, InvalidOption, MissingMessage, NotReady, SmlsError, UnsupportedMediaType
 
 log = logging.getLogger("smls")
 
 ENDPOINTS = {
     "GET /": "version, model and endpoints",
     "GET /health": "liveness: 200 while the worker answers",
-    "POST /embed": "embeddings for message=... (form) or {\"message\": ...} (JSON)",
+    "GET /ready": "readiness: 200 once this worker's model is loaded and warmed, else 503",
+    "GET /models": "the registered services and their models",
+    "POST /embed": "embeddings for message=... (form) or {\"message\": ...} (JSON); options normalize, dimensions, precision, encoding",
+    "POST /v1/embeddings": "OpenAI-compatible embeddings",
+    "GET /v1/models": "OpenAI-compatible model list",
     "GET /documents": "the documents in the data folder",
     "GET /documents/<doc_id>": "every sentence of a document with its pages and embedding (streamed)",
     "GET /documents/<doc_id>/search?q=...&k=5": "the k sentences of a document most similar to q",
+    "GET /metrics": "Prometheus metrics, over all workers",
+    "GET /openapi.json": "the OpenAPI 3.1 description",
+    "GET /docs": "API docs in the browser (Swagger UI, served locally)",
 }
 # Werkzeug's routing and body errors, in our vocabulary.
 _HTTP_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
@@ -42,6 +52,9 @@ class State:
     encoder: SentenceEncoder
     batcher: MicroBatcher
     documents: DocumentEmbedder
+    calibration: outputs.Calibration
+    # Set by warm_up in each worker: an Event set in the master would be copied into every fork.
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flask:
@@ -66,13 +79,25 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
         streams = settings.effective_streams
         encoder.set_streams(streams)
     batcher = MicroBatcher(
-        encoder, max_batch=settings.max_batch, max_wait=settings.batch_wait_ms / 1000, queue_size=settings.queue_size, streams=streams
+        encoder,
+        max_batch=settings.max_batch,
+        max_wait=settings.batch_wait_ms / 1000,
+        queue_size=settings.queue_size,
+        streams=streams,
+        on_depth=metrics.QUEUE_DEPTH.inc,
+        on_batch=metrics.BATCH_SIZE.observe,
     )
-    state = State(settings, encoder, batcher, DocumentEmbedder.from_settings(encoder, settings))
+    if hasattr(encoder, "on_encoded"):
+        encoder.on_encoded = metrics.observe_encoded
+    calibration = outputs.Calibration(encoder, settings.cache_dir)
+    state = State(settings, encoder, batcher, DocumentEmbedder.from_settings(encoder, settings), calibration)
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
+    _add_request_hooks(app)
     _add_routes(app, state)
+    _add_openai_routes(app, state)
     _add_document_routes(app, state)
+    _add_ops_routes(app, state)
     return app
 
 
@@ -99,8 +124,29 @@ class _BufferChunkedBody:
 
 
 def warm_up(app: Flask) -> None:
-    """Run one tiny inference (and start the batcher) so the first client does not pay for it."""
-    app.extensions["smls"].batcher.encode(["warm up"])
+    """Run one tiny inference (and start the batcher) so the first client does not pay for it; then /ready says 200."""
+    state: State = app.extensions["smls"]
+    state.batcher.encode(["warm up"])
+    state.ready.set()
+
+
+def _add_request_hooks(app: Flask) -> None:
+    """Request ids on every response, and the request counters and latency histogram."""
+
+    @app.before_request
+    def start() -> None:
+        g.request_id = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        # Routing errors never reach before_request.
+        response.headers[logs.REQUEST_ID_HEADER] = g.get("request_id") or logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+        route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        if "started" in g:
+            metrics.LATENCY.labels(route).observe(time.perf_counter() - g.started)
+        return response
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -130,17 +176,99 @@ def _add_routes(app: Flask, state: State) -> None:
 
     @app.post("/embed")
     def embed() -> Response:
-        texts, normalize = _read_embed_request(settings)
-        result = state.batcher.encode(texts, normalize=normalize, timeout=settings.request_timeout)
+        texts, options = _read_embed_request(settings, encoder.dimension)
+        result = state.batcher.encode(texts, timeout=settings.request_timeout)
+        vectors = outputs.truncate_and_normalize(result.vectors, options.dimensions, options.normalize)
+        if options.precision in ("int8", "uint8"):
+            vectors = outputs.quantize(vectors, options.precision, state.calibration.ranges(options.dimensions, options.normalize))
+        else:
+            vectors = outputs.quantize(vectors, options.precision)
         return json_response(
             {
                 "model": encoder.name,
-                "dimension": encoder.dimension,
-                "normalized": normalize,
+                **outputs.describe(options, encoder.dimension),
                 "truncated": result.truncated,
-                "embeddings": result.vectors,
+                "embeddings": outputs.encode_vectors(vectors, options.precision, options.encoding),
             }
         )
+
+    @app.get("/models")
+    def models() -> Response:
+        listed = []
+        for service in smls.ml_services.names():
+            info = encoder.info() if service == "SentenceEncoder" else {}
+            listed.append(
+                {
+                    "service": service,
+                    "name": info.get("name", service),
+                    "backend": info.get("backend", "unknown"),
+                    "dimension": info.get("dimension", 0),
+                    "max_seq_length": info.get("max_seq_length", 0),
+                    "precisions": list(outputs.PRECISIONS),
+                    "encodings": list(outputs.ENCODINGS),
+                    "serving": service == "SentenceEncoder",
+                }
+            )
+        return json_response({"models": listed})
+
+
+def _add_openai_routes(app: Flask, state: State) -> None:
+    settings, encoder = state.settings, state.encoder
+
+    @app.post("/v1/embeddings")
+    def openai_embeddings() -> Response:
+        _check_charset()
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
+        req = openai_api.parse_request(
+            request.get_data(cache=False), model_names={encoder.name}, dimension=encoder.dimension, max_messages=settings.max_messages
+        )
+        result = state.batcher.encode(req.texts, timeout=settings.request_timeout)
+        return json_response(openai_api.response(result, req.options, encoder.name))
+
+    @app.get("/v1/models")
+    def openai_models() -> Response:
+        return json_response(openai_api.models_list(encoder.name))
+
+
+def _add_ops_routes(app: Flask, state: State) -> None:
+    encoder = state.encoder
+    description = openapi.spec(encoder.name, encoder.dimension, smls.__version__)
+    static = resources.files("smls").joinpath("static", "swagger-ui")
+    assets = {
+        "swagger-ui-bundle.js": "application/javascript",
+        "swagger-ui.css": "text/css",
+        "favicon-32x32.png": "image/png",
+    }
+
+    @app.get("/ready")
+    def ready() -> Response:
+        if not state.ready.is_set():
+            raise NotReady("this worker is still loading or warming up its model")
+        return json_response({"status": "ready"})
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return json_response(description)
+
+    @app.get("/docs")
+    def docs() -> Response:
+        return Response(openapi.DOCS_PAGE, mimetype="text/html")
+
+    @app.get("/docs/static/<name>")
+    def docs_static(name: str) -> Response:
+        if name == "init.js":
+            return Response(openapi.DOCS_INIT, mimetype="application/javascript")
+        if name not in assets:  # a fixed list: no path from the client reaches the file system
+            raise NotFound()
+        response = Response(static.joinpath(name).read_bytes(), mimetype=assets[name])
+        response.headers["Cache-Control"] = "public, max-age=86400"
+        return response
 
 
 def _add_document_routes(app: Flask, state: State) -> None:
@@ -157,13 +285,15 @@ def _add_document_routes(app: Flask, state: State) -> None:
     def get_document(doc_id: str) -> Response:
         normalize = parsing.parse_bool("normalize", request.args.get("normalize", False))
         doc = documents.load_document(settings.data_dir, doc_id)
+        cached = embedder.is_cached(doc, normalize)
+        metrics.DOCUMENTS.labels("cache" if cached else "computed").inc()
         header = {
             "doc_id": doc.doc_id,
             "model": encoder.name,
             "dimension": encoder.dimension,
             "normalized": normalize,
             "count": len(doc.sentences),
-            "cached": embedder.is_cached(doc, normalize),
+            "cached": cached,
         }
         return Response(_stream_document(doc, embedder, normalize, header), mimetype="application/json")
 
@@ -214,14 +344,12 @@ def _int_option(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-def _read_embed_request(settings: Settings) -> tuple[list[str], bool]:
-    """Texts and the normalize option from a form or JSON body."""
+def _read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], outputs.OutputOptions]:
+    """Texts and the output options from a form or JSON body (options may also be in the query)."""
     # Bodies over SMLS_MAX_BODY_BYTES never get here: werkzeug refuses them (MAX_CONTENT_LENGTH,
     # chunked ones via _BufferChunkedBody) and the error handler answers body_too_large.
+    _check_charset()
     mimetype = request.mimetype
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
     if mimetype == "application/json" or mimetype.endswith("+json"):
         doc = parsing.parse_json_body(request.get_data(cache=False))
         texts = parsing.messages_from_json(doc, settings.max_messages)
@@ -240,8 +368,14 @@ def _read_embed_request(settings: Settings) -> tuple[list[str], bool]:
             f"content type {mimetype or 'none'!r} is not supported; send application/json, "
             "application/x-www-form-urlencoded or multipart/form-data"
         )
-    normalize = parsing.parse_bool("normalize", parsing.option(options, "normalize", False))
-    return texts, normalize
+    return texts, outputs.OutputOptions.parse(lambda name, default: parsing.option(options, name, default), dimension)
+
+
+def _check_charset() -> None:
+    """UnsupportedMediaType unless the body is declared UTF-8 (or not declared at all)."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
 
 
 def _error_response(exc: Exception) -> Response:
@@ -258,7 +392,10 @@ def _error_response(exc: Exception) -> Response:
     else:
         log.exception("unhandled error on %s %s", request.method, request.path)
         status, code, message = 500, "internal_error", "internal server error; the server log has the details"
-    response = json_response({"error": {"status": status, "code": code, "message": message}}, status)
+    if request.path.startswith("/v1/"):  # the OpenAI routes answer in OpenAI's error shape
+        response = json_response(openai_api.error_body(status, code, message), status)
+    else:
+        response = json_response({"error": {"status": status, "code": code, "message": message}}, status)
     response.headers.update(headers)
     return response
 

@@ -1,0 +1,24 @@
+"""smls from Python with requests. Usage: python clients/python/embed_requests.py [URL]"""
+
+import os
+import sys
+
+import requests
+
+url = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SMLS_URL", "http://127.0.0.1:8000")
+
+# Repeated form fields: one text each.
+answer = requests.post(f"{url}/embed", data={"message": ["Hello world!", "How are you today?"]}, timeout=60)
+answer.raise_for_status()
+body = answer.json()
+print(f"model: {body['model']}, vectors: {len(body['embeddings'])}, dimension: {body['dimension']}")
+
+# JSON with options: int8 codes, as base64 (one string per vector).
+answer = requests.post(f"{url}/embed", json={"message": "Hello world!", "precision": "int8", "encoding": "base64"}, timeout=60)
+answer.raise_for_status()
+print(f"int8 base64: {answer.json()['embeddings'][0][:16]}...")
+
+# Search a stored document.
+hits = requests.get(f"{url}/documents/demo/search", params={"q": "the sea at night", "k": 3}, timeout=60).json()["results"]
+for hit in hits:
+    print(f"{hit['score']:.3f}  {hit['text'][:70]}")

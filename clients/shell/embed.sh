@@ -1,0 +1,18 @@
+#!/bin/sh
+# smls from the shell: curl piped to jq. Usage: clients/shell/embed.sh [URL]
+set -eu
+SMLS=${1:-${SMLS_URL:-http://127.0.0.1:8000}}
+
+# A form field holding a Python-style list: one vector per text.
+curl -sS --fail-with-body "$SMLS/embed" \
+  --data-urlencode "message=['Hello world!', 'How are you today?']" |
+  jq -c '{model, dimension, vectors: (.embeddings | length), first: (.embeddings[0][:3] | map(. * 1000 | round / 1000))}'
+
+# A JSON body, with options: unit-length vectors cut to 64 dimensions.
+curl -sS --fail-with-body "$SMLS/embed" -H 'Content-Type: application/json' \
+  -d '{"message": ["Grüße aus Köln", "Hello world!"], "normalize": true, "dimensions": 64}' |
+  jq -c '{dimension, normalized, lengths: [.embeddings[] | length]}'
+
+# A stored document: the first three sentences with their page numbers.
+curl -sS --fail-with-body "$SMLS/documents/demo" |
+  jq -r '"\(.doc_id): \(.count) sentences", (.sentences[:3][] | "\(.index)\tpages \([.pages[].number] | join(","))\t\(.text[:60])")'

@@ -1,0 +1,45 @@
+"""Prometheus metrics, summed correctly over gunicorn's workers.
+
+Under gunicorn, gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a private folder
+before anything imports prometheus_client, so every worker writes its numbers there and
+/metrics (answered by any one worker) reads them all. Without it (tests, in-process use)
+the numbers are this process's own.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+REQUESTS = Counter("smls_http_requests_total", "HTTP requests answered, by route, method and status", ["route", "method", "status"])
+LATENCY = Histogram(
+    "smls_http_request_duration_seconds",
+    "Time to build the response, by route (a streamed document: until its first bytes)",
+    ["route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "smls_batch_size_sentences", "Sentences per shared forward pass of the /embed batcher", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+)
+QUEUE_DEPTH = Gauge("smls_queue_depth", "Requests waiting for the model, over all workers", multiprocess_mode="livesum")
+SENTENCES = Counter("smls_sentences_embedded_total", "Sentences run through the model")
+TOKENS = Counter("smls_tokens_embedded_total", "Tokens run through the model (after truncation, special tokens included)")
+TRUNCATED = Counter("smls_truncated_inputs_total", "Sentences cut to the model's maximum sequence length")
+DOCUMENTS = Counter("smls_documents_served_total", "Documents served, by where their vectors came from", ["source"])
+
+
+def observe_encoded(sentences: int, tokens: int, truncated: int) -> None:
+    """Count one forward pass's sentences, tokens and truncated inputs."""
+    SENTENCES.inc(sentences)
+    TOKENS.inc(tokens)
+    TRUNCATED.inc(truncated)
+
+
+def render() -> tuple[bytes, str]:
+    """The text exposition of every metric, from all workers when running under gunicorn."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,386 @@
+"""The OpenAPI 3.1 description of the server (GET /openapi.json) and the docs page (GET /docs).
+
+Written by hand next to the routes it describes; tests check that every route is in it,
+that it lists nothing the server lacks, and that real responses match its schemas.
+The docs page is Swagger UI, vendored under smls/static/swagger-ui (no internet needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smls import outputs
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "code", "message"],
+            "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+_OPENAI_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_VECTOR = {
+    "oneOf": [
+        {"type": "array", "items": {"type": "number"}, "description": "numbers (float32) or integer codes (int8, uint8, binary, ubinary)"},
+        {"type": "string", "description": "base64 of the little-endian bytes (float32, int8 or uint8)"},
+    ]
+}
+_MESSAGE = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+    ],
+    "description": "a text, or a list of texts",
+}
+_OPTIONS = {
+    "normalize": {"type": "boolean", "default": False, "description": "scale each vector to unit length (after `dimensions`)"},
+    "dimensions": {"type": "integer", "minimum": 1, "description": "keep only the first n dimensions (Matryoshka-style)"},
+    "precision": {"type": "string", "enum": list(outputs.PRECISIONS), "default": "float32"},
+    "encoding": {"type": "string", "enum": list(outputs.ENCODINGS), "default": "json"},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int, openai: bool = False) -> dict[str, Any]:
+    schema = _ref("OpenAIError" if openai else "Error")
+    texts = {
+        400: "invalid input or option",
+        401: "missing or wrong API key",
+        404: "not found",
+        405: "method not allowed",
+        413: "body or message count over the limit",
+        415: "unsupported content type or charset",
+        422: "the document's files are malformed",
+        503: "overloaded or past the deadline; retry after Retry-After seconds",
+    }
+    return {str(s): _json(schema, texts[s]) for s in statuses}
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "", required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def spec(model: str, dimension: int, version: str) -> dict[str, Any]:
+    """The OpenAPI document for this server and model."""
+    option_params = [_query(name, schema, schema.get("description", "")) for name, schema in _OPTIONS.items()]
+    embed_json = {
+        "type": "object",
+        "required": ["message"],
+        "additionalProperties": False,
+        "properties": {"message": _MESSAGE, **_OPTIONS},
+    }
+    embed_form = {
+        "type": "object",
+        "required": ["message"],
+        "properties": {
+            "message": {
+                "type": "string",
+                "description": "a text, a JSON array or Python list literal of texts; repeat the field for several texts",
+            },
+            "normalize": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
+            "dimensions": _OPTIONS["dimensions"],
+            "precision": _OPTIONS["precision"],
+            "encoding": _OPTIONS["encoding"],
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "smls",
+            "version": version,
+            "description": f"Sentence embeddings over plain HTTP. Model: {model} ({dimension} dimensions).",
+        },
+        "paths": {
+            "/": {"get": {"summary": "Version, model, limits and endpoints", "operationId": "index", "responses": {"200": _json({"type": "object"}, "about this server")}}},
+            "/health": {
+                "get": {
+                    "summary": "Liveness: 200 while the worker answers",
+                    "operationId": "health",
+                    "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "alive")},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: 200 once this worker has loaded and warmed its model",
+                    "operationId": "ready",
+                    "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ready"}}}, "ready"), **_errors(503)},
+                }
+            },
+            "/models": {
+                "get": {"summary": "The registered services and their models", "operationId": "models", "responses": {"200": _json(_ref("Models"), "models")}}
+            },
+            "/embed": {
+                "post": {
+                    "summary": "Embed one or more texts",
+                    "operationId": "embed",
+                    "parameters": option_params,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": embed_json},
+                            "application/x-www-form-urlencoded": {"schema": embed_form},
+                            "multipart/form-data": {"schema": embed_form},
+                        },
+                    },
+                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 413, 415, 503)},
+                }
+            },
+            "/v1/embeddings": {
+                "post": {
+                    "summary": "OpenAI-compatible embeddings (unit-length vectors)",
+                    "operationId": "openaiEmbeddings",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest")}}},
+                    "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 413, 415, 503, openai=True)},
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "summary": "OpenAI-compatible model list",
+                    "operationId": "openaiModels",
+                    "responses": {"200": _json(_ref("OpenAIModels"), "models")},
+                }
+            },
+            "/documents": {
+                "get": {
+                    "summary": "The documents in the data folder",
+                    "operationId": "listDocuments",
+                    "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
+                }
+            },
+            "/documents/{doc_id}": {
+                "get": {
+                    "summary": "Every sentence of a document with its pages and embedding (streamed)",
+                    "operationId": "getDocument",
+                    "parameters": [_doc_id(), _query("normalize", {"type": "boolean", "default": False})],
+                    "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422)},
+                }
+            },
+            "/documents/{doc_id}/search": {
+                "get": {
+                    "summary": "The k sentences of a document most similar to q",
+                    "operationId": "searchDocument",
+                    "parameters": [
+                        _doc_id(),
+                        _query("q", {"type": "string", "minLength": 1}, "the query text", required=True),
+                        _query("k", {"type": "integer", "minimum": 1, "default": 5}, "how many results"),
+                    ],
+                    "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics, summed over all workers",
+                    "operationId": "metrics",
+                    "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This description", "operationId": "openapi", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}
+            },
+            "/docs": {
+                "get": {
+                    "summary": "Human-readable API docs (Swagger UI, served locally)",
+                    "operationId": "docs",
+                    "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                }
+            },
+        },
+        "components": {"schemas": _schemas()},
+    }
+
+
+def _doc_id() -> dict[str, Any]:
+    return {
+        "name": "doc_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+        "description": "the <id> of data/texts_<id>.json and data/pages_<id>.csv",
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    page = {
+        "type": "object",
+        "required": ["id", "number", "metadata"],
+        "properties": {"id": {"type": "string"}, "number": {"type": "integer"}, "metadata": {"type": "object"}},
+    }
+    sentence = {
+        "type": "object",
+        "required": ["index", "text", "metadata", "pages"],
+        "properties": {
+            "index": {"type": "integer"},
+            "text": {"type": "string"},
+            "metadata": {"type": "object"},
+            "pages": {"type": "array", "items": page},
+            "embedding": {"type": "array", "items": {"type": "number"}},
+        },
+    }
+    return {
+        "Error": _ERROR,
+        "OpenAIError": _OPENAI_ERROR,
+        "EmbedResponse": {
+            "type": "object",
+            "required": ["model", "dimension", "normalized", "precision", "encoding", "truncated", "embeddings"],
+            "properties": {
+                "model": {"type": "string"},
+                "dimension": {"type": "integer", "description": "dimensions per vector (before bit packing for binary precisions)"},
+                "normalized": {"type": "boolean"},
+                "precision": {"type": "string", "enum": list(outputs.PRECISIONS)},
+                "encoding": {"type": "string", "enum": list(outputs.ENCODINGS)},
+                "truncated": {"type": "integer", "description": "how many texts were cut to the model's maximum length"},
+                "embeddings": {"type": "array", "items": _VECTOR},
+            },
+        },
+        "OpenAIEmbeddingsRequest": {
+            "type": "object",
+            "required": ["input"],
+            "additionalProperties": False,
+            "properties": {
+                "input": _MESSAGE,
+                "model": {"type": "string"},
+                "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
+                "dimensions": {"type": "integer", "minimum": 1},
+                "user": {"type": "string"},
+            },
+        },
+        "OpenAIEmbeddingsResponse": {
+            "type": "object",
+            "required": ["object", "data", "model", "usage"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["object", "index", "embedding"],
+                        "properties": {"object": {"const": "embedding"}, "index": {"type": "integer"}, "embedding": _VECTOR},
+                    },
+                },
+                "model": {"type": "string"},
+                "usage": {
+                    "type": "object",
+                    "required": ["prompt_tokens", "total_tokens"],
+                    "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+                },
+            },
+        },
+        "OpenAIModels": {
+            "type": "object",
+            "required": ["object", "data"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["id", "object"], "properties": {"id": {"type": "string"}, "object": {"const": "model"}}},
+                },
+            },
+        },
+        "Models": {
+            "type": "object",
+            "required": ["models"],
+            "properties": {
+                "models": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["service", "name", "backend", "dimension", "max_seq_length", "precisions", "encodings"],
+                        "properties": {
+                            "service": {"type": "string"},
+                            "name": {"type": "string"},
+                            "backend": {"type": "string"},
+                            "dimension": {"type": "integer"},
+                            "max_seq_length": {"type": "integer"},
+                            "precisions": {"type": "array", "items": {"type": "string"}},
+                            "encodings": {"type": "array", "items": {"type": "string"}},
+                            "serving": {"type": "boolean"},
+                        },
+                    },
+                }
+            },
+        },
+        "DocumentList": {
+            "type": "object",
+            "required": ["documents"],
+            "properties": {
+                "documents": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["id", "sentences"], "properties": {"id": {"type": "string"}, "sentences": {"type": "integer"}}},
+                }
+            },
+        },
+        "Document": {
+            "type": "object",
+            "required": ["doc_id", "model", "dimension", "normalized", "count", "cached", "sentences"],
+            "properties": {
+                "doc_id": {"type": "string"},
+                "model": {"type": "string"},
+                "dimension": {"type": "integer"},
+                "normalized": {"type": "boolean"},
+                "count": {"type": "integer"},
+                "cached": {"type": "boolean"},
+                "sentences": {"type": "array", "items": {**sentence, "required": [*sentence["required"], "embedding"]}},
+            },
+        },
+        "SearchResult": {
+            "type": "object",
+            "required": ["doc_id", "model", "query", "k", "results"],
+            "properties": {
+                "doc_id": {"type": "string"},
+                "model": {"type": "string"},
+                "query": {"type": "string"},
+                "k": {"type": "integer"},
+                "results": {
+                    "type": "array",
+                    "items": {**sentence, "required": ["score", *sentence["required"]], "properties": {"score": {"type": "number"}, **sentence["properties"]}},
+                },
+            },
+        },
+    }
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>smls API</title>
+  <link rel="icon" href="/docs/static/favicon-32x32.png">
+  <link rel="stylesheet" href="/docs/static/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/static/swagger-ui-bundle.js"></script>
+  <script src="/docs/static/init.js"></script>
+</body>
+</html>
+"""
+
+# In a file of its own rather than inline, so the page works under a strict Content-Security-Policy.
+DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+"""

@@ -1,0 +1,177 @@
+"""Readiness, model listing, the OpenAPI description and docs page, request ids and metrics (in-process)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import orjson
+import pytest
+
+import smls
+from smls.web import warm_up
+from tests.test_http import assert_error
+
+
+def test_ready_is_503_until_warmed_up_then_200(app):
+    client = app.test_client()
+    error = assert_error(client.get("/ready"), 503, "not_ready")
+    assert "warming" in error["message"]
+    assert client.get("/ready").headers["Retry-After"] == "1"
+    warm_up(app)
+    response = client.get("/ready")
+    assert response.status_code == 200 and orjson.loads(response.data) == {"status": "ready"}
+
+
+def test_models_lists_registered_services_with_their_model(client, encoder):
+    models = orjson.loads(client.get("/models").data)["models"]
+    served = [m for m in models if m["serving"]]
+    assert [m["service"] for m in models] == smls.ml_services.names()
+    assert len(served) == 1
+    assert served[0] | {} == {
+        "service": "SentenceEncoder",
+        "name": encoder.name,
+        "backend": encoder.backend,
+        "dimension": 384,
+        "max_seq_length": encoder.max_seq_length,
+        "precisions": ["float32", "int8", "uint8", "binary", "ubinary"],
+        "encodings": ["json", "base64"],
+        "serving": True,
+    }
+
+
+def rules(app) -> set[str]:
+    """Every route the app answers, in OpenAPI's {param} spelling."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static", "docs_static"):
+            continue
+        out.add(rule.rule.replace("<", "{").replace(">", "}"))
+    return out
+
+
+def test_openapi_lists_exactly_the_routes_the_server_has(client, app):
+    spec = orjson.loads(client.get("/openapi.json").data)
+    assert spec["openapi"].startswith("3.1")
+    assert set(spec["paths"]) == rules(app)
+    for path, item in spec["paths"].items():
+        flask_path = path.replace("{", "<").replace("}", ">")
+        methods = {m for r in app.url_map.iter_rules() if r.rule == flask_path for m in r.methods} - {"HEAD", "OPTIONS"}
+        assert set(item) == {m.lower() for m in methods}, path
+
+
+def schema_for(spec: dict, path: str, method: str, status: int) -> dict:
+    """The response schema the description promises, with its $refs resolvable."""
+    content = spec["paths"][path][method]["responses"][str(status)]["content"]
+    return {**next(iter(content.values()))["schema"], "components": spec["components"]}
+
+
+@pytest.fixture()
+def demo_client(settings, encoder, tmp_path):
+    """A client over a data folder holding a copy of the demo document."""
+    import shutil
+
+    for name in ("texts_demo.json", "pages_demo.csv"):
+        shutil.copy(smls.config.Path("data") / name, settings.data_dir / name)
+    return smls.create_app(settings, encoder=encoder).test_client()
+
+
+CALLS = [
+    ("/embed", "post", {"json": {"message": ["a", "b"]}}, 200),
+    ("/embed", "post", {"json": {"message": "a", "precision": "int8", "encoding": "base64"}}, 200),
+    ("/embed", "post", {"json": {"message": "a", "precision": "binary"}}, 200),
+    ("/embed", "post", {"data": {"message": "['a', 'b']", "dimensions": "8"}}, 200),
+    ("/embed", "post", {"json": {"message": []}}, 400),
+    ("/embed", "post", {"data": b"x", "content_type": "text/plain"}, 415),
+    ("/v1/embeddings", "post", {"json": {"input": ["a"]}}, 200),
+    ("/v1/embeddings", "post", {"json": {"input": ["a"], "encoding_format": "base64"}}, 200),
+    ("/v1/embeddings", "post", {"json": {"input": "a", "model": "other"}}, 404),
+    ("/v1/models", "get", {}, 200),
+    ("/models", "get", {}, 200),
+    ("/health", "get", {}, 200),
+    ("/ready", "get", {}, 503),
+    ("/documents", "get", {}, 200),
+    ("/documents/{doc_id}", "get", {"path": "/documents/demo"}, 200),
+    ("/documents/{doc_id}", "get", {"path": "/documents/nope"}, 404),
+    ("/documents/{doc_id}", "get", {"path": "/documents/..."}, 400),
+    ("/documents/{doc_id}/search", "get", {"path": "/documents/demo/search?q=sea&k=2"}, 200),
+    ("/documents/{doc_id}/search", "get", {"path": "/documents/demo/search"}, 400),
+]
+
+
+@pytest.mark.parametrize(("path", "method", "kwargs", "status"), CALLS, ids=[f"{c[1]} {c[0]} {c[3]}" for c in CALLS])
+def test_real_responses_match_the_description(demo_client, path, method, kwargs, status):
+    spec = orjson.loads(demo_client.get("/openapi.json").data)
+    kwargs = dict(kwargs)
+    url = kwargs.pop("path", path)
+    response = getattr(demo_client, method)(url, **kwargs)
+    assert response.status_code == status, response.data
+    jsonschema.validate(json.loads(response.get_data()), schema_for(spec, path, method, status))
+
+
+def test_docs_page_and_its_assets_are_served_locally(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "http" not in html.replace('lang="en"', "")  # no address outside this server
+    for asset, mimetype in [("swagger-ui-bundle.js", "application/javascript"), ("swagger-ui.css", "text/css"), ("init.js", "application/javascript")]:
+        assert f"/docs/static/{asset}" in html
+        response = client.get(f"/docs/static/{asset}")
+        assert response.status_code == 200 and response.mimetype == mimetype and len(response.data) > 50
+    assert len(client.get("/docs/static/swagger-ui-bundle.js").data) > 1_000_000
+    assert_error(client.get("/docs/static/..%2f..%2fserver.py"), 404, "not_found")
+    assert_error(client.get("/docs/static/VERSION"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [("abc-123", True), ("req_01HF8Z:proxy/1", True), ("has space", False), ("x" * 129, False), ("", False), ('a"b', False)],
+)
+def test_request_ids_are_echoed_when_sane_else_generated(client, sent, echoed):
+    for response in (client.get("/health", headers={"X-Request-Id": sent}), client.get("/nowhere", headers={"X-Request-Id": sent})):
+        rid = response.headers["X-Request-Id"]
+        assert (rid == sent) is echoed
+        assert 1 <= len(rid) <= 128 and " " not in rid
+
+
+def test_every_response_gets_a_fresh_id_when_none_is_sent(client):
+    ids = {client.post("/embed", json={"message": "hi"}).headers["X-Request-Id"] for _ in range(3)}
+    ids.add(client.post("/embed", json={}).headers["X-Request-Id"])
+    assert len(ids) == 4
+
+
+def metric(client, line_start: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_metrics_count_requests_sentences_tokens_and_batches(client):
+    before = {
+        "requests": metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="200"}'),
+        "sentences": metric(client, "smls_sentences_embedded_total"),
+        "tokens": metric(client, "smls_tokens_embedded_total"),
+        "truncated": metric(client, "smls_truncated_inputs_total"),
+        "batches": metric(client, "smls_batch_size_sentences_count"),
+        "errors": metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="400"}'),
+    }
+    client.post("/embed", json={"message": ["one two three", "long " * 600]})
+    client.post("/embed", json={"message": []})
+    assert metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="200"}') == before["requests"] + 1
+    assert metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="400"}') == before["errors"] + 1
+    assert metric(client, "smls_sentences_embedded_total") == before["sentences"] + 2
+    assert metric(client, "smls_tokens_embedded_total") >= before["tokens"] + 256 + 5
+    assert metric(client, "smls_truncated_inputs_total") == before["truncated"] + 1
+    assert metric(client, "smls_batch_size_sentences_count") == before["batches"] + 1
+    assert "smls_http_request_duration_seconds_bucket" in client.get("/metrics").get_data(as_text=True)
+    unmatched = metric(client, 'smls_http_requests_total{method="GET",route="unmatched",status="404"}')
+    client.get("/no/such/page")
+    assert metric(client, 'smls_http_requests_total{method="GET",route="unmatched",status="404"}') == unmatched + 1
+
+
+def test_document_metrics_tell_cache_from_computed(demo_client):
+    computed = metric(demo_client, 'smls_documents_served_total{source="computed"}')
+    cached = metric(demo_client, 'smls_documents_served_total{source="cache"}')
+    demo_client.get("/documents/demo").get_data()
+    demo_client.get("/documents/demo").get_data()
+    assert metric(demo_client, 'smls_documents_served_total{source="computed"}') == computed + 1
+    assert metric(demo_client, 'smls_documents_served_total{source="cache"}') == cached + 1
