@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 
+from smls.auth import KeyRing, is_loopback
 from smls.config import Settings
 from smls.encoders import set_inference_threads
 from smls.errors import StartupError
@@ -19,6 +20,7 @@ from smls.logs import access_log_format as _access_log_format
 try:
     _settings = Settings.from_env()
     _settings.model_path()  # fail fast, in one line, on a bad SMLS_MODEL or data/model
+    _keys = KeyRing(_settings.api_key, _settings.api_key_file)  # and on a bad key or key file
 except StartupError as _exc:
     sys.exit(f"smls: {_exc}")
 
@@ -69,6 +71,11 @@ def when_ready(server):
         server.log.warning(
             "smls: %d workers x %d torch threads = %d > %d cores; expect oversubscription",
             _settings.workers, _settings.effective_torch_threads, total, cores,
+        )
+    if not _keys.enabled and not is_loopback(_settings.bind_address):
+        server.log.warning(
+            "smls: listening on %s, beyond this machine, with no API key: anyone who can reach it can use it "
+            "(set SMLS_API_KEY or SMLS_API_KEY_FILE)", _settings.bind_address,
         )
     server.log.info(
         "smls: %d workers x %d inference streams x %d threads on %s",

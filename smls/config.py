@@ -107,6 +107,11 @@ class Settings:
     max_messages: int = 2048
     # SMLS_MAX_BODY_BYTES: largest request body accepted (413 above it).
     max_body_bytes: int = 4 * 1024 * 1024
+    # SMLS_API_KEY: a key clients must send as "Authorization: Bearer <key>" (16+ characters).
+    # SMLS_API_KEY_FILE: a file of keys, one per line, re-read when it changes (rotation).
+    # Neither set: no access control (fine on loopback; the server warns on other addresses).
+    api_key: str | None = field(default=None, repr=False)
+    api_key_file: Path | None = None
     # SMLS_HOST / SMLS_PORT: where gunicorn listens. SMLS_BIND (host:port or unix:path) wins if set.
     host: str = "127.0.0.1"
     port: int = 8000
@@ -211,6 +216,6 @@ def _convert(name: str, type_name: object, raw: str) -> object:
             return float(raw)
         except ValueError:
             raise StartupError(f"SMLS_{name.upper()} must be a number, got {raw!r}") from None
-    if type_text == "Path":
+    if type_text in ("Path", "Path | None"):
         return Path(raw)
     return raw

@@ -125,3 +125,15 @@ class NotReady(SmlsError):
     status = 503
     code = "not_ready"
     headers = {"Retry-After": "1"}
+
+
+class Unauthorized(SmlsError):
+    """No API key, or a wrong one, where one is needed."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(message)
+        # RFC 6750: a request without credentials gets the bare challenge, a bad key an error code.
+        self.headers = {"WWW-Authenticate": 'Bearer realm="smls"' + (f', error="{error}"' if error else "")}

@@ -211,7 +211,12 @@ def spec(model: str, dimension: int, version: str) -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": _schemas()},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "SMLS_API_KEY, when the server has one"}},
+        },
+        # Optional: a server without SMLS_API_KEY needs none.
+        "security": [{}, {"apiKey": []}],
     }
 
 
@@ -382,5 +387,19 @@ DOCS_PAGE = """<!doctype html>
 """
 
 # In a file of its own rather than inline, so the page works under a strict Content-Security-Policy.
-DOCS_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+DOCS_INIT = """// With SMLS_API_KEY set, /openapi.json and every call need the key: ask once, keep it for this tab.
+function smlsKey() { return sessionStorage.getItem("smls-api-key") || ""; }
+window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  requestInterceptor: (req) => { if (smlsKey()) { req.headers["Authorization"] = "Bearer " + smlsKey(); } return req; },
+  responseInterceptor: (res) => {
+    if (res.status === 401 && res.url.endsWith("/openapi.json")) {
+      const key = window.prompt("This smls server needs an API key:");
+      if (key) { sessionStorage.setItem("smls-api-key", key); window.location.reload(); }
+    }
+    return res;
+  },
+});
 """

@@ -16,7 +16,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, NotFound
 
 import smls
-from smls import documents, logs, metrics, openai_api, openapi, outputs, parsing
+from smls import auth, documents, logs, metrics, openai_api, openapi, outputs, parsing
 from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
     state = State(settings, encoder, batcher, DocumentEmbedder.from_settings(encoder, settings), calibration)
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
-    _add_request_hooks(app)
+    _add_request_hooks(app, auth.KeyRing(settings.api_key, settings.api_key_file))
     _add_routes(app, state)
     _add_openai_routes(app, state)
     _add_document_routes(app, state)
@@ -130,13 +130,15 @@ def warm_up(app: Flask) -> None:
     state.ready.set()
 
 
-def _add_request_hooks(app: Flask) -> None:
-    """Request ids on every response, and the request counters and latency histogram."""
+def _add_request_hooks(app: Flask, keys: auth.KeyRing) -> None:
+    """API keys, request ids on every response, and the request counters and latency histogram."""
 
     @app.before_request
     def start() -> None:
         g.request_id = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         g.started = time.perf_counter()
+        if keys.enabled and not auth.is_public(request.path):
+            keys.check(request.headers.get("Authorization"))
 
     @app.after_request
     def finish(response: Response) -> Response:

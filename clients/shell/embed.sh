@@ -2,6 +2,8 @@
 # smls from the shell: curl piped to jq. Usage: clients/shell/embed.sh [URL]
 set -eu
 SMLS=${1:-${SMLS_URL:-http://127.0.0.1:8000}}
+# With SMLS_API_KEY set, every call sends it (curl reads the header from stdin: not in `ps`).
+curl() { if [ -n "${SMLS_API_KEY:-}" ]; then printf 'Authorization: Bearer %s\n' "$SMLS_API_KEY" | command curl -H @- "$@"; else command curl "$@"; fi; }
 
 # A form field holding a Python-style list: one vector per text.
 curl -sS --fail-with-body "$SMLS/embed" \
