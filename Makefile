@@ -5,25 +5,25 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-clients client-deps venv bench clean
+.PHONY: serve test test-clients test-deploy system-deps soak venv bench clean
 
 serve: $(STAMP)  ## serve on $$SMLS_HOST:$$SMLS_PORT (127.0.0.1:8000)
 	$(BIN)/gunicorn server:app -c gunicorn.conf.py
 
 test: $(STAMP)  ## run the test suite (starts real gunicorns on loopback ports); clients: see test-clients
-	$(BIN)/python -m pytest -m "not clients" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not clients and not deploy" $(PYTEST_ARGS)
 
-# The clients under clients/ need Debian packages; installed here when missing (as root).
-CLIENT_DEBS := curl jq sbcl cl-drakma cl-yason emacs-nox chromium
+# The clients under clients/ and the nginx test need Debian packages; installed here when missing (as root).
+SYSTEM_DEBS := curl jq sbcl cl-drakma cl-yason emacs-nox chromium nginx
 
-client-deps:  ## install what the clients and the docs-page test need (Debian)
-	@missing=$$(for p in $(CLIENT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+system-deps:  ## install what the clients, the docs-page test and the nginx test need (Debian)
+	@missing=$$(for p in $(SYSTEM_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:" $$missing; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test-clients: $(STAMP) client-deps  ## run every client in clients/ and the docs page in headless Chromium against a live server
+test-clients: $(STAMP) system-deps  ## run every client in clients/ and the docs page in headless Chromium against a live server
 	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m clients $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -50,3 +50,6 @@ $(STAMP): requirements.txt pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench .cache
+
+test-deploy: $(STAMP) system-deps  ## deploy/nginx.conf in front of two live instances, one killed mid-load
+	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m deploy $(PYTEST_ARGS)
