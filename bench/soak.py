@@ -1,0 +1,166 @@
+"""make soak: a bounded mixed load on a real server, then requests, errors by status, and worker memory.
+
+Starts `gunicorn server:app -c gunicorn.conf.py` (2 workers) on a free loopback port and
+drives it with wrk at concurrency 64 through a Lua script that rotates /embed (form, and
+JSON with int8/base64 output), /v1/embeddings, /documents/demo and its search, each
+sentence different. A warm-up phase comes first (so caches, the calibration ranges and
+allocator arenas are in place); the RSS of every worker is read after it and at the end.
+
+It fails (exit 1) on any unexpected status (anything but 200, or 503 with Retry-After
+when the server sheds load) or on a worker whose RSS grew by 5% or more after warm-up.
+
+    .venv/bin/python -m bench.soak [--seconds 600] [--warmup 30] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+STATUSES = (200, 400, 401, 404, 413, 429, 500, 502, 503)
+
+LUA = r"""
+local requests = {}
+local function add(method, path, headers, body) table.insert(requests, wrk.format(method, path, headers, body)) end
+local form = {["Content-Type"] = "application/x-www-form-urlencoded"}
+local json = {["Content-Type"] = "application/json"}
+local texts = %s
+for i, t in ipairs(texts) do
+  local q = t:gsub("[^%%w ]", ""):gsub(" ", "+")
+  add("POST", "/embed", form, "message=" .. q)
+  add("POST", "/embed", json, '{"message": ["' .. t:gsub('["\\]', "") .. '", "second sentence"], "precision": "int8", "encoding": "base64"}')
+  add("POST", "/v1/embeddings", json, '{"input": "' .. t:gsub('["\\]', "") .. '", "dimensions": 128}')
+  add("GET", "/documents/demo/search?k=3&q=" .. q:sub(1, 60), nil, nil)
+  if i %% 8 == 0 then add("GET", "/documents/demo", nil, nil) end
+end
+local i = 0
+request = function() i = i + 1; return requests[(i %% #requests) + 1] end
+%s
+local others = 0
+response = function(status, headers, body)
+  local name = "s" .. status
+  if _G[name] ~= nil then _G[name] = _G[name] + 1 else others = others + 1 end
+  if status == 503 and headers["Retry-After"] == nil then no_retry_after = no_retry_after + 1 end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, reqs)
+  local out = {errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout}
+  for _, t in ipairs(threads) do
+    for _, s in ipairs({%s}) do out["s" .. s] = (out["s" .. s] or 0) + t:get("s" .. s) end
+    out.no_retry_after = (out.no_retry_after or 0) + t:get("no_retry_after")
+  end
+  local parts = {}
+  for k, v in pairs(out) do table.insert(parts, string.format('"%%s": %%d', k, v)) end
+  io.write("SOAK {" .. table.concat(parts, ", ") .. "}\n")
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def workers(master: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def script(path: Path) -> None:
+    texts = [t["text"][:200] for t in json.loads((ROOT / "data" / "texts_demo.json").read_text())][:120]
+    lua_texts = "{" + ",\n".join("[==[" + t.replace("]==]", "") + "]==]" for t in texts) + "}"
+    counters = "\n".join(f"s{s} = 0" for s in STATUSES) + "\nno_retry_after = 0"
+    path.write_text(LUA % (lua_texts, counters, ", ".join(str(s) for s in STATUSES)))
+
+
+def wrk(url: str, lua: Path, seconds: float, concurrency: int) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "60s", "-s", str(lua), url],
+                         capture_output=True, text=True, timeout=seconds + 120)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("SOAK ")), None)
+    if line is None:
+        sys.exit(f"soak: wrk gave no result:\n{out.stdout}\n{out.stderr}")
+    return json.loads(line[5:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600)))
+    parser.add_argument("--warmup", type=float, default=30)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="smls-soak-"))
+    lua = work / "soak.lua"
+    script(lua)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}
+    env.update(SMLS_PORT=str(port), SMLS_WORKERS="2", SMLS_ACCESS_LOG="", SMLS_LOG_LEVEL="warning", SMLS_CACHE_DIR=str(work / "cache"))
+    server = subprocess.Popen([str(GUNICORN), "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                sys.exit(f"soak: the server did not start:\n{(work / 'server.log').read_text()}")
+            time.sleep(0.2)
+        print(f"soak: warm-up {args.warmup:g} s, then {args.seconds:g} s at concurrency {args.concurrency} against {url}", flush=True)
+        warm = wrk(url, lua, args.warmup, args.concurrency)
+        pids = workers(server.pid)
+        before = {pid: rss_mb(pid) for pid in pids}
+        started = time.monotonic()
+        result = wrk(url, lua, args.seconds, args.concurrency)
+        elapsed = time.monotonic() - started
+        after = {pid: rss_mb(pid) for pid in workers(server.pid)}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    total = sum(result.get(f"s{s}", 0) for s in STATUSES)
+    unexpected = total - result.get("s200", 0) - result.get("s503", 0) + result["errors"] + result["no_retry_after"]
+    print(f"\nwarm-up: {sum(warm.get(f's{s}', 0) for s in STATUSES)} requests\n")
+    print("| requests | per second | 200 | 503 (shed, with Retry-After) | other statuses | socket errors | unexpected |")
+    print("|---|---|---|---|---|---|---|")
+    others = ", ".join(f"{s}: {result[f's{s}']}" for s in STATUSES if s not in (200, 503) and result.get(f"s{s}")) or "none"
+    print(f"| {total} | {total / elapsed:.1f} | {result.get('s200', 0)} | {result.get('s503', 0)} | {others} | {result['errors']} | {unexpected} |")
+    print("\n| worker | RSS after warm-up MB | RSS at end MB | growth |")
+    print("|---|---|---|---|")
+    grew = False
+    for pid in sorted(set(before) | set(after)):
+        if pid in before and pid in after:
+            growth = after[pid] / before[pid] - 1
+            grew |= growth >= 0.05
+            print(f"| {pid} | {before[pid]:.0f} | {after[pid]:.0f} | {growth:+.1%} |")
+        else:
+            print(f"| {pid} | {before.get(pid, 0):.0f} | {after.get(pid, 0):.0f} | replaced during the run |")
+            grew = True
+    ok = unexpected == 0 and not grew and set(before) == set(after)
+    print(f"\nsoak: {'OK' if ok else 'FAILED'} (goal: 0 unexpected, every worker's RSS growth under 5%, no worker replaced)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
