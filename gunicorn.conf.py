@@ -106,3 +106,22 @@ def on_exit(server):
     """The server stops: remove the metrics folder we made."""
     if _own_metrics_dir:
         shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+
+def worker_exit(server, worker):
+    """The worker is done (its requests finished): leave without running C++ destructors.
+
+    ONNX Runtime's state, made in the master before the fork, aborts in its destructors
+    in a forked child ("terminate called after throwing std::system_error"), which
+    gunicorn logs as a worker killed by SIGABRT. Nothing is left to clean up here, so
+    the worker exits at once, with the status it was going to exit with.
+    """
+    exc = sys.exc_info()[1]
+    code = 0
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    elif exc is not None:
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
