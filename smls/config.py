@@ -130,6 +130,9 @@ class Settings:
     # an idle core instead of leaving it to a quiet worker (measured: 206 requests/s with
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
+    # SMLS_CLIENT_TIMEOUT: seconds a client has to send a whole request (head and body);
+    # slower clients are disconnected, so that a byte-a-second sender holds no thread.
+    client_timeout: float = 10.0
     # SMLS_TIMEOUT: seconds gunicorn lets a worker stay silent before it is killed and replaced.
     timeout: int = 120
     # SMLS_LOG_LEVEL: debug, info, warning, error.
@@ -146,6 +149,8 @@ class Settings:
                 raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
             raise StartupError(f"SMLS_PORT must be between 1 and 65535, got {self.port}")
+        if self.client_timeout <= 0:
+            raise StartupError(f"SMLS_CLIENT_TIMEOUT must be above 0, got {self.client_timeout}")
         if self.batch_wait_ms < 0 or self.request_timeout <= 0:
             raise StartupError("SMLS_BATCH_WAIT_MS must be >= 0 and SMLS_REQUEST_TIMEOUT > 0")
         if self.torch_threads is not None and self.torch_threads < 1:

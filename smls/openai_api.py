@@ -36,6 +36,8 @@ def parse_request(body: bytes, *, model_names: set[str], dimension: int, max_mes
     if "input" not in doc:
         raise MissingMessage("'input' is required: a string or a list of strings")
     model = doc.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InvalidOption(f"'model' must be a string, got {parsing.type_name(model)}")
     if model is not None and model not in model_names:
         raise ModelNotFound(f"model {model!r} is not served here; GET /v1/models lists: {', '.join(sorted(model_names))}")
     raw = doc["input"]
@@ -46,7 +48,7 @@ def parse_request(body: bytes, *, model_names: set[str], dimension: int, max_mes
         raise InvalidInput("token arrays are not supported as 'input'; send the text itself")
     texts = parsing.check_messages(items, max_messages)
     fmt = doc.get("encoding_format", "float")
-    if fmt not in ENCODING_FORMATS:
+    if not isinstance(fmt, str) or fmt not in ENCODING_FORMATS:
         raise InvalidOption(f"'encoding_format' must be float or base64, got {fmt!r}")
     dims = outputs.parse_dimensions(doc.get("dimensions"), dimension)
     if "user" in doc and not isinstance(doc["user"], str):

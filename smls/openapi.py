@@ -53,7 +53,7 @@ _MESSAGE = {
 }
 _OPTIONS = {
     "normalize": {"type": "boolean", "default": False, "description": "scale each vector to unit length (after `dimensions`)"},
-    "dimensions": {"type": "integer", "minimum": 1, "description": "keep only the first n dimensions (Matryoshka-style)"},
+    "dimensions": {"type": ["integer", "null"], "minimum": 1, "description": "keep only the first n dimensions (Matryoshka-style); null: all"},
     "precision": {"type": "string", "enum": list(outputs.PRECISIONS), "default": "float32"},
     "encoding": {"type": "string", "enum": list(outputs.ENCODINGS), "default": "json"},
 }
@@ -86,14 +86,17 @@ def _query(name: str, schema: dict[str, Any], description: str = "", required: b
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
-def spec(model: str, dimension: int, version: str) -> dict[str, Any]:
-    """The OpenAPI document for this server and model."""
-    option_params = [_query(name, schema, schema.get("description", "")) for name, schema in _OPTIONS.items()]
+def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, Any]:
+    """The OpenAPI document for this server, its model and its limits."""
+    options = {**_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
+    message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
+    in_query = {**options, "dimensions": {"type": "integer", "minimum": 1, "maximum": dimension}}  # no null in a query string
+    option_params = [_query(name, schema, schema.get("description", "")) for name, schema in in_query.items()]
     embed_json = {
         "type": "object",
         "required": ["message"],
         "additionalProperties": False,
-        "properties": {"message": _MESSAGE, **_OPTIONS},
+        "properties": {"message": message, **options},
     }
     embed_form = {
         "type": "object",
@@ -101,12 +104,13 @@ def spec(model: str, dimension: int, version: str) -> dict[str, Any]:
         "properties": {
             "message": {
                 "type": "string",
+                "minLength": 1,
                 "description": "a text, a JSON array or Python list literal of texts; repeat the field for several texts",
             },
             "normalize": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
-            "dimensions": _OPTIONS["dimensions"],
-            "precision": _OPTIONS["precision"],
-            "encoding": _OPTIONS["encoding"],
+            "dimensions": {"type": "integer", "minimum": 1, "maximum": dimension},
+            "precision": options["precision"],
+            "encoding": options["encoding"],
         },
     }
     return {
@@ -188,7 +192,7 @@ def spec(model: str, dimension: int, version: str) -> dict[str, Any]:
                     "parameters": [
                         _doc_id(),
                         _query("q", {"type": "string", "minLength": 1}, "the query text", required=True),
-                        _query("k", {"type": "integer", "minimum": 1, "default": 5}, "how many results"),
+                        _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 5}, "how many results"),
                     ],
                     "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422)},
                 }
@@ -212,7 +216,7 @@ def spec(model: str, dimension: int, version: str) -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(message, dimension),
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "SMLS_API_KEY, when the server has one"}},
         },
         # Optional: a server without SMLS_API_KEY needs none.
@@ -230,7 +234,7 @@ def _doc_id() -> dict[str, Any]:
     }
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
     page = {
         "type": "object",
         "required": ["id", "number", "metadata"],
@@ -268,10 +272,10 @@ def _schemas() -> dict[str, Any]:
             "required": ["input"],
             "additionalProperties": False,
             "properties": {
-                "input": _MESSAGE,
-                "model": {"type": "string"},
+                "input": message,
+                "model": {"type": ["string", "null"], "description": "the served model's name (GET /v1/models); null or absent: that model"},
                 "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
-                "dimensions": {"type": "integer", "minimum": 1},
+                "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": dimension},
                 "user": {"type": "string"},
             },
         },

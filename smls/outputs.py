@@ -52,8 +52,10 @@ class OutputOptions:
 
 def parse_dimensions(raw: Any, model_dimension: int, name: str = "dimensions") -> int | None:
     """None (all), or an integer 1..model_dimension from JSON or a form string."""
-    if raw is None or raw == "":
+    if raw is None:
         return None
+    if isinstance(raw, float) and raw.is_integer():  # JSON's 300.0 is the integer 300
+        raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise InvalidOption(f"option {name!r} must be an integer, got {raw!r}")
     try:

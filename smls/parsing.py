@@ -26,7 +26,7 @@ from smls.errors import (
 
 JSON_BODY_KEYS = frozenset({"message", "normalize", "dimensions", "precision", "encoding"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def type_name(value: Any) -> str:

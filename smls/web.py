@@ -235,7 +235,7 @@ def _add_openai_routes(app: Flask, state: State) -> None:
 
 def _add_ops_routes(app: Flask, state: State) -> None:
     encoder = state.encoder
-    description = openapi.spec(encoder.name, encoder.dimension, smls.__version__)
+    description = openapi.spec(encoder.name, encoder.dimension, smls.__version__, state.settings)
     static = resources.files("smls").joinpath("static", "swagger-ui")
     assets = {
         "swagger-ui-bundle.js": "application/javascript",
@@ -302,7 +302,7 @@ def _add_document_routes(app: Flask, state: State) -> None:
     @app.get("/documents/<doc_id>/search")
     def search_document(doc_id: str) -> Response:
         query = request.args.get("q", "")
-        if not query.strip():
+        if not query:
             raise InvalidInput("the query parameter q is missing or empty: /documents/<id>/search?q=text&k=5", code="missing_query")
         k = _int_option("k", request.args.get("k", "5"), 1, settings.search_max_k)
         doc = documents.load_document(settings.data_dir, doc_id)
@@ -370,6 +370,10 @@ def _read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], 
             f"content type {mimetype or 'none'!r} is not supported; send application/json, "
             "application/x-www-form-urlencoded or multipart/form-data"
         )
+    # An option may come from the body or the query string (the body wins), but a bad value
+    # is refused wherever it is, not ignored because the other place had a good one.
+    for source in options:
+        outputs.OutputOptions.parse(lambda name, default, source=source: source.get(name, default), dimension)
     return texts, outputs.OutputOptions.parse(lambda name, default: parsing.option(options, name, default), dimension)
 
 
@@ -391,6 +395,9 @@ def _error_response(exc: Exception) -> Response:
         code = _HTTP_CODES.get(status) or re.sub(r"\W+", "_", (exc.name or "error").lower()).strip("_")
         message = _http_message(status, exc)
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    elif isinstance(exc, ConnectionError):  # the client went away or was too slow sending its body
+        log.info("%s %s: %s", request.method, request.path, exc)
+        status, code, message = 408, "request_timeout", "the request body did not arrive in time (SMLS_CLIENT_TIMEOUT)"
     else:
         log.exception("unhandled error on %s %s", request.method, request.path)
         status, code, message = 500, "internal_error", "internal server error; the server log has the details"
