@@ -3,13 +3,13 @@
 Starts `gunicorn server:app -c gunicorn.conf.py` (2 workers) on a free loopback port and
 drives it with wrk at concurrency 64 through a Lua script that rotates /embed (form, and
 JSON with int8/base64 output), /v1/embeddings, /documents/demo and its search, each
-sentence different. A warm-up phase comes first (so caches, the calibration ranges and
+sentence different. A warm-up phase (60 s) comes first (so caches, the calibration ranges and
 allocator arenas are in place); the RSS of every worker is read after it and at the end.
 
 It fails (exit 1) on any unexpected status (anything but 200, or 503 with Retry-After
 when the server sheds load) or on a worker whose RSS grew by 5% or more after warm-up.
 
-    .venv/bin/python -m bench.soak [--seconds 600] [--warmup 30] [--concurrency 64]
+    .venv/bin/python -m bench.soak [--seconds 600] [--warmup 60] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def wrk(url: str, lua: Path, seconds: float, concurrency: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600)))
-    parser.add_argument("--warmup", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="smls-soak-"))
@@ -133,7 +134,17 @@ def main() -> int:
         pids = workers(server.pid)
         before = {pid: rss_mb(pid) for pid in pids}
         started = time.monotonic()
+        samples: list[tuple[float, dict[int, float]]] = []
+        sampling = threading.Event()
+
+        def sample() -> None:  # the RSS trend: a leak climbs, a heap settling flattens out
+            while not sampling.wait(max(5.0, args.seconds / 10)):
+                samples.append((time.monotonic() - started, {p: rss_mb(p) for p in workers(server.pid)}))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         result = wrk(url, lua, args.seconds, args.concurrency)
+        sampling.set()
         elapsed = time.monotonic() - started
         after = {pid: rss_mb(pid) for pid in workers(server.pid)}
     finally:
@@ -157,6 +168,10 @@ def main() -> int:
         else:
             print(f"| {pid} | {before.get(pid, 0):.0f} | {after.get(pid, 0):.0f} | replaced during the run |")
             grew = True
+    if samples:
+        print("\nRSS over the run (MB), worker by worker:")
+        for pid in sorted(before):
+            print(f"  {pid}: " + " ".join(f"{t:.0f}s={rss.get(pid, 0):.0f}" for t, rss in samples))
     ok = unexpected == 0 and not grew and set(before) == set(after)
     print(f"\nsoak: {'OK' if ok else 'FAILED'} (goal: 0 unexpected, every worker's RSS growth under 5%, no worker replaced)")
     return 0 if ok else 1
