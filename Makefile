@@ -54,7 +54,7 @@ clean:
 SOAK_SECONDS ?= 600
 soak: $(STAMP)  ## mixed load at concurrency 64 for SOAK_SECONDS (600): requests, errors by status, worker RSS
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "soak: please install wrk"
-	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 test-deploy: $(STAMP) system-deps  ## deploy/nginx.conf in front of two live instances, one killed mid-load
 	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m deploy $(PYTEST_ARGS)
