@@ -58,12 +58,11 @@ def parse_request(body: bytes, *, model_names: set[str], dimension: int, max_mes
 
 def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dict[str, Any]:
     """The OpenAI response object for one request's vectors."""
-    vectors = outputs.truncate_and_normalize(result.vectors, options.dimensions, options.normalize)
-    encoded = outputs.encode_vectors(vectors, "float32", options.encoding)
+    encoded = outputs.render(result.vectors, options)
     tokens = result.tokens
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": encoded[i]} for i in range(len(vectors))],
+        "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(encoded)],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

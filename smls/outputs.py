@@ -115,6 +115,20 @@ def decode_base64(text: str, precision: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=_WIRE_DTYPES[precision])
 
 
+def render(vectors: np.ndarray, options: OutputOptions, calibration: "Calibration | None" = None) -> Any:
+    """The embeddings as the options ask: cut, normalised, quantised, then encoded for JSON.
+
+    int8 and uint8 need `calibration` (the model's fixed ranges).
+    """
+    shaped = truncate_and_normalize(vectors, options.dimensions, options.normalize)
+    ranges = None
+    if options.precision in ("int8", "uint8"):
+        if calibration is None:
+            raise ValueError(f"{options.precision} needs the model's calibration")
+        ranges = calibration.ranges(options.dimensions, options.normalize)
+    return encode_vectors(quantize(shaped, options.precision, ranges), options.precision, options.encoding)
+
+
 def calibration_texts() -> list[str]:
     """The bundled calibration corpus: varied English prose, one sentence per line."""
     text = resources.files("smls").joinpath("calibration.txt").read_text("utf-8")

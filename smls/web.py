@@ -180,17 +180,12 @@ def _add_routes(app: Flask, state: State) -> None:
     def embed() -> Response:
         texts, options = _read_embed_request(settings, encoder.dimension)
         result = state.batcher.encode(texts, timeout=settings.request_timeout)
-        vectors = outputs.truncate_and_normalize(result.vectors, options.dimensions, options.normalize)
-        if options.precision in ("int8", "uint8"):
-            vectors = outputs.quantize(vectors, options.precision, state.calibration.ranges(options.dimensions, options.normalize))
-        else:
-            vectors = outputs.quantize(vectors, options.precision)
         return json_response(
             {
                 "model": encoder.name,
                 **outputs.describe(options, encoder.dimension),
                 "truncated": result.truncated,
-                "embeddings": outputs.encode_vectors(vectors, options.precision, options.encoding),
+                "embeddings": outputs.render(result.vectors, options, state.calibration),
             }
         )
 

@@ -9,12 +9,9 @@ import pytest
 import requests
 
 from tests.conftest import start_server
+from tests.test_ops import counter
 
 pytestmark = pytest.mark.live
-
-
-def counter(text: str, line_start: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
 
 
 def test_metrics_are_summed_over_both_workers_and_the_access_log_is_json(tmp_path):

@@ -140,9 +140,13 @@ def test_every_response_gets_a_fresh_id_when_none_is_sent(client):
     assert len(ids) == 4
 
 
-def metric(client, line_start: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
+def counter(text: str, line_start: str) -> float:
+    """The sum of the Prometheus samples whose line starts with line_start."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def metric(client, line_start: str) -> float:
+    return counter(client.get("/metrics").get_data(as_text=True), line_start)
 
 
 def test_metrics_count_requests_sentences_tokens_and_batches(client):
