@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -18,24 +20,40 @@ def test_metrics_are_summed_over_both_workers_and_the_access_log_is_json(tmp_pat
     server = start_server(tmp_path, workers=2, SMLS_ACCESS_LOG_FORMAT="json", SMLS_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
     try:
         assert len(list(tmp_path.glob("smls-metrics-*"))) == 1  # the private metrics folder
-        ids = []
-        for i in range(30):  # a new connection each time, so both workers answer some
+        # /health answered as soon as one worker was up; the other may still be starting, so
+        # keep sending (a new connection each time, two at once) until both have answered.
+        ids: list[str] = []
+
+        def send(i: int) -> str:
             response = requests.post(server.url + "/embed", data={"message": f"sentence number {i}"}, headers={"Connection": "close"}, timeout=30)
             assert response.status_code == 200
-            ids.append(response.headers["X-Request-Id"])
-        requests.post(server.url + "/embed", json={"message": []}, headers={"X-Request-Id": "bad-request-1"}, timeout=30)
-        records = [json.loads(line) for line in server.access_log.read_text().splitlines() if line.strip()]
-        embed_pids = {r["pid"] for r in records if r["path"] == "/embed" and r["status"] == 200}
+            return response.headers["X-Request-Id"]
+
+        deadline = time.monotonic() + 60
+        with ThreadPoolExecutor(2) as pool:
+            while True:
+                ids += pool.map(send, range(len(ids), len(ids) + 10))
+                records = [json.loads(line) for line in server.access_log.read_text().splitlines() if line.strip()]
+                embed_pids = {r["pid"] for r in records if r["path"] == "/embed" and r["status"] == 200}
+                if len(embed_pids) == 2 or time.monotonic() > deadline:
+                    break
         assert len(embed_pids) == 2, "both workers should have answered"
+        sent = len(ids)
+        requests.post(server.url + "/embed", json={"message": []}, headers={"X-Request-Id": "bad-request-1"}, timeout=30)
+        for _ in range(50):  # the access log line is written just after the response
+            records = [json.loads(line) for line in server.access_log.read_text().splitlines() if line.strip()]
+            if {r["request_id"] for r in records} >= set(ids) | {"bad-request-1"}:
+                break
+            time.sleep(0.1)
         assert {r["request_id"] for r in records} >= set(ids) | {"bad-request-1"}
         assert all(set(r) >= {"time", "method", "path", "status", "duration_ms", "request_id", "pid"} for r in records)
         # Whichever worker answers /metrics, the numbers are the sum over both.
         for _ in range(4):
             text = requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=30).text
-            assert counter(text, 'smls_http_requests_total{method="POST",route="/embed",status="200"}') == 30
+            assert counter(text, 'smls_http_requests_total{method="POST",route="/embed",status="200"}') == sent
             assert counter(text, 'smls_http_requests_total{method="POST",route="/embed",status="400"}') == 1
             # each worker's warm-up embeds one sentence too
-            assert counter(text, "smls_sentences_embedded_total") == 30 + 2
+            assert counter(text, "smls_sentences_embedded_total") == sent + 2
             assert re.search(r"^smls_queue_depth 0\.0$", text, re.M)
         assert requests.get(server.url + "/ready", timeout=30).json() == {"status": "ready"}
     finally:
