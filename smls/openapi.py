@@ -181,7 +181,7 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
                 "get": {
                     "summary": "Every sentence of a document with its pages and embedding (streamed)",
                     "operationId": "getDocument",
-                    "parameters": [_doc_id(), _query("normalize", {"type": "boolean", "default": False})],
+                    "parameters": [_doc_id(), *option_params],
                     "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422)},
                 }
             },
@@ -248,7 +248,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             "text": {"type": "string"},
             "metadata": {"type": "object"},
             "pages": {"type": "array", "items": page},
-            "embedding": {"type": "array", "items": {"type": "number"}},
+            "embedding": _VECTOR,
         },
     }
     return {
@@ -346,12 +346,14 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         },
         "Document": {
             "type": "object",
-            "required": ["doc_id", "model", "dimension", "normalized", "count", "cached", "sentences"],
+            "required": ["doc_id", "model", "dimension", "normalized", "precision", "encoding", "count", "cached", "sentences"],
             "properties": {
                 "doc_id": {"type": "string"},
                 "model": {"type": "string"},
-                "dimension": {"type": "integer"},
+                "dimension": {"type": "integer", "description": "dimensions per vector (before bit packing for binary precisions)"},
                 "normalized": {"type": "boolean"},
+                "precision": {"type": "string", "enum": list(outputs.PRECISIONS)},
+                "encoding": {"type": "string", "enum": list(outputs.ENCODINGS)},
                 "count": {"type": "integer"},
                 "cached": {"type": "boolean"},
                 "sentences": {"type": "array", "items": {**sentence, "required": [*sentence["required"], "embedding"]}},

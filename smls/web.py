@@ -9,8 +9,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, NotFound
@@ -280,19 +281,24 @@ def _add_document_routes(app: Flask, state: State) -> None:
 
     @app.get("/documents/<doc_id>")
     def get_document(doc_id: str) -> Response:
-        normalize = parsing.parse_bool("normalize", request.args.get("normalize", False))
+        options = outputs.OutputOptions.parse(request.args.get, encoder.dimension)
         doc = documents.load_document(settings.data_dir, doc_id)
-        cached = embedder.is_cached(doc, normalize)
+        # The cache holds full-length vectors, raw or unit-length; a cut is normalised after
+        # cutting, so it starts from the raw ones.
+        cached_normalized = options.normalize and options.dimensions is None
+        cached = embedder.is_cached(doc, cached_normalized)
         metrics.DOCUMENTS.labels("cache" if cached else "computed").inc()
+        if options.precision in ("int8", "uint8"):
+            state.calibration.ranges(options.dimensions, options.normalize)  # before the first byte, not mid-stream
         header = {
             "doc_id": doc.doc_id,
             "model": encoder.name,
-            "dimension": encoder.dimension,
-            "normalized": normalize,
+            **outputs.describe(options, encoder.dimension),
             "count": len(doc.sentences),
             "cached": cached,
         }
-        return Response(_stream_document(doc, embedder, normalize, header), mimetype="application/json")
+        chunks = embedder.chunks(doc, cached_normalized)
+        return Response(_stream_document(doc, chunks, options, state.calibration, header), mimetype="application/json")
 
     @app.get("/documents/<doc_id>/search")
     def search_document(doc_id: str) -> Response:
@@ -316,14 +322,21 @@ def _add_document_routes(app: Flask, state: State) -> None:
         )
 
 
-def _stream_document(doc: documents.Document, embedder: DocumentEmbedder, normalize: bool, header: dict) -> Any:
+def _stream_document(
+    doc: documents.Document,
+    chunks: Iterator[tuple[int, np.ndarray]],
+    options: outputs.OutputOptions,
+    calibration: outputs.Calibration,
+    header: dict,
+) -> Iterator[bytes]:
     """One JSON object, written out a chunk of sentences at a time as they are computed."""
     yield orjson.dumps(header)[:-1] + b',"sentences":['
     separator = b"\n"
-    for start, vectors in embedder.chunks(doc, normalize):
+    for start, vectors in chunks:
+        rendered = outputs.render(vectors, options, calibration)
         parts = [
             orjson.dumps(documents.sentence_json(start + j, doc.sentences[start + j], vector), option=orjson.OPT_SERIALIZE_NUMPY)
-            for j, vector in enumerate(vectors)
+            for j, vector in enumerate(rendered)
         ]
         yield separator + b",\n".join(parts)
         separator = b",\n"

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from smls import outputs
 from tests.test_documents import HOSTILE_IDS, P1, P2, PAGES, TEXTS, write
 from tests.test_http import assert_error
 
@@ -185,3 +186,47 @@ def test_hostile_ids_over_http_never_leave_the_data_folder(client, settings, tmp
         body = orjson.loads(r.data)
         assert set(body["error"]) == {"status", "code", "message"}
         assert "secret" not in r.get_data(as_text=True).replace(doc_id, "")
+
+
+def test_output_options_give_what_embed_gives_for_the_same_texts(client, data):
+    texts = [t["text"] for t in TEXTS]
+    for options in ({"dimensions": "64", "normalize": "true"}, {"precision": "int8"}, {"precision": "ubinary", "dimensions": "128"}):
+        doc = get_doc(client, **options)
+        embedded = client.post("/embed", json={"message": texts, **options}).get_json()
+        assert {k: doc[k] for k in ("dimension", "normalized", "precision", "encoding")} == {
+            k: embedded[k] for k in ("dimension", "normalized", "precision", "encoding")
+        }
+        ours = np.array([s["embedding"] for s in doc["sentences"]], dtype=np.float64)
+        theirs = np.array(embedded["embeddings"], dtype=np.float64)
+        assert ours.shape == theirs.shape
+        # Computed in another batch: floats agree closely, a code may sit one step off a boundary.
+        tolerance = 1e-5 if "precision" not in options else 1 if options["precision"] == "int8" else 0
+        if options.get("precision") == "ubinary":
+            assert (np.unpackbits(ours.astype(np.uint8), axis=1) != np.unpackbits(theirs.astype(np.uint8), axis=1)).mean() < 0.01
+        else:
+            assert np.abs(ours - theirs).max() <= tolerance
+
+
+def test_a_cut_is_served_from_the_cached_full_vectors(client, data, encoder):
+    full = get_doc(client)
+    before = encoder.sentences_encoded
+    cut = get_doc(client, dimensions="32", normalize="true")
+    assert cut["cached"] is True and encoder.sentences_encoded == before
+    vectors = np.array([s["embedding"][:32] for s in full["sentences"]], dtype=np.float32)
+    expected = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert np.allclose([s["embedding"] for s in cut["sentences"]], expected, atol=1e-6)
+
+
+def test_base64_document_vectors_decode_to_the_float_ones(client, data):
+    floats = get_doc(client)
+    packed = get_doc(client, encoding="base64")
+    assert packed["encoding"] == "base64"
+    for f, p in zip(floats["sentences"], packed["sentences"]):
+        assert np.array_equal(outputs.decode_base64(p["embedding"], "float32"), np.array(f["embedding"], dtype=np.float32))
+
+
+@pytest.mark.parametrize(("query", "message"), [({"precision": "int4"}, "must be one of"), ({"dimensions": "0"}, "between 1 and 384")])
+def test_a_bad_output_option_is_refused_before_anything_is_streamed(client, data, query, message):
+    r = client.get("/documents/doc", query_string=query)
+    assert r.status_code == 400
+    assert message in r.get_json()["error"]["message"]

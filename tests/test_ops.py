@@ -92,6 +92,8 @@ CALLS = [
     ("/ready", "get", {}, 503),
     ("/documents", "get", {}, 200),
     ("/documents/{doc_id}", "get", {"path": "/documents/demo"}, 200),
+    ("/documents/{doc_id}", "get", {"path": "/documents/demo?dimensions=16&precision=ubinary&encoding=base64"}, 200),
+    ("/documents/{doc_id}", "get", {"path": "/documents/demo?precision=int4"}, 400),
     ("/documents/{doc_id}", "get", {"path": "/documents/nope"}, 404),
     ("/documents/{doc_id}", "get", {"path": "/documents/..."}, 400),
     ("/documents/{doc_id}/search", "get", {"path": "/documents/demo/search?q=sea&k=2"}, 200),
