@@ -130,6 +130,11 @@ class Settings:
     # an idle core instead of leaving it to a quiet worker (measured: 206 requests/s with
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
+    # SMLS_QUEUE_TIMEOUT: seconds a request may wait for one of the worker's SMLS_THREADS
+    # request threads. Past it, a request that would run the model is answered 503 at once
+    # (Retry-After) instead of joining the work: under a flood, latency stays bounded and
+    # the backlog drains at the speed of writing 503s, not of running the model.
+    queue_timeout: float = 2.0
     # SMLS_CLIENT_TIMEOUT: seconds a client has to send a whole request (head and body);
     # slower clients are disconnected, so that a byte-a-second sender holds no thread.
     client_timeout: float = 10.0
@@ -151,6 +156,9 @@ class Settings:
             raise StartupError(f"SMLS_PORT must be between 1 and 65535, got {self.port}")
         if self.client_timeout <= 0:
             raise StartupError(f"SMLS_CLIENT_TIMEOUT must be above 0, got {self.client_timeout}")
+        if not 0 < self.queue_timeout < self.client_timeout:
+            # A request still waiting when its client's time is up is dropped without an answer.
+            raise StartupError(f"SMLS_QUEUE_TIMEOUT must be above 0 and below SMLS_CLIENT_TIMEOUT ({self.client_timeout:g}), got {self.queue_timeout:g}")
         if self.batch_wait_ms < 0 or self.request_timeout <= 0:
             raise StartupError("SMLS_BATCH_WAIT_MS must be >= 0 and SMLS_REQUEST_TIMEOUT > 0")
         if self.torch_threads is not None and self.torch_threads < 1:

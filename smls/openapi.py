@@ -182,7 +182,7 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
                     "summary": "Every sentence of a document with its pages and embedding (streamed)",
                     "operationId": "getDocument",
                     "parameters": [_doc_id(), *option_params],
-                    "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422)},
+                    "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
                 }
             },
             "/documents/{doc_id}/search": {
@@ -194,7 +194,7 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
                         _query("q", {"type": "string", "minLength": 1}, "the query text", required=True),
                         _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 5}, "how many results"),
                     ],
-                    "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422)},
+                    "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
                 }
             },
             "/metrics": {

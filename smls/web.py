@@ -22,7 +22,8 @@ from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
-from smls.errors import InvalidInput, InvalidOption, MissingMessage, NotReady, SmlsError, UnsupportedMediaType
+from smls.errors import InvalidInput, InvalidOption, MissingMessage, NotReady, Overloaded, SmlsError, UnsupportedMediaType
+from smls.worker import QUEUE_WAIT_KEY
 
 log = logging.getLogger("smls")
 
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
     state = State(settings, encoder, batcher, DocumentEmbedder.from_settings(encoder, settings), calibration)
     app.extensions["smls"] = state
     app.register_error_handler(Exception, _error_response)
-    _add_request_hooks(app, auth.KeyRing(settings.api_key, settings.api_key_file))
+    _add_request_hooks(app, auth.KeyRing(settings.api_key, settings.api_key_file), settings)
     _add_routes(app, state)
     _add_openai_routes(app, state)
     _add_document_routes(app, state)
@@ -131,8 +132,12 @@ def warm_up(app: Flask) -> None:
     state.ready.set()
 
 
-def _add_request_hooks(app: Flask, keys: auth.KeyRing) -> None:
-    """API keys, request ids on every response, and the request counters and latency histogram."""
+# The routes that run the model: the ones worth shedding when requests queue up.
+_INFERENCE_ENDPOINTS = frozenset({"embed", "openai_embeddings", "get_document", "search_document"})
+
+
+def _add_request_hooks(app: Flask, keys: auth.KeyRing, settings: Settings) -> None:
+    """API keys, load shedding, request ids on every response, and the request counters and latency histogram."""
 
     @app.before_request
     def start() -> None:
@@ -140,6 +145,12 @@ def _add_request_hooks(app: Flask, keys: auth.KeyRing) -> None:
         g.started = time.perf_counter()
         if keys.enabled and not auth.is_public(request.path):
             keys.check(request.headers.get("Authorization"))
+        # Health, readiness and metrics are cheap and still answered: a flood should not make
+        # a load balancer or an orchestrator think the server is dead.
+        waited = request.environ.get(QUEUE_WAIT_KEY, 0.0)
+        if waited > settings.queue_timeout and request.endpoint in _INFERENCE_ENDPOINTS:
+            metrics.SHED.inc()
+            raise Overloaded(f"this request waited {waited:.1f} s for a free thread (SMLS_QUEUE_TIMEOUT is {settings.queue_timeout:g} s); retry shortly")
 
     @app.after_request
     def finish(response: Response) -> Response:

@@ -6,12 +6,17 @@ could hold every thread and starve the others. Here each request, head and body,
 arrive within SMLS_CLIENT_TIMEOUT seconds; a client that is slower is disconnected.
 Sending the response is not limited that way (a big document may stream for minutes),
 only each write must make progress within the same time.
+
+It also measures how long each request waited for a thread (gthread queues every
+accepted connection for its pool without limit) and hands that to the app as
+environ["smls.queue_wait"], which sheds requests that waited past SMLS_QUEUE_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+import threading
 import time
 from typing import Any
 
@@ -78,13 +83,40 @@ class _Listener:
         return self.inner.getsockname()
 
 
+QUEUE_WAIT_KEY = "smls.queue_wait"
+
+
 class ThreadWorker(gthread.ThreadWorker):
-    """gthread, with SMLS_CLIENT_TIMEOUT for receiving each request."""
+    """gthread, with SMLS_CLIENT_TIMEOUT for receiving each request and each request's wait for a thread."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client_timeout = Settings.from_env().client_timeout
+        self._current = threading.local()  # the wait of the request this pool thread is handling
 
     def accept(self, listener: Any) -> None:
         """Accept as gthread does, wrapping the new connection's socket."""
         super().accept(_Listener(listener, self.client_timeout))
+
+    def enqueue_req(self, conn: Any) -> None:
+        """Queue a connection for the thread pool, noting when."""
+        conn.smls_queued_at = time.monotonic()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
+        """In a pool thread: note how long the connection waited for it, then handle as gthread does."""
+        self._current.wait = time.monotonic() - getattr(conn, "smls_queued_at", time.monotonic())
+        return super().handle(conn)
+
+    def load_wsgi(self) -> None:
+        """Load the app and put each request's wait for a thread into its environ."""
+        super().load_wsgi()
+        # Wrapped inside the Flask app (its wsgi_app, the documented place for middleware),
+        # so that self.wsgi stays the app that gunicorn.conf.py warms up.
+        inner, current = self.wsgi.wsgi_app, self._current
+
+        def with_queue_wait(environ: dict[str, Any], start_response: Any) -> Any:
+            environ[QUEUE_WAIT_KEY] = getattr(current, "wait", 0.0)
+            return inner(environ, start_response)
+
+        self.wsgi.wsgi_app = with_queue_wait

@@ -6,23 +6,25 @@ import statistics
 import threading
 import time
 from collections import defaultdict
+from typing import Callable
 
 import pytest
 import requests
 
-from tests.conftest import start_server
+from tests.conftest import LiveServer, start_server
+from tests.test_ops import counter
 
 pytestmark = pytest.mark.live
 
 
-def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
-    # 16 request threads, 4 places in the model's queue: beyond that, 503 at once.
-    server = start_server(tmp_path, workers=1, SMLS_THREADS="16", SMLS_QUEUE_SIZE="4", SMLS_REQUEST_TIMEOUT="20",
-                          SMLS_CACHE_DIR=str(tmp_path / "cache"))
-    texts = [f"sentence {i} of a heavy request about tides, ships and the weather at sea" for i in range(16)]
-    seconds: dict[int, list[float]] = defaultdict(list)
+def flood(server: LiveServer, texts: list[str], clients: int, seconds: float, during: Callable[[], None] = lambda: None) -> dict[int, list[float]]:
+    """clients posting texts to /embed in a loop, a new connection each time; the seconds each answer took, by status.
+
+    `during` runs in this thread meanwhile. Fails on anything but 200 and a proper 503.
+    """
+    took: dict[int, list[float]] = defaultdict(list)
     bad: list[str] = []
-    stop = time.monotonic() + 8
+    stop = time.monotonic() + seconds
 
     def client() -> None:
         while time.monotonic() < stop:
@@ -32,7 +34,7 @@ def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
             except requests.RequestException as exc:
                 bad.append(repr(exc))
                 continue
-            seconds[r.status_code].append(time.monotonic() - start)
+            took[r.status_code].append(time.monotonic() - start)
             if r.status_code == 503:
                 if r.headers.get("Retry-After") != "1" or r.json()["error"]["code"] != "overloaded":
                     bad.append(f"503 without Retry-After or code: {r.headers} {r.text}")
@@ -40,20 +42,62 @@ def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
             elif r.status_code != 200:
                 bad.append(f"{r.status_code} {r.text[:200]}")
 
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    during()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:5]
+    assert len(took[200]) > 10 and len(took[503]) > 10, {k: len(v) for k, v in took.items()}
+    return took
+
+
+def assert_recovered(server: LiveServer, texts: list[str]) -> None:
+    """The load is gone: it answers normally again, by itself."""
+    for _ in range(5):
+        start = time.monotonic()
+        r = requests.post(server.url + "/embed", json={"message": texts}, timeout=30)
+        assert r.status_code == 200 and time.monotonic() - start < 5
+
+
+def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
+    # 16 request threads, 4 places in the model's queue: beyond that, 503 at once.
+    server = start_server(tmp_path, workers=1, SMLS_THREADS="16", SMLS_QUEUE_SIZE="4", SMLS_REQUEST_TIMEOUT="20",
+                          SMLS_CACHE_DIR=str(tmp_path / "cache"))
+    texts = [f"sentence {i} of a heavy request about tides, ships and the weather at sea" for i in range(16)]
     try:
-        threads = [threading.Thread(target=client) for _ in range(48)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not bad, bad[:5]
-        assert len(seconds[200]) > 10 and len(seconds[503]) > 10, {k: len(v) for k, v in seconds.items()}
-        assert statistics.median(seconds[503]) < 0.5  # refused at once, not after waiting
-        assert max(seconds[200]) < 20  # no accepted request waits without end
-        # The load is gone: it answers normally again, by itself.
-        for i in range(5):
+        took = flood(server, texts, clients=48, seconds=8)
+        assert statistics.median(took[503]) < 0.5  # refused at once, not after waiting
+        assert max(took[200]) < 20  # no accepted request waits without end
+        assert_recovered(server, texts)
+    finally:
+        server.stop()
+
+
+def test_with_default_threads_a_flood_is_shed_by_its_wait_for_a_thread(tmp_path):
+    # Default settings but SMLS_QUEUE_TIMEOUT: 4 request threads, so the model's queue never
+    # fills; the flood queues for the threads instead, and what waited too long gets a 503.
+    server = start_server(tmp_path, workers=1, SMLS_QUEUE_TIMEOUT="0.5", SMLS_CACHE_DIR=str(tmp_path / "cache"))
+    texts = [f"sentence {i} of a request about tides, ships and the weather at sea" for i in range(4)]
+    health: list[float] = []
+
+    def check_health() -> None:
+        stop = time.monotonic() + 7
+        while time.monotonic() < stop:
             start = time.monotonic()
-            r = requests.post(server.url + "/embed", json={"message": texts}, timeout=30)
-            assert r.status_code == 200 and time.monotonic() - start < 5
+            assert requests.get(server.url + "/health", timeout=60).status_code == 200  # never shed
+            health.append(time.monotonic() - start)
+            time.sleep(0.5)
+
+    try:
+        took = flood(server, texts, clients=96, seconds=8, during=check_health)
+        # Nobody waits much beyond the queue timeout plus a request's own work.
+        assert statistics.median(took[503]) < 2 and max(took[200]) < 10, (statistics.median(took[503]), max(took[200]))
+        assert max(health) < 5, health
+        # Every 503 was a shed for waiting (the model's queue of 64 never filled).
+        text = requests.get(server.url + "/metrics", timeout=30).text
+        assert counter(text, "smls_shed_requests_total") == len(took[503])
+        assert_recovered(server, texts)
     finally:
         server.stop()
