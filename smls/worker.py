@@ -7,6 +7,9 @@ arrive within SMLS_CLIENT_TIMEOUT seconds; a client that is slower is disconnect
 Sending the response is not limited that way (a big document may stream for minutes),
 only each write must make progress within the same time.
 
+gunicorn's own protocol errors (a malformed request line, headers or URI over the
+limits, a bad chunk size) are written in smls's JSON error shape instead of HTML.
+
 It also measures how long each request waited for a thread (gthread queues every
 accepted connection for its pool without limit) and hands that to the app as
 environ["smls.queue_wait"], which sheds requests that waited past SMLS_QUEUE_TIMEOUT.
@@ -15,14 +18,18 @@ environ["smls.queue_wait"], which sheds requests that waited past SMLS_QUEUE_TIM
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import threading
 import time
 from typing import Any
 
+import orjson
+from gunicorn import util
 from gunicorn.workers import gthread
 
 from smls.config import Settings
+from smls.logs import REQUEST_ID_HEADER, request_id
 
 
 class _DeadlineSocket(socket.socket):
@@ -84,6 +91,18 @@ class _Listener:
 
 
 QUEUE_WAIT_KEY = "smls.queue_wait"
+_PROTOCOL_CODES = {400: "bad_http_request", 414: "uri_too_long", 431: "headers_too_large", 500: "internal_error"}
+
+
+def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """Answer an HTTP request gunicorn could not parse, as {"error": {"status", "code", "message"}}."""
+    code = _PROTOCOL_CODES.get(status) or re.sub(r"\W+", "_", reason.lower()).strip("_")
+    body = orjson.dumps({"error": {"status": status, "code": code, "message": message or reason}})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{REQUEST_ID_HEADER}: {request_id(None)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class ThreadWorker(gthread.ThreadWorker):
@@ -93,6 +112,13 @@ class ThreadWorker(gthread.ThreadWorker):
         super().__init__(*args, **kwargs)
         self.client_timeout = Settings.from_env().client_timeout
         self._current = threading.local()  # the wait of the request this pool thread is handling
+
+    def init_process(self) -> None:
+        """In the new worker process: gunicorn's error writer becomes the JSON one, then run as gthread does."""
+        # gunicorn's handle_error picks the status and message and then calls
+        # util.write_error; replacing that one function keeps gunicorn's choice of status.
+        util.write_error = write_json_error
+        super().init_process()
 
     def accept(self, listener: Any) -> None:
         """Accept as gthread does, wrapping the new connection's socket."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -129,3 +130,31 @@ def test_a_body_that_stops_half_way_is_cut_off(server):
             pass
         assert time.monotonic() - start < 20
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408") or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "bad_http_request"),
+        (b"GET / HTTP/7.1\r\nHost: x\r\n\r\n", 400, "bad_http_request"),
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9_000 + b"\r\n\r\n", 431, "headers_too_large"),
+        (b"POST /embed HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "bad_http_request"),
+    ],
+)
+def test_what_gunicorn_cannot_parse_is_answered_in_the_json_error_shape(server, raw, status, code):
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(raw)
+        s.settimeout(10)
+        answer = b""
+        while chunk := s.recv(65536):  # gunicorn closes the connection after such an error
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith(f"HTTP/1.1 {status} ")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["Content-Type"] == "application/json" and int(headers["Content-Length"]) == len(body)
+    assert len(headers["X-Request-Id"]) == 32
+    error = json.loads(body)["error"]
+    assert (error["status"], error["code"]) == (status, code) and error["message"]
