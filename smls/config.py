@@ -99,7 +99,8 @@ class Settings:
     # SMLS_BATCH_WAIT_MS: how long the batcher waits for more requests once it has one
     # (0: take what is queued and go; requests queue up naturally while the model runs).
     batch_wait_ms: float = 0.0
-    # SMLS_QUEUE_SIZE: /embed requests that may wait per worker; beyond it, 503 at once.
+    # SMLS_QUEUE_SIZE: requests that may wait per worker, for a request thread and again for
+    # the model; beyond it, a model request gets 503 at once.
     queue_size: int = 64
     # SMLS_REQUEST_TIMEOUT: seconds an /embed request may wait for its vectors before a 503.
     request_timeout: float = 30.0
@@ -131,10 +132,11 @@ class Settings:
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
     # SMLS_QUEUE_TIMEOUT: seconds a request may wait for one of the worker's SMLS_THREADS
-    # request threads. Past it, a request that would run the model is answered 503 at once
-    # (Retry-After) instead of joining the work: under a flood, latency stays bounded and
-    # the backlog drains at the speed of writing 503s, not of running the model.
-    queue_timeout: float = 2.0
+    # request threads; past it, a model request gets 503 instead of joining the work. The
+    # queue's length is bounded too (SMLS_QUEUE_SIZE); this bounds its time when requests are
+    # big. Below SMLS_CLIENT_TIMEOUT, which would otherwise drop a new connection unanswered;
+    # high enough that a bulk client sending 32 texts per request at concurrency 32 is served.
+    queue_timeout: float = 8.0
     # SMLS_CLIENT_TIMEOUT: seconds a client has to send a whole request (head and body);
     # slower clients are disconnected, so that a byte-a-second sender holds no thread.
     client_timeout: float = 10.0

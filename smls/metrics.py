@@ -22,7 +22,9 @@ LATENCY = Histogram(
 BATCH_SIZE = Histogram(
     "smls_batch_size_sentences", "Sentences per shared forward pass of the /embed batcher", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
-SHED = Counter("smls_shed_requests_total", "Requests answered 503 because they waited past SMLS_QUEUE_TIMEOUT for a thread")
+SHED = Counter(
+    "smls_shed_requests_total", "Requests answered 503 before any work: the queue for threads was full, or they waited too long", ["reason"]
+)
 QUEUE_DEPTH = Gauge("smls_queue_depth", "Requests waiting for the model, over all workers", multiprocess_mode="livesum")
 SENTENCES = Counter("smls_sentences_embedded_total", "Sentences run through the model")
 TOKENS = Counter("smls_tokens_embedded_total", "Tokens run through the model (after truncation, special tokens included)")

@@ -23,7 +23,7 @@ from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
 from smls.errors import InvalidInput, InvalidOption, MissingMessage, NotReady, Overloaded, SmlsError, UnsupportedMediaType
-from smls.worker import QUEUE_WAIT_KEY
+from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
 
 log = logging.getLogger("smls")
 
@@ -147,10 +147,8 @@ def _add_request_hooks(app: Flask, keys: auth.KeyRing, settings: Settings) -> No
             keys.check(request.headers.get("Authorization"))
         # Health, readiness and metrics are cheap and still answered: a flood should not make
         # a load balancer or an orchestrator think the server is dead.
-        waited = request.environ.get(QUEUE_WAIT_KEY, 0.0)
-        if waited > settings.queue_timeout and request.endpoint in _INFERENCE_ENDPOINTS:
-            metrics.SHED.inc()
-            raise Overloaded(f"this request waited {waited:.1f} s for a free thread (SMLS_QUEUE_TIMEOUT is {settings.queue_timeout:g} s); retry shortly")
+        if request.endpoint in _INFERENCE_ENDPOINTS:
+            _shed_if_queued_too_long(request.environ, settings)
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -161,6 +159,17 @@ def _add_request_hooks(app: Flask, keys: auth.KeyRing, settings: Settings) -> No
         if "started" in g:
             metrics.LATENCY.labels(route).observe(time.perf_counter() - g.started)
         return response
+
+
+def _shed_if_queued_too_long(environ: dict[str, Any], settings: Settings) -> None:
+    """Overloaded if gunicorn's worker saw this request arrive with its queue full, or wait too long for a thread."""
+    if environ.get(OVERFLOW_KEY):
+        metrics.SHED.labels("queue_full").inc()
+        raise Overloaded(f"this worker already has {settings.queue_size} requests waiting (SMLS_QUEUE_SIZE); retry shortly")
+    waited = environ.get(QUEUE_WAIT_KEY, 0.0)
+    if waited > settings.queue_timeout:
+        metrics.SHED.labels("queue_timeout").inc()
+        raise Overloaded(f"this request waited {waited:.1f} s for a free thread (SMLS_QUEUE_TIMEOUT is {settings.queue_timeout:g} s); retry shortly")
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

@@ -10,9 +10,12 @@ only each write must make progress within the same time.
 gunicorn's own protocol errors (a malformed request line, headers or URI over the
 limits, a bad chunk size) are written in smls's JSON error shape instead of HTML.
 
-It also measures how long each request waited for a thread (gthread queues every
-accepted connection for its pool without limit) and hands that to the app as
-environ["smls.queue_wait"], which sheds requests that waited past SMLS_QUEUE_TIMEOUT.
+gthread queues every accepted connection for its request threads without limit. Here
+at most SMLS_QUEUE_SIZE wait; a connection beyond that goes to two overflow threads
+instead, and the app answers it at once (503 for a model request). Each request's wait
+for a thread is measured too, so that the app also sheds what waited past
+SMLS_QUEUE_TIMEOUT (big requests make a short queue slow). Both reach the app through
+the WSGI environ: smls.overflow and smls.queue_wait.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import re
 import socket
 import threading
 import time
+from concurrent import futures
 from typing import Any
 
 import orjson
@@ -91,6 +95,7 @@ class _Listener:
 
 
 QUEUE_WAIT_KEY = "smls.queue_wait"
+OVERFLOW_KEY = "smls.overflow"
 _PROTOCOL_CODES = {400: "bad_http_request", 414: "uri_too_long", 431: "headers_too_large", 500: "internal_error"}
 
 
@@ -106,18 +111,25 @@ def write_json_error(sock: socket.socket, status: int, reason: str, message: str
 
 
 class ThreadWorker(gthread.ThreadWorker):
-    """gthread, with SMLS_CLIENT_TIMEOUT for receiving each request and each request's wait for a thread."""
+    """gthread, with SMLS_CLIENT_TIMEOUT for receiving each request and a bounded wait for a thread."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.client_timeout = Settings.from_env().client_timeout
-        self._current = threading.local()  # the wait of the request this pool thread is handling
+        settings = Settings.from_env()
+        self.client_timeout = settings.client_timeout
+        self.max_waiting = settings.queue_size
+        self._waiting = 0  # connections queued for the request threads, not yet taken
+        self._waiting_lock = threading.Lock()
+        self._current = threading.local()  # what the request this thread is handling waited
 
     def init_process(self) -> None:
-        """In the new worker process: gunicorn's error writer becomes the JSON one, then run as gthread does."""
+        """In the new worker process: JSON protocol errors and a pool for the overflow, then run as gthread does."""
         # gunicorn's handle_error picks the status and message and then calls
         # util.write_error; replacing that one function keeps gunicorn's choice of status.
         util.write_error = write_json_error
+        # Connections beyond SMLS_QUEUE_SIZE waiting go to these two threads, which answer at
+        # once: a 503 for model requests, or the cheap answer of /health, /ready, /metrics.
+        self.overflow_pool = futures.ThreadPoolExecutor(max_workers=2)
         super().init_process()
 
     def accept(self, listener: Any) -> None:
@@ -125,13 +137,26 @@ class ThreadWorker(gthread.ThreadWorker):
         super().accept(_Listener(listener, self.client_timeout))
 
     def enqueue_req(self, conn: Any) -> None:
-        """Queue a connection for the thread pool, noting when."""
+        """Queue a connection for the request threads, or for the overflow threads when too many wait."""
         conn.smls_queued_at = time.monotonic()
-        super().enqueue_req(conn)
+        with self._waiting_lock:
+            conn.smls_overflow = self._waiting >= self.max_waiting
+            if not conn.smls_overflow:
+                self._waiting += 1
+        if not conn.smls_overflow:
+            super().enqueue_req(conn)
+            return
+        fs = self.overflow_pool.submit(self.handle, conn)
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
 
     def handle(self, conn: Any) -> Any:
-        """In a pool thread: note how long the connection waited for it, then handle as gthread does."""
+        """In a pool thread: note how long the connection waited and whether it overflowed, then handle as gthread does."""
+        overflow = getattr(conn, "smls_overflow", False)
+        if not overflow:
+            with self._waiting_lock:
+                self._waiting -= 1
         self._current.wait = time.monotonic() - getattr(conn, "smls_queued_at", time.monotonic())
+        self._current.overflow = overflow
         return super().handle(conn)
 
     def load_wsgi(self) -> None:
@@ -143,6 +168,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
         def with_queue_wait(environ: dict[str, Any], start_response: Any) -> Any:
             environ[QUEUE_WAIT_KEY] = getattr(current, "wait", 0.0)
+            environ[OVERFLOW_KEY] = getattr(current, "overflow", False)
             return inner(environ, start_response)
 
         self.wsgi.wsgi_app = with_queue_wait

@@ -14,7 +14,7 @@ from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.encoders import Encoded
 from smls.errors import Overloaded, StartupError
-from smls.worker import QUEUE_WAIT_KEY
+from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
 from tests.test_http import assert_error
 from tests.test_ops import counter
 
@@ -154,16 +154,21 @@ def test_overload_over_http_is_503_with_retry_after_in_the_error_shape(encoder):
     pool.shutdown()
 
 
-def test_a_request_that_waited_too_long_for_a_thread_is_shed_but_health_is_not(client):
-    """gunicorn's worker puts each request's wait for a thread in the environ (see smls.worker)."""
-    stale, fresh = {QUEUE_WAIT_KEY: 2.5}, {QUEUE_WAIT_KEY: 1.5}  # SMLS_QUEUE_TIMEOUT is 2 s
+@pytest.mark.parametrize(
+    ("stale", "reason"),
+    [({QUEUE_WAIT_KEY: 8.5}, "SMLS_QUEUE_TIMEOUT"), ({OVERFLOW_KEY: True, QUEUE_WAIT_KEY: 0.01}, "SMLS_QUEUE_SIZE")],
+)
+def test_a_request_that_overflowed_or_waited_too_long_for_a_thread_is_shed_but_health_is_not(client, stale, reason):
+    """gunicorn's worker (smls.worker) puts each request's wait for a thread, and whether the queue was full, in the environ."""
+    fresh = {QUEUE_WAIT_KEY: 7.5, OVERFLOW_KEY: False}  # SMLS_QUEUE_TIMEOUT is 8 s
     before = counter(client.get("/metrics").get_data(as_text=True), "smls_shed_requests_total")
     response = client.post("/embed", json={"message": "hello"}, environ_base=stale)
     assert_error(response, 503, "overloaded")
-    assert response.headers["Retry-After"] == "1" and "SMLS_QUEUE_TIMEOUT" in response.get_json()["error"]["message"]
+    assert response.headers["Retry-After"] == "1" and reason in response.get_json()["error"]["message"]
     openai = client.post("/v1/embeddings", json={"input": "hello"}, environ_base=stale)
     assert openai.status_code == 503 and openai.get_json()["error"]["type"] == "server_error"
+    assert client.get("/documents/nothing-here", environ_base=stale).status_code == 503  # shed before any file is read
     assert client.post("/embed", json={"message": "hello"}, environ_base=fresh).status_code == 200
     for path in ("/health", "/metrics", "/openapi.json"):
         assert client.get(path, environ_base=stale).status_code == 200
-    assert counter(client.get("/metrics").get_data(as_text=True), "smls_shed_requests_total") == before + 2
+    assert counter(client.get("/metrics").get_data(as_text=True), "smls_shed_requests_total") == before + 3

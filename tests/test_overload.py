@@ -75,10 +75,17 @@ def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
         server.stop()
 
 
-def test_with_default_threads_a_flood_is_shed_by_its_wait_for_a_thread(tmp_path):
-    # Default settings but SMLS_QUEUE_TIMEOUT: 4 request threads, so the model's queue never
-    # fills; the flood queues for the threads instead, and what waited too long gets a 503.
-    server = start_server(tmp_path, workers=1, SMLS_QUEUE_TIMEOUT="0.5", SMLS_CACHE_DIR=str(tmp_path / "cache"))
+@pytest.mark.parametrize(
+    ("settings", "clients", "reason"),
+    [
+        ({}, 160, "queue_full"),  # the defaults: at most 64 may wait for the 4 request threads
+        ({"SMLS_QUEUE_TIMEOUT": "0.5", "SMLS_QUEUE_SIZE": "1000"}, 96, "queue_timeout"),  # bounded by time instead
+    ],
+)
+def test_a_flood_beyond_the_request_threads_is_shed_and_health_still_answers(tmp_path, settings, clients, reason):
+    # 4 request threads, so the model's own queue never fills: the flood queues for the
+    # threads instead, and what is beyond the limit (count or time) gets a 503.
+    server = start_server(tmp_path, workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache"), **settings)
     texts = [f"sentence {i} of a request about tides, ships and the weather at sea" for i in range(4)]
     health: list[float] = []
 
@@ -91,13 +98,13 @@ def test_with_default_threads_a_flood_is_shed_by_its_wait_for_a_thread(tmp_path)
             time.sleep(0.5)
 
     try:
-        took = flood(server, texts, clients=96, seconds=8, during=check_health)
-        # Nobody waits much beyond the queue timeout plus a request's own work.
+        took = flood(server, texts, clients=clients, seconds=8, during=check_health)
+        # Nobody waits much beyond the limit plus a request's own work.
         assert statistics.median(took[503]) < 2 and max(took[200]) < 10, (statistics.median(took[503]), max(took[200]))
         assert max(health) < 5, health
-        # Every 503 was a shed for waiting (the model's queue of 64 never filled).
+        # Every 503 was shed for this reason (the model's queue never filled).
         text = requests.get(server.url + "/metrics", timeout=30).text
-        assert counter(text, "smls_shed_requests_total") == len(took[503])
+        assert counter(text, f'smls_shed_requests_total{{reason="{reason}"}}') == len(took[503])
         assert_recovered(server, texts)
     finally:
         server.stop()
