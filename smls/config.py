@@ -102,7 +102,8 @@ class Settings:
     # SMLS_QUEUE_SIZE: requests that may wait per worker, for a request thread and again for
     # the model; beyond it, a model request gets 503 at once.
     queue_size: int = 64
-    # SMLS_REQUEST_TIMEOUT: seconds an /embed request may wait for its vectors before a 503.
+    # SMLS_REQUEST_TIMEOUT: seconds a model request may wait, for a request thread and then
+    # for its vectors, before a 503 (a request that waited it out for a thread costs no work).
     request_timeout: float = 30.0
     # SMLS_MAX_MESSAGES: most sentences accepted in one request (413 above it).
     max_messages: int = 2048
@@ -131,12 +132,6 @@ class Settings:
     # an idle core instead of leaving it to a quiet worker (measured: 206 requests/s with
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
-    # SMLS_QUEUE_TIMEOUT: seconds a request may wait for one of the worker's SMLS_THREADS
-    # request threads; past it, a model request gets 503 instead of joining the work. The
-    # queue's length is bounded too (SMLS_QUEUE_SIZE); this bounds its time when requests are
-    # big. Below SMLS_CLIENT_TIMEOUT, which would otherwise drop a new connection unanswered;
-    # high enough that a bulk client sending 32 texts per request at concurrency 32 is served.
-    queue_timeout: float = 8.0
     # SMLS_CLIENT_TIMEOUT: seconds a client has to send a whole request (head and body);
     # slower clients are disconnected, so that a byte-a-second sender holds no thread.
     client_timeout: float = 10.0
@@ -158,9 +153,6 @@ class Settings:
             raise StartupError(f"SMLS_PORT must be between 1 and 65535, got {self.port}")
         if self.client_timeout <= 0:
             raise StartupError(f"SMLS_CLIENT_TIMEOUT must be above 0, got {self.client_timeout}")
-        if not 0 < self.queue_timeout < self.client_timeout:
-            # A request still waiting when its client's time is up is dropped without an answer.
-            raise StartupError(f"SMLS_QUEUE_TIMEOUT must be above 0 and below SMLS_CLIENT_TIMEOUT ({self.client_timeout:g}), got {self.queue_timeout:g}")
         if self.batch_wait_ms < 0 or self.request_timeout <= 0:
             raise StartupError("SMLS_BATCH_WAIT_MS must be >= 0 and SMLS_REQUEST_TIMEOUT > 0")
         if self.torch_threads is not None and self.torch_threads < 1:

@@ -162,14 +162,19 @@ def _add_request_hooks(app: Flask, keys: auth.KeyRing, settings: Settings) -> No
 
 
 def _shed_if_queued_too_long(environ: dict[str, Any], settings: Settings) -> None:
-    """Overloaded if gunicorn's worker saw this request arrive with its queue full, or wait too long for a thread."""
+    """Overloaded if gunicorn's worker saw this request arrive with its queue full, or it waited out its deadline for a thread."""
     if environ.get(OVERFLOW_KEY):
         metrics.SHED.labels("queue_full").inc()
         raise Overloaded(f"this worker already has {settings.queue_size} requests waiting (SMLS_QUEUE_SIZE); retry shortly")
     waited = environ.get(QUEUE_WAIT_KEY, 0.0)
-    if waited > settings.queue_timeout:
-        metrics.SHED.labels("queue_timeout").inc()
-        raise Overloaded(f"this request waited {waited:.1f} s for a free thread (SMLS_QUEUE_TIMEOUT is {settings.queue_timeout:g} s); retry shortly")
+    if waited >= settings.request_timeout:
+        metrics.SHED.labels("deadline").inc()
+        raise Overloaded(f"this request waited {waited:.1f} s for a free thread, past SMLS_REQUEST_TIMEOUT ({settings.request_timeout:g} s); retry shortly")
+
+
+def _time_left(settings: Settings) -> float:
+    """What is left of this request's SMLS_REQUEST_TIMEOUT after its wait for a thread."""
+    return settings.request_timeout - request.environ.get(QUEUE_WAIT_KEY, 0.0)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -200,7 +205,7 @@ def _add_routes(app: Flask, state: State) -> None:
     @app.post("/embed")
     def embed() -> Response:
         texts, options = _read_embed_request(settings, encoder.dimension)
-        result = state.batcher.encode(texts, timeout=settings.request_timeout)
+        result = state.batcher.encode(texts, timeout=_time_left(settings))
         return json_response(
             {
                 "model": encoder.name,
@@ -241,7 +246,7 @@ def _add_openai_routes(app: Flask, state: State) -> None:
         req = openai_api.parse_request(
             request.get_data(cache=False), model_names={encoder.name}, dimension=encoder.dimension, max_messages=settings.max_messages
         )
-        result = state.batcher.encode(req.texts, timeout=settings.request_timeout)
+        result = state.batcher.encode(req.texts, timeout=_time_left(settings))
         return json_response(openai_api.response(result, req.options, encoder.name))
 
     @app.get("/v1/models")

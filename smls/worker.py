@@ -13,9 +13,8 @@ limits, a bad chunk size) are written in smls's JSON error shape instead of HTML
 gthread queues every accepted connection for its request threads without limit. Here
 at most SMLS_QUEUE_SIZE wait; a connection beyond that goes to two overflow threads
 instead, and the app answers it at once (503 for a model request). Each request's wait
-for a thread is measured too, so that the app also sheds what waited past
-SMLS_QUEUE_TIMEOUT (big requests make a short queue slow). Both reach the app through
-the WSGI environ: smls.overflow and smls.queue_wait.
+for a thread is measured too, and counts against its SMLS_REQUEST_TIMEOUT. Both reach
+the app through the WSGI environ: smls.overflow and smls.queue_wait.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ class _DeadlineSocket(socket.socket):
         new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         new._limit = limit
         # From the accept, not from when a thread gets to it: a slow client that waited in
-        # the queue has used its time, and is dropped at once instead of taking a thread.
+        # the queue has used its time, and gets only a short grace once a thread takes it.
         new._deadline = time.monotonic() + limit
         new._idle = False
         return new
@@ -61,6 +60,10 @@ class _DeadlineSocket(socket.socket):
             super().settimeout(self._limit)
         else:
             super().setblocking(False)
+
+    def grant(self, seconds: float) -> None:
+        """At least `seconds` more for this request: a thread has just taken it."""
+        self._deadline = max(self._deadline, time.monotonic() + seconds)
 
     def recv(self, size: int, flags: int = 0) -> bytes:  # type: ignore[override]
         """recv, failing with ECONNRESET once this request's time is up."""
@@ -96,6 +99,7 @@ class _Listener:
 
 QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
+_PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
 _PROTOCOL_CODES = {400: "bad_http_request", 414: "uri_too_long", 431: "headers_too_large", 500: "internal_error"}
 
 
@@ -157,6 +161,10 @@ class ThreadWorker(gthread.ThreadWorker):
                 self._waiting -= 1
         self._current.wait = time.monotonic() - getattr(conn, "smls_queued_at", time.monotonic())
         self._current.overflow = overflow
+        if isinstance(conn.sock, _DeadlineSocket):
+            # A request that arrived whole but waited out SMLS_CLIENT_TIMEOUT in the queue is
+            # read (and answered, if only with a 503), not dropped; a slow one still is, soon.
+            conn.sock.grant(_PICKUP_GRACE)
         return super().handle(conn)
 
     def load_wsgi(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -156,11 +157,11 @@ def test_overload_over_http_is_503_with_retry_after_in_the_error_shape(encoder):
 
 @pytest.mark.parametrize(
     ("stale", "reason"),
-    [({QUEUE_WAIT_KEY: 8.5}, "SMLS_QUEUE_TIMEOUT"), ({OVERFLOW_KEY: True, QUEUE_WAIT_KEY: 0.01}, "SMLS_QUEUE_SIZE")],
+    [({QUEUE_WAIT_KEY: 30.5}, "SMLS_REQUEST_TIMEOUT"), ({OVERFLOW_KEY: True, QUEUE_WAIT_KEY: 0.01}, "SMLS_QUEUE_SIZE")],
 )
-def test_a_request_that_overflowed_or_waited_too_long_for_a_thread_is_shed_but_health_is_not(client, stale, reason):
+def test_a_request_that_overflowed_or_waited_out_its_deadline_for_a_thread_is_shed_but_health_is_not(client, stale, reason):
     """gunicorn's worker (smls.worker) puts each request's wait for a thread, and whether the queue was full, in the environ."""
-    fresh = {QUEUE_WAIT_KEY: 7.5, OVERFLOW_KEY: False}  # SMLS_QUEUE_TIMEOUT is 8 s
+    fresh = {QUEUE_WAIT_KEY: 29.0, OVERFLOW_KEY: False}  # SMLS_REQUEST_TIMEOUT is 30 s: one second left
     before = counter(client.get("/metrics").get_data(as_text=True), "smls_shed_requests_total")
     response = client.post("/embed", json={"message": "hello"}, environ_base=stale)
     assert_error(response, 503, "overloaded")
@@ -172,3 +173,14 @@ def test_a_request_that_overflowed_or_waited_too_long_for_a_thread_is_shed_but_h
     for path in ("/health", "/metrics", "/openapi.json"):
         assert client.get(path, environ_base=stale).status_code == 200
     assert counter(client.get("/metrics").get_data(as_text=True), "smls_shed_requests_total") == before + 3
+
+
+def test_the_wait_for_a_thread_counts_against_the_request_deadline(encoder):
+    gated = Gated(encoder)
+    app = smls.create_app(Settings(request_timeout=30), encoder=gated)
+    started = time.monotonic()
+    response = app.test_client().post("/embed", json={"message": "late"}, environ_base={QUEUE_WAIT_KEY: 29.8})
+    assert_error(response, 503, "overloaded")
+    assert "no result within 0.2 s" in response.get_json()["error"]["message"]
+    assert time.monotonic() - started < 5  # the 0.2 s left, not a fresh 30
+    gated.gate.set()

@@ -34,9 +34,6 @@ def test_settings_are_frozen():
         ({"SMLS_LOG_LEVEL": "loud"}, "SMLS_LOG_LEVEL"),
         ({"SMLS_INFERENCE_STREAMS": "0"}, "SMLS_INFERENCE_STREAMS must be at least 1"),
         ({"SMLS_INFERENCE_STREAMS": "2", "SMLS_BACKEND": "torch"}, "SMLS_INFERENCE_STREAMS above 1 needs an ONNX backend"),
-        ({"SMLS_QUEUE_TIMEOUT": "0"}, "SMLS_QUEUE_TIMEOUT must be above 0"),
-        ({"SMLS_QUEUE_TIMEOUT": "12"}, r"below SMLS_CLIENT_TIMEOUT \(10\)"),
-        ({"SMLS_QUEUE_TIMEOUT": "3", "SMLS_CLIENT_TIMEOUT": "2"}, r"below SMLS_CLIENT_TIMEOUT \(2\)"),
     ],
 )
 def test_invalid_settings_name_the_variable(env, fragment):

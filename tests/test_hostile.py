@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -96,8 +97,8 @@ def test_slow_clients_do_not_starve_the_others(server):
         time.sleep(2)
         for i in range(5):
             start = time.monotonic()
-            # While the slow ones hold every thread, a request may be shed (503 after
-            # SMLS_QUEUE_TIMEOUT); a client that honours Retry-After gets through.
+            # (A 503 would be a fair answer while the slow ones hold every thread; a client
+            # that honours Retry-After gets through.)
             while (response := requests.post(server.url + "/embed", json={"message": f"hello {i}"}, headers={"Connection": "close"}, timeout=30)).status_code == 503:
                 assert response.headers["Retry-After"] == "1"
                 time.sleep(1)
@@ -158,3 +159,21 @@ def test_what_gunicorn_cannot_parse_is_answered_in_the_json_error_shape(server, 
     assert len(headers["X-Request-Id"]) == 32
     error = json.loads(body)["error"]
     assert (error["status"], error["code"]) == (status, code) and error["message"]
+
+
+def test_a_whole_request_that_waited_past_the_client_timeout_for_a_thread_is_still_answered(tmp_path):
+    """The receive deadline runs from the accept; a request that was all there gets read when a thread comes, not dropped."""
+    srv = start_server(tmp_path, workers=1, SMLS_THREADS="1", SMLS_CLIENT_TIMEOUT="1", SMLS_CACHE_DIR=str(tmp_path / "cache"))
+    try:
+        big = [f"sentence {i} about the long voyage of a whaling ship across the southern ocean" for i in range(1500)]
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(requests.post, srv.url + "/embed", json={"message": big}, timeout=120)
+            time.sleep(0.3)  # the only request thread is now embedding 1500 sentences
+            start = time.monotonic()
+            response = requests.post(srv.url + "/embed", json={"message": "a short one"}, headers={"Connection": "close"}, timeout=120)
+            waited = time.monotonic() - start
+            assert busy.result().status_code == 200
+        assert waited > 1.5, f"the short request should have queued past SMLS_CLIENT_TIMEOUT, waited {waited:.1f} s"
+        assert response.status_code == 200
+    finally:
+        srv.stop()

@@ -79,7 +79,7 @@ def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
     ("settings", "clients", "reason"),
     [
         ({}, 160, "queue_full"),  # the defaults: at most 64 may wait for the 4 request threads
-        ({"SMLS_QUEUE_TIMEOUT": "0.5", "SMLS_QUEUE_SIZE": "1000"}, 96, "queue_timeout"),  # bounded by time instead
+        ({"SMLS_REQUEST_TIMEOUT": "0.5", "SMLS_QUEUE_SIZE": "1000"}, 96, "deadline"),  # bounded by time instead
     ],
 )
 def test_a_flood_beyond_the_request_threads_is_shed_and_health_still_answers(tmp_path, settings, clients, reason):
@@ -102,9 +102,12 @@ def test_a_flood_beyond_the_request_threads_is_shed_and_health_still_answers(tmp
         # Nobody waits much beyond the limit plus a request's own work.
         assert statistics.median(took[503]) < 2 and max(took[200]) < 10, (statistics.median(took[503]), max(took[200]))
         assert max(health) < 5, health
-        # Every 503 was shed for this reason (the model's queue never filled).
         text = requests.get(server.url + "/metrics", timeout=30).text
-        assert counter(text, f'smls_shed_requests_total{{reason="{reason}"}}') == len(took[503])
+        shed = counter(text, f'smls_shed_requests_total{{reason="{reason}"}}')
+        if reason == "queue_full":  # every 503 was shed before any work (the model's queue never filled)
+            assert shed == len(took[503])
+        else:  # the rest ran out of their 0.5 s waiting for their vectors
+            assert 10 < shed <= len(took[503])
         assert_recovered(server, texts)
     finally:
         server.stop()
