@@ -149,6 +149,9 @@ def main() -> int:
         sampling.set()
         elapsed = time.monotonic() - started
         after = {pid: rss_mb(pid) for pid in workers(server.pid)}
+        # Why any 503 was given (warm-up included): shed before work (by reason), or the model's queue.
+        shed = [line for line in requests.get(url + "/metrics", timeout=30).text.splitlines()
+                if line.startswith("smls_shed_requests_total{") or (line.startswith("smls_http_requests_total{") and 'status="503"' in line)]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -174,6 +177,7 @@ def main() -> int:
         print("\nRSS over the run (MB), worker by worker:")
         for pid in sorted(before):
             print(f"  {pid}: " + " ".join(f"{t:.0f}s={rss.get(pid, 0):.0f}" for t, rss in samples))
+    print("\n503s by cause, warm-up included (from /metrics): " + ("; ".join(shed) or "none"))
     ok = unexpected == 0 and not grew and set(before) == set(after)
     print(f"\nsoak: {'OK' if ok else 'FAILED'} (goal: 0 unexpected, every worker's RSS growth under {args.rss_limit:g}%, no worker replaced)")
     return 0 if ok else 1
