@@ -23,6 +23,8 @@ from smls.parsing import parse_bool
 
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 ENCODINGS = ("json", "base64")
+# The precisions whose codes come from the model's calibrated per-dimension ranges.
+CALIBRATED = ("int8", "uint8")
 # Little-endian on the wire whatever this machine is, so every client decodes the same bytes.
 _WIRE_DTYPES = {"float32": "<f4", "int8": "i1", "uint8": "u1", "binary": "i1", "ubinary": "u1"}
 
@@ -122,7 +124,7 @@ def render(vectors: np.ndarray, options: OutputOptions, calibration: "Calibratio
     """
     shaped = truncate_and_normalize(vectors, options.dimensions, options.normalize)
     ranges = None
-    if options.precision in ("int8", "uint8"):
+    if options.precision in CALIBRATED:
         if calibration is None:
             raise ValueError(f"{options.precision} needs the model's calibration")
         ranges = calibration.ranges(options.dimensions, options.normalize)

@@ -313,7 +313,7 @@ def _add_document_routes(app: Flask, state: State) -> None:
         cached_normalized = options.normalize and options.dimensions is None
         cached = embedder.is_cached(doc, cached_normalized)
         metrics.DOCUMENTS.labels("cache" if cached else "computed").inc()
-        if options.precision in ("int8", "uint8"):
+        if options.precision in outputs.CALIBRATED:
             state.calibration.ranges(options.dimensions, options.normalize)  # before the first byte, not mid-stream
         header = {
             "doc_id": doc.doc_id,

@@ -155,12 +155,11 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def handle(self, conn: Any) -> Any:
         """In a pool thread: note how long the connection waited and whether it overflowed, then handle as gthread does."""
-        overflow = getattr(conn, "smls_overflow", False)
-        if not overflow:
+        if not conn.smls_overflow:
             with self._waiting_lock:
                 self._waiting -= 1
-        self._current.wait = time.monotonic() - getattr(conn, "smls_queued_at", time.monotonic())
-        self._current.overflow = overflow
+        self._current.wait = time.monotonic() - conn.smls_queued_at
+        self._current.overflow = conn.smls_overflow
         if isinstance(conn.sock, _DeadlineSocket):
             # A request that arrived whole but waited out SMLS_CLIENT_TIMEOUT in the queue is
             # read (and answered, if only with a 503), not dropped; a slow one still is, soon.
