@@ -18,9 +18,10 @@ from pathlib import Path
 from smls.errors import StartupError, Unauthorized
 
 MIN_KEY_LENGTH = 16
-# Liveness must work for load balancers that hold no key; the docs page is a fixed HTML
-# shell and Swagger's own files (it asks for the key before it fetches /openapi.json).
-PUBLIC_PATHS = frozenset({"/health", "/docs"})
+# Liveness and readiness must work for load balancers and orchestrators that hold no key
+# (both reveal nothing but "up" and "ready"); the docs page is a fixed HTML shell and
+# Swagger's own files (it asks for the key before it fetches /openapi.json).
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs"})
 PUBLIC_PREFIXES = ("/docs/static/",)
 # How often the key file's metadata is checked for a change.
 _RECHECK_SECONDS = 1.0

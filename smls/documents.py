@@ -192,8 +192,8 @@ def parse_texts(data: bytes, name: str, pages: dict[str, Page]) -> list[Sentence
         text = item.get("text")
         if "text" not in item:
             raise InvalidDocument(f"{name} item {i}: \"text\" is missing")
-        if not isinstance(text, str) or not text:
-            raise InvalidDocument(f"{name} item {i}: \"text\" must be a non-empty string")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidDocument(f"{name} item {i}: \"text\" must be a string with some text (not empty or only whitespace)")
         page_ids = item.get("pages", [])
         if not isinstance(page_ids, list) or not all(isinstance(p, str) for p in page_ids):
             raise InvalidDocument(f"{name} item {i}: \"pages\" must be a list of page id strings")

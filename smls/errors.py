@@ -42,10 +42,42 @@ class InvalidEncoding(InvalidInput):
     code = "invalid_encoding"
 
 
+class InvalidText(InvalidInput):
+    """A message that is not valid Unicode text (a lone surrogate), named by its index."""
+
+    code = "invalid_text"
+
+
 class InvalidOption(InvalidInput):
     """An option such as `normalize` has a value we do not understand."""
 
     code = "invalid_option"
+
+
+class UnknownField(InvalidInput):
+    """A field or query parameter the route does not know (a typo is refused, not ignored)."""
+
+    code = "unknown_field"
+
+
+class ConflictingOption(InvalidOption):
+    """One option given two different values (query and body, or repeated)."""
+
+    code = "conflicting_option"
+
+
+class IncompleteBody(SmlsError):
+    """The body ended before its Content-Length (or its last chunk): nothing of it is used."""
+
+    status = 400
+    code = "incomplete_body"
+
+
+class RequestTimeout(SmlsError):
+    """The body did not arrive within SMLS_CLIENT_TIMEOUT."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class TooManyMessages(SmlsError):

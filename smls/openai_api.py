@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smls import outputs, parsing
+from smls import fields, outputs, parsing
 from smls.encoders import Encoded
-from smls.errors import InvalidInput, InvalidOption, MissingMessage, ModelNotFound
+from smls.errors import InvalidInput, InvalidOption, ModelNotFound
 
 REQUEST_KEYS = frozenset({"input", "model", "encoding_format", "dimensions", "user"})
 ENCODING_FORMATS = {"float": "json", "base64": "base64"}
@@ -26,34 +26,29 @@ class EmbeddingsRequest:
 
 
 def parse_request(body: bytes, *, model_names: set[str], dimension: int, max_messages: int) -> EmbeddingsRequest:
-    """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions (user is ignored)."""
-    doc = parsing.parse_json_body(body)
-    if not isinstance(doc, dict):
-        raise InvalidInput(f"the JSON body is a {parsing.type_name(doc)}; send an object like {{\"input\": \"text\"}}", code="invalid_json")
-    unknown = sorted(set(doc) - REQUEST_KEYS)
-    if unknown:
-        raise InvalidInput(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(REQUEST_KEYS))}", code="unknown_field")
-    if "input" not in doc:
-        raise MissingMessage("'input' is required: a string or a list of strings")
+    """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions (user is ignored).
+
+    As on every route, null means "not given" and an unknown field is refused.
+    """
+    doc = parsing.json_object(parsing.parse_json_body(body), '{"input": "text"}')
+    fields.check_names("JSON body", doc.items(), REQUEST_KEYS)
     model = doc.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidOption(f"'model' must be a string, got {parsing.type_name(model)}")
     if model is not None and model not in model_names:
         raise ModelNotFound(f"model {model!r} is not served here; GET /v1/models lists: {', '.join(sorted(model_names))}")
-    raw = doc["input"]
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
-        raise InvalidInput(f"'input' is a {parsing.type_name(raw)}; it must be a string or a list of strings")
-    if items and all(isinstance(i, int) and not isinstance(i, bool) for i in items) or any(isinstance(i, list) for i in items):
+    raw = doc.get("input")
+    if isinstance(raw, list) and raw and (all(isinstance(i, int) and not isinstance(i, bool) for i in raw) or any(isinstance(i, list) for i in raw)):
         raise InvalidInput("token arrays are not supported as 'input'; send the text itself")
-    texts = parsing.check_messages(items, max_messages)
-    fmt = doc.get("encoding_format", "float")
-    if not isinstance(fmt, str) or fmt not in ENCODING_FORMATS:
-        raise InvalidOption(f"'encoding_format' must be float or base64, got {fmt!r}")
+    texts = parsing.messages_from_json(doc, max_messages, field="input")
+    fmt = doc.get("encoding_format")
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in ENCODING_FORMATS):
+        raise InvalidOption(f"'encoding_format' must be float or base64, got {fields.show(fmt)}")
     dims = outputs.parse_dimensions(doc.get("dimensions"), dimension)
-    if "user" in doc and not isinstance(doc["user"], str):
-        raise InvalidOption("'user' must be a string")
-    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt]))
+    user = doc.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidOption(f"'user' must be a string, got {parsing.type_name(user)}")
+    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]))
 
 
 def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dict[str, Any]:

@@ -44,19 +44,29 @@ _VECTOR = {
         {"type": "string", "description": "base64 of the little-endian bytes (float32, int8 or uint8)"},
     ]
 }
+# A text must hold something other than whitespace (a blank one is refused like an empty one).
+_SOME_TEXT = "\\S"
 _MESSAGE = {
     "oneOf": [
-        {"type": "string", "minLength": 1},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        {"type": "string", "minLength": 1, "pattern": _SOME_TEXT},
+        {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "minItems": 1},
     ],
     "description": "a text, or a list of texts",
 }
 _OPTIONS = {
     "normalize": {"type": "boolean", "default": False, "description": "scale each vector to unit length (after `dimensions`)"},
-    "dimensions": {"type": ["integer", "null"], "minimum": 1, "description": "keep only the first n dimensions (Matryoshka-style); null: all"},
+    "dimensions": {"type": "integer", "minimum": 1, "description": "keep only the first n dimensions (Matryoshka-style); absent: all"},
     "precision": {"type": "string", "enum": list(outputs.PRECISIONS), "default": "float32"},
     "encoding": {"type": "string", "enum": list(outputs.ENCODINGS), "default": "json"},
 }
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """The same schema, also allowing JSON null (which means "not given": the default)."""
+    out = {**schema, "type": [schema["type"], "null"]}
+    if "enum" in out:
+        out["enum"] = [*out["enum"], None]
+    return out
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -70,10 +80,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int, openai: bool = False) -> dict[str, Any]:
     schema = _ref("OpenAIError" if openai else "Error")
     texts = {
-        400: "invalid input or option",
+        400: "invalid input, an unknown field or conflicting option values, or a body cut short",
         401: "missing or wrong API key",
         404: "not found",
         405: "method not allowed",
+        408: "the body did not arrive within SMLS_CLIENT_TIMEOUT",
         413: "body or message count over the limit",
         415: "unsupported content type or charset",
         422: "the document's files are malformed",
@@ -88,9 +99,9 @@ def _query(name: str, schema: dict[str, Any], description: str = "", required: b
 
 def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, Any]:
     """The OpenAPI document for this server, its model and its limits."""
-    options = {**_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
+    in_query = {**_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
+    options = {name: _nullable(schema) for name, schema in in_query.items()}  # null: as if absent (JSON only)
     message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
-    in_query = {**options, "dimensions": {"type": "integer", "minimum": 1, "maximum": dimension}}  # no null in a query string
     option_params = [_query(name, schema, schema.get("description", "")) for name, schema in in_query.items()]
     embed_json = {
         "type": "object",
@@ -101,16 +112,18 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
     embed_form = {
         "type": "object",
         "required": ["message"],
+        "additionalProperties": False,
         "properties": {
             "message": {
                 "type": "string",
                 "minLength": 1,
+                "pattern": _SOME_TEXT,
                 "description": "a text, a JSON array or Python list literal of texts; repeat the field for several texts",
             },
             "normalize": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
             "dimensions": {"type": "integer", "minimum": 1, "maximum": dimension},
-            "precision": options["precision"],
-            "encoding": options["encoding"],
+            "precision": in_query["precision"],
+            "encoding": in_query["encoding"],
         },
     }
     return {
@@ -152,7 +165,7 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
                             "multipart/form-data": {"schema": embed_form},
                         },
                     },
-                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 413, 415, 503)},
+                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 408, 413, 415, 503)},
                 }
             },
             "/v1/embeddings": {
@@ -160,7 +173,7 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
                     "summary": "OpenAI-compatible embeddings (unit-length vectors)",
                     "operationId": "openaiEmbeddings",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest")}}},
-                    "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 413, 415, 503, openai=True)},
+                    "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
                 }
             },
             "/v1/models": {
@@ -191,7 +204,7 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
                     "operationId": "searchDocument",
                     "parameters": [
                         _doc_id(),
-                        _query("q", {"type": "string", "minLength": 1}, "the query text", required=True),
+                        _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
                         _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 5}, "how many results"),
                     ],
                     "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
@@ -274,9 +287,9 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             "properties": {
                 "input": message,
                 "model": {"type": ["string", "null"], "description": "the served model's name (GET /v1/models); null or absent: that model"},
-                "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
+                "encoding_format": {"type": ["string", "null"], "enum": ["float", "base64", None], "default": "float"},
                 "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": dimension},
-                "user": {"type": "string"},
+                "user": {"type": ["string", "null"]},
             },
         },
         "OpenAIEmbeddingsResponse": {

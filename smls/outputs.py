@@ -19,8 +19,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from smls.errors import InvalidOption
+from smls.fields import show
 from smls.parsing import parse_bool
 
+# The options that shape the vectors, by their names in a JSON body, a form or the query string.
+OPTION_NAMES = ("normalize", "dimensions", "precision", "encoding")
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 ENCODINGS = ("json", "base64")
 # The precisions whose codes come from the model's calibrated per-dimension ranges.
@@ -38,14 +41,15 @@ class OutputOptions:
     precision: str = "float32"
     encoding: str = "json"
 
-    @classmethod
-    def parse(cls, get: Callable[[str, Any], Any], model_dimension: int) -> "OutputOptions":
-        """Read and check the four options through `get(name, default)` (JSON body, form or query)."""
-        normalize = parse_bool("normalize", get("normalize", False))
-        dimensions = parse_dimensions(get("dimensions", None), model_dimension)
-        precision = _choice("precision", get("precision", "float32"), PRECISIONS)
-        encoding = _choice("encoding", get("encoding", "json"), ENCODINGS)
-        return cls(normalize, dimensions, precision, encoding)
+    @staticmethod
+    def parsers(model_dimension: int) -> dict[str, Callable[[Any], Any]]:
+        """How each option's raw value (JSON, form or query) is read and checked, by option name."""
+        return {
+            "normalize": lambda raw: parse_bool("normalize", raw),
+            "dimensions": lambda raw: parse_dimensions(raw, model_dimension),
+            "precision": lambda raw: _choice("precision", raw, PRECISIONS),
+            "encoding": lambda raw: _choice("encoding", raw, ENCODINGS),
+        }
 
     def output_dimension(self, model_dimension: int) -> int:
         """Dimensions of each vector before packing (the model's, or the truncated count)."""
@@ -59,11 +63,11 @@ def parse_dimensions(raw: Any, model_dimension: int, name: str = "dimensions") -
     if isinstance(raw, float) and raw.is_integer():  # JSON's 300.0 is the integer 300
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-        raise InvalidOption(f"option {name!r} must be an integer, got {raw!r}")
+        raise InvalidOption(f"option {name!r} must be an integer, got {show(raw)}")
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidOption(f"option {name!r} must be an integer, got {raw!r}") from None
+        raise InvalidOption(f"option {name!r} must be an integer, got {show(raw)}") from None
     if not 1 <= value <= model_dimension:
         raise InvalidOption(f"option {name!r} must be between 1 and {model_dimension} (the model's dimension), got {value}")
     return value
@@ -72,7 +76,7 @@ def parse_dimensions(raw: Any, model_dimension: int, name: str = "dimensions") -
 def _choice(name: str, raw: Any, allowed: tuple[str, ...]) -> str:
     if isinstance(raw, str) and raw.strip().lower() in allowed:
         return raw.strip().lower()
-    raise InvalidOption(f"option {name!r} must be one of {', '.join(allowed)}, got {raw!r}")
+    raise InvalidOption(f"option {name!r} must be one of {', '.join(allowed)}, got {show(raw)}")
 
 
 def truncate_and_normalize(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

@@ -11,51 +11,61 @@ Accepted shapes of the `message` field (see README.org):
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable, Mapping
-from urllib.parse import parse_qsl
+import json
+import re
+from typing import Any, Iterable
 
 import orjson
 
-from smls.errors import (
-    InvalidEncoding,
-    InvalidInput,
-    InvalidOption,
-    MissingMessage,
-    TooManyMessages,
-)
+from smls.errors import InvalidEncoding, InvalidInput, InvalidOption, InvalidText, MissingMessage, TooManyMessages
+from smls.fields import show
+from smls.forms import Part
 
-JSON_BODY_KEYS = frozenset({"message", "normalize", "dimensions", "precision", "encoding"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+# A lone surrogate (U+D800..U+DFFF) is not a character: no tokenizer can encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def type_name(value: Any) -> str:
-    """A client-facing name for the type of a parsed value."""
-    if isinstance(value, bool) or value is None:
-        return "null" if value is None else "boolean"
-    if isinstance(value, (int, float, complex)):
-        return "number"
+    """A client-facing name for the kind of a parsed JSON value, with its article ("a string", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, (list, tuple)):
-        return "list"
+        return "an array"
     if isinstance(value, dict):
-        return "object"
-    if isinstance(value, bytes):
-        return "bytes"
-    return type(value).__name__
+        return "an object"
+    return "a value of another kind"
 
 
-def check_messages(items: Iterable[Any], max_messages: int) -> list[str]:
-    """Check that items is a non-empty list of non-empty strings no longer than max_messages."""
+def check_messages(items: Iterable[Any], max_messages: int, field: str = "message") -> list[str]:
+    """Check that items is a non-empty list of texts (not blank, valid Unicode), at most max_messages of them.
+
+    `field` is the name the client used (message, input, documents), so errors speak its words.
+    """
     texts = list(items)
     if not texts:
-        raise InvalidInput("message is an empty list; send at least one text")
+        raise InvalidInput(f"{field} is an empty list; send at least one text")
     if len(texts) > max_messages:
-        raise TooManyMessages(f"{len(texts)} messages in one request; the limit is {max_messages} (SMLS_MAX_MESSAGES)")
+        raise TooManyMessages(f"{len(texts)} texts in {field}; the limit is {max_messages} per request (SMLS_MAX_MESSAGES)")
     for i, item in enumerate(texts):
         if not isinstance(item, str):
-            raise InvalidInput(f"message item {i} is a {type_name(item)}; every item must be a string")
-        if item == "":
-            raise InvalidInput(f"message item {i} is an empty string; every item must have some text")
+            raise InvalidInput(f"{field} item {i} is {type_name(item)}; every item must be a string")
+        if not item.strip():
+            what = "an empty string" if item == "" else "only whitespace"
+            raise InvalidInput(f"{field} item {i} is {what}; every item must have some text")
+        bad = _SURROGATE.search(item)
+        if bad:
+            raise InvalidText(
+                f"{field} item {i} is not valid Unicode text: it holds a lone surrogate (U+{ord(bad.group()):04X}) "
+                f"at character {bad.start()}; send the text itself, encoded as UTF-8"
+            )
     return texts
 
 
@@ -88,7 +98,13 @@ def _python_literal(text: str, *, required: bool) -> list[Any]:
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         if not required:
             raise _NotALiteral from None
-        detail = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
+        # Python's own wording ("invalid syntax", "source code string ...") means nothing to a curl user.
+        if "\x00" in text:
+            detail = "it holds a NUL character"
+        elif isinstance(exc, (MemoryError, RecursionError)) or "too many nested" in str(exc):
+            detail = "it is nested too deeply"
+        else:
+            detail = "check its quotes, commas and brackets"
         raise InvalidInput(
             "message starts with '[' and ends with ']' but is neither a JSON array nor a Python list "
             f"literal ({detail}); send a JSON body to embed such a text as is"
@@ -99,15 +115,31 @@ def _python_literal(text: str, *, required: bool) -> list[Any]:
         raise InvalidInput("message is not a list literal")  # unreachable for '[...]', kept for safety
     items: list[Any] = []
     for i, elt in enumerate(node.elts):
-        if isinstance(elt, ast.Constant):
+        if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
             items.append(elt.value)
-        elif isinstance(elt, (ast.List, ast.Tuple)):
-            raise InvalidInput(f"message item {i} is a list; nested lists are not allowed, every item must be a string")
         else:
-            raise InvalidInput(
-                f"message item {i} is an expression ({type(elt).__name__}); every item must be a string literal"
-            )
+            raise InvalidInput(f"message item {i} is {_literal_kind(elt)}; every item must be a quoted string")
     return items
+
+
+def _literal_kind(node: ast.expr) -> str:
+    """What a non-string item of a Python-style list is, in words a client knows."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool) or value is None:
+            return f"{value} (not in quotes)"
+        if isinstance(value, (int, float, complex)):
+            return "a number"
+        if isinstance(value, bytes):
+            return "a bytes literal (b'...')"
+        return "'...' (not in quotes)"
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return "a nested list"
+    if isinstance(node, ast.JoinedStr):
+        return "an f-string"
+    if isinstance(node, ast.Name):
+        return f"the bare word {node.id} (not in quotes)"
+    return "not a quoted string (an expression)"
 
 
 def messages_from_form(values: list[str], max_messages: int) -> list[str]:
@@ -116,17 +148,6 @@ def messages_from_form(values: list[str], max_messages: int) -> list[str]:
         raise MissingMessage("no 'message' field in the form; send message=... (a text or a list of texts)")
     items = parse_message_value(values[0]) if len(values) == 1 else values
     return check_messages(items, max_messages)
-
-
-def parse_urlencoded(body: bytes, max_fields: int) -> list[tuple[str, str]]:
-    """Decode an application/x-www-form-urlencoded body strictly as UTF-8."""
-    try:
-        text = body.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=max_fields)
-    except UnicodeDecodeError as exc:
-        raise InvalidEncoding(f"the form body is not valid UTF-8 (byte {exc.start})") from None
-    except ValueError:
-        raise TooManyMessages(f"more than {max_fields} form fields in one request") from None
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -138,26 +159,53 @@ def parse_json_body(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            # JSON's \ud800 escapes may spell a lone surrogate, which orjson refuses outright;
+            # the standard library reads it, so the message check can name the item.
+            try:
+                return json.loads(body)
+            except (ValueError, RecursionError):
+                pass
         raise InvalidInput(f"the body is not valid JSON: {exc}", code="invalid_json") from None
 
 
-def messages_from_json(doc: Any, max_messages: int) -> list[str]:
-    """Texts from a JSON body {"message": "text" | ["text", ...]}."""
+def json_object(doc: Any, example: str) -> dict[str, Any]:
+    """The JSON body as an object, or InvalidInput showing the shape it should have."""
     if not isinstance(doc, dict):
-        raise InvalidInput(f"the JSON body is a {type_name(doc)}; send an object like {{\"message\": [\"text\"]}}", code="invalid_json")
-    unknown = sorted(set(doc) - JSON_BODY_KEYS)
-    if unknown:
-        raise InvalidInput(
-            f"unknown field(s) {', '.join(map(repr, unknown))} in the JSON body; known: {', '.join(sorted(JSON_BODY_KEYS))}",
-            code="unknown_field",
-        )
-    if "message" not in doc:
-        raise MissingMessage("no 'message' field in the JSON body; send {\"message\": \"text\"} or {\"message\": [\"text\", ...]}")
-    message = doc["message"]
-    items = [message] if isinstance(message, str) else message
+        raise InvalidInput(f"the JSON body is {type_name(doc)}; send an object like {example}", code="invalid_json")
+    return doc
+
+
+def messages_from_json(doc: dict[str, Any], max_messages: int, field: str = "message") -> list[str]:
+    """Texts from the `field` of a JSON body object: a string or a list of strings."""
+    raw = doc.get(field)
+    if raw is None:
+        given = "is null" if field in doc else "is missing"
+        raise MissingMessage(f"{field!r} {given} in the JSON body; send {{\"{field}\": \"text\"}} or {{\"{field}\": [\"text\", ...]}}")
+    items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list):
-        raise InvalidInput(f"'message' is a {type_name(message)}; it must be a string or a list of strings")
-    return check_messages(items, max_messages)
+        raise InvalidInput(f"{field!r} is {type_name(raw)}; it must be a string or a list of strings")
+    return check_messages(items, max_messages, field)
+
+
+def messages_from_parts(parts: list[Part], max_messages: int) -> list[str]:
+    """Texts from the `message` parts of a multipart form: fields as in a urlencoded form, a file one text per line."""
+    sent = [p for p in parts if p.name == "message"]
+    if not sent:
+        raise MissingMessage("no 'message' field in the form; send message=... (a text or a list of texts), or message=@file.txt (one text per line)")
+    if len(sent) == 1 and sent[0].filename is None:
+        return messages_from_form([sent[0].text()], max_messages)
+    texts: list[str] = []
+    for part in sent:
+        if part.filename is None:
+            texts.append(part.text())  # repeated fields: one text each, verbatim
+        else:
+            # curl -F message=@file.txt: a text file, one message per line; blank lines are skipped.
+            lines = [line for line in part.text().splitlines() if line.strip()]
+            if not lines:
+                raise InvalidInput(f"the file {part.filename!r} sent as 'message' holds no text; it should hold one text per line")
+            texts.extend(lines)
+    return check_messages(texts, max_messages)
 
 
 def parse_bool(name: str, value: Any) -> bool:
@@ -166,12 +214,4 @@ def parse_bool(name: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise InvalidOption(f"option {name!r} must be true or false, got {value!r}")
-
-
-def option(sources: Iterable[Mapping[str, Any]], name: str, default: Any) -> Any:
-    """The first value of option `name` found in sources (e.g. JSON body, form, query string)."""
-    for source in sources:
-        if name in source:
-            return source[name]
-    return default
+    raise InvalidOption(f"option {name!r} must be true or false, got {show(value)}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,8 +15,9 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, NotFound
 
 import smls
-from smls import auth, documents, logs, metrics, openai_api, openapi, outputs, parsing
+from smls import auth, documents, fields, forms, logs, metrics, openai_api, openapi, outputs, parsing
 from smls.batching import MicroBatcher
+from smls.body import CompleteBody
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
@@ -42,8 +41,17 @@ ENDPOINTS = {
     "GET /openapi.json": "the OpenAPI 3.1 description",
     "GET /docs": "API docs in the browser (Swagger UI, served locally)",
 }
+# The query parameters each endpoint takes; any other name is refused (with a did-you-mean).
+# Endpoints not named here take none.
+QUERY_FIELDS: dict[str, frozenset[str]] = {
+    "embed": frozenset(outputs.OPTION_NAMES),
+    "get_document": frozenset(outputs.OPTION_NAMES),
+    "search_document": frozenset({"q", "k"}),
+}
+# The fields of an /embed JSON body or form.
+EMBED_FIELDS = frozenset({"message", *outputs.OPTION_NAMES})
 # Werkzeug's routing and body errors, in our vocabulary.
-_HTTP_CODES = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,11 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
     # "/embed/" and "/documents/" answer like "/embed" and "/documents": a redirect would only
     # make simple clients (curl without -L, Emacs url) fail.
     app.url_map.strict_slashes = False
-    app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
-        MAX_FORM_PARTS=settings.max_messages + 16,
-    )
-    app.wsgi_app = _BufferChunkedBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
+    # "/documents//demo" is a 404 in JSON, not a 308 redirect with an HTML body.
+    app.url_map.merge_slashes = False
+    # Forms are parsed by smls.forms (strict UTF-8), so werkzeug's form limits play no part.
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.wsgi_app = CompleteBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
     streams = 1
     if getattr(encoder, "parallel_safe", False):  # stand-in encoders (tests) run one pass at a time
         streams = settings.effective_streams
@@ -103,28 +110,6 @@ def create_app(settings: Settings | None = None, *, encoder: Any = None) -> Flas
     return app
 
 
-class _BufferChunkedBody:
-    """WSGI middleware: give a body sent without Content-Length (chunked) a known length.
-
-    Werkzeug stops reading such a body at MAX_CONTENT_LENGTH without an error, so an
-    over-long chunked body would be parsed truncated. Reading at most limit+1 bytes
-    here and setting CONTENT_LENGTH lets the ordinary 413 check see it.
-    """
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        # Without Content-Length and without chunking an HTTP/1.1 request has no body at all.
-        chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
-        if chunked and environ.get("wsgi.input_terminated"):
-            data = environ["wsgi.input"].read(self.limit + 1)
-            environ["wsgi.input"] = io.BytesIO(data)
-            environ["CONTENT_LENGTH"] = str(len(data))
-            environ.pop("HTTP_TRANSFER_ENCODING", None)  # werkzeug ignores CONTENT_LENGTH while it is set
-        return self.app(environ, start_response)
-
-
 def warm_up(app: Flask) -> None:
     """Run one tiny inference (and start the batcher) so the first client does not pay for it; then /ready says 200."""
     state: State = app.extensions["smls"]
@@ -149,9 +134,18 @@ def _add_request_hooks(app: Flask, keys: auth.KeyRing, settings: Settings) -> No
         # a load balancer or an orchestrator think the server is dead.
         if request.endpoint in _INFERENCE_ENDPOINTS:
             _shed_if_queued_too_long(request.environ, settings)
+        if request.endpoint is not None:
+            query = forms.parse_query(request.environ.get("QUERY_STRING", ""))
+            # Checked here, for every route, so a typo is never silently ignored; a repeated name
+            # with two values is refused too (the routes then read request.args as usual).
+            fields.collect([("query string", query, QUERY_FIELDS.get(request.endpoint, frozenset()))], {name: str for name, _ in query})
 
     @app.after_request
     def finish(response: Response) -> Response:
+        if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+            # Flask's automatic answer to OPTIONS: the Allow header, and no (HTML) body.
+            response.status_code = 204
+            del response.headers["Content-Type"]
         # Routing errors never reach before_request.
         response.headers[logs.REQUEST_ID_HEADER] = g.get("request_id") or logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
         route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
@@ -306,7 +300,8 @@ def _add_document_routes(app: Flask, state: State) -> None:
 
     @app.get("/documents/<doc_id>")
     def get_document(doc_id: str) -> Response:
-        options = outputs.OutputOptions.parse(request.args.get, encoder.dimension)
+        query = list(request.args.items(multi=True))
+        options = outputs.OutputOptions(**fields.collect([("query string", query, QUERY_FIELDS["get_document"])], outputs.OutputOptions.parsers(encoder.dimension)))
         doc = documents.load_document(settings.data_dir, doc_id)
         # The cache holds full-length vectors, raw or unit-length; a cut is normalised after
         # cutting, so it starts from the raw ones.
@@ -328,8 +323,9 @@ def _add_document_routes(app: Flask, state: State) -> None:
     @app.get("/documents/<doc_id>/search")
     def search_document(doc_id: str) -> Response:
         query = request.args.get("q", "")
-        if not query:
-            raise InvalidInput("the query parameter q is missing or empty: /documents/<id>/search?q=text&k=5", code="missing_query")
+        if not query.strip():
+            what = "missing" if "q" not in request.args else "empty" if not query else "only whitespace"
+            raise InvalidInput(f"the query parameter q is {what}: /documents/<id>/search?q=text&k=5", code="missing_query")
         k = _int_option("k", request.args.get("k", "5"), 1, settings.search_max_k)
         doc = documents.load_document(settings.data_dir, doc_id)
         hits = embedder.search(doc, query, k)
@@ -373,7 +369,7 @@ def _int_option(name: str, raw: str, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidOption(f"option {name!r} must be an integer, got {raw!r}") from None
+        raise InvalidOption(f"option {name!r} must be an integer, got {fields.show(raw)}") from None
     if not low <= value <= high:
         raise InvalidOption(f"option {name!r} must be between {low} and {high}, got {value}")
     return value
@@ -382,20 +378,24 @@ def _int_option(name: str, raw: str, low: int, high: int) -> int:
 def _read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], outputs.OutputOptions]:
     """Texts and the output options from a form or JSON body (options may also be in the query)."""
     # Bodies over SMLS_MAX_BODY_BYTES never get here: werkzeug refuses them (MAX_CONTENT_LENGTH,
-    # chunked ones via _BufferChunkedBody) and the error handler answers body_too_large.
+    # chunked ones via smls.body) and the error handler answers body_too_large.
     _check_charset()
     mimetype = request.mimetype
+    body_fields: list[tuple[str, Any]]
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        doc = parsing.parse_json_body(request.get_data(cache=False))
+        doc = parsing.json_object(parsing.parse_json_body(request.get_data(cache=False)), '{"message": ["text"]}')
+        where, body_fields = "JSON body", list(doc.items())
+        fields.check_names(where, body_fields, EMBED_FIELDS)
         texts = parsing.messages_from_json(doc, settings.max_messages)
-        options: list[Any] = [doc, request.args]
     elif mimetype == "application/x-www-form-urlencoded":
-        fields = parsing.parse_urlencoded(request.get_data(cache=False), settings.max_messages + 16)
-        texts = parsing.messages_from_form([v for k, v in fields if k == "message"], settings.max_messages)
-        options = [dict(fields), request.args]
+        where, body_fields = "form", forms.parse_urlencoded(request.get_data(cache=False), settings.max_messages + 16)
+        fields.check_names(where, body_fields, EMBED_FIELDS)
+        texts = parsing.messages_from_form([v for k, v in body_fields if k == "message"], settings.max_messages)
     elif mimetype == "multipart/form-data":
-        texts = parsing.messages_from_form(request.form.getlist("message"), settings.max_messages)
-        options = [request.form, request.args]
+        parts = forms.parse_multipart(request.get_data(cache=False), request.mimetype_params.get("boundary", ""), settings.max_messages + 16)
+        where, body_fields = "form", [(part.name, part.text()) for part in parts if part.name != "message"]
+        fields.check_names(where, body_fields, EMBED_FIELDS)
+        texts = parsing.messages_from_parts(parts, settings.max_messages)
     elif not mimetype and not request.content_length:
         raise MissingMessage("empty request; send message=... as a form or {\"message\": ...} as JSON")
     else:
@@ -403,11 +403,9 @@ def _read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], 
             f"content type {mimetype or 'none'!r} is not supported; send application/json, "
             "application/x-www-form-urlencoded or multipart/form-data"
         )
-    # An option may come from the body or the query string (the body wins), but a bad value
-    # is refused wherever it is, not ignored because the other place had a good one.
-    for source in options:
-        outputs.OutputOptions.parse(lambda name, default, source=source: source.get(name, default), dimension)
-    return texts, outputs.OutputOptions.parse(lambda name, default: parsing.option(options, name, default), dimension)
+    query = list(request.args.items(multi=True))
+    chosen = fields.collect([(where, body_fields, EMBED_FIELDS), ("query string", query, QUERY_FIELDS["embed"])], outputs.OutputOptions.parsers(dimension))
+    return texts, outputs.OutputOptions(**chosen)
 
 
 def _check_charset() -> None:
@@ -425,12 +423,9 @@ def _error_response(exc: Exception) -> Response:
         headers = dict(exc.headers)
     elif isinstance(exc, HTTPException):
         status = exc.code or 500
-        code = _HTTP_CODES.get(status) or re.sub(r"\W+", "_", (exc.name or "error").lower()).strip("_")
+        code = HTTP_CODES.get(status) or ("bad_request" if status < 500 else "internal_error")
         message = _http_message(status, exc)
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    elif isinstance(exc, ConnectionError):  # the client went away or was too slow sending its body
-        log.info("%s %s: %s", request.method, request.path, exc)
-        status, code, message = 408, "request_timeout", "the request body did not arrive in time (SMLS_CLIENT_TIMEOUT)"
     else:
         log.exception("unhandled error on %s %s", request.method, request.path)
         status, code, message = 500, "internal_error", "internal server error; the server log has the details"

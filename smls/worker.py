@@ -20,7 +20,6 @@ the app through the WSGI environ: smls.overflow and smls.queue_wait.
 from __future__ import annotations
 
 import errno
-import re
 import socket
 import threading
 import time
@@ -33,6 +32,10 @@ from gunicorn.workers import gthread
 
 from smls.config import Settings
 from smls.logs import REQUEST_ID_HEADER, request_id
+
+
+class ReceiveTimeout(ConnectionResetError):
+    """The request did not arrive within SMLS_CLIENT_TIMEOUT (smls.body answers it 408 if the app is reading)."""
 
 
 class _DeadlineSocket(socket.socket):
@@ -69,12 +72,12 @@ class _DeadlineSocket(socket.socket):
         """recv, failing with ECONNRESET once this request's time is up."""
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
-            raise ConnectionResetError(errno.ECONNRESET, f"the request did not arrive within {self._limit:g} s (SMLS_CLIENT_TIMEOUT)")
+            raise ReceiveTimeout(errno.ECONNRESET, f"the request did not arrive within {self._limit:g} s (SMLS_CLIENT_TIMEOUT)")
         super().settimeout(min(remaining, self._limit))
         try:
             return super().recv(size, flags)
         except TimeoutError:
-            raise ConnectionResetError(errno.ECONNRESET, f"the request did not arrive within {self._limit:g} s (SMLS_CLIENT_TIMEOUT)") from None
+            raise ReceiveTimeout(errno.ECONNRESET, f"the request did not arrive within {self._limit:g} s (SMLS_CLIENT_TIMEOUT)") from None
 
     def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
         """sendall; each write must make progress within the limit, the whole may take longer."""
@@ -100,12 +103,21 @@ class _Listener:
 QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
 _PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
-_PROTOCOL_CODES = {400: "bad_http_request", 414: "uri_too_long", 431: "headers_too_large", 500: "internal_error"}
+# Every status gunicorn's parser answers with (gunicorn.workers.base.handle_error), by our
+# code; README.org's error table lists them, and a test keeps the two in step.
+PROTOCOL_CODES = {
+    400: "bad_http_request",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "unsupported_transfer_coding",
+}
 
 
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """Answer an HTTP request gunicorn could not parse, as {"error": {"status", "code", "message"}}."""
-    code = _PROTOCOL_CODES.get(status) or re.sub(r"\W+", "_", reason.lower()).strip("_")
+    code = PROTOCOL_CODES.get(status, "bad_http_request")
     body = orjson.dumps({"error": {"status": status, "code": code, "message": message or reason}})
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"

@@ -1,4 +1,4 @@
-"""API keys: Bearer on every route but /health (and the docs shell), 401 with a challenge, rotation, never logged."""
+"""API keys: Bearer on every route but /health, /ready (and the docs shell), 401 with a challenge, rotation, never logged."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ def test_the_right_key_opens_every_route(locked):
         assert locked.get(path, headers=bearer(KEY)).status_code == 200, path
 
 
-def test_health_and_the_docs_shell_need_no_key(locked):
+def test_health_readiness_and_the_docs_shell_need_no_key(locked):
     assert locked.get("/health").status_code == 200
+    assert_error(locked.get("/ready"), 503, "not_ready")  # answered (not warmed up in a test client), not 401
     assert locked.get("/docs").status_code == 200
     assert locked.get("/docs/static/swagger-ui.css").status_code == 200
     assert_error(locked.get("/no/such/page"), 401, "unauthorized")  # routes are not revealed either

@@ -71,18 +71,30 @@ def test_normalize_is_part_of_the_cache_key(client, data, encoder):
     assert encoder.sentences_encoded == before + 4
 
 
-def test_an_interrupted_computation_resumes(client, data, encoder, app):
+def test_an_interrupted_computation_resumes_with_only_the_missing_chunks(client, settings, encoder, app):
+    texts = [{"text": f"Sentence number {i} of a document that is computed in chunks of four.", "pages": [P1]} for i in range(10)]
+    write(settings.data_dir, texts=texts)  # chunks of 4 (SMLS_DOC_BATCH in the test settings): 4, 4, 2
     embedder = app.extensions["smls"].documents
     from smls.documents import load_document
 
-    doc = load_document(data, "doc")
+    doc = load_document(settings.data_dir, "doc")
     chunks = embedder.chunks(doc)
-    next(chunks)  # first chunk of 4 sentences computed and stored, then the client goes away
+    next(chunks), next(chunks)  # two chunks computed and stored, then the client goes away
     chunks.close()
     before = encoder.sentences_encoded
     body = get_doc(client)
     assert body["cached"] is False
-    assert encoder.sentences_encoded == before  # all 4 sentences were in the stored chunk
+    assert encoder.sentences_encoded == before + 2  # only the third chunk (2 sentences) was missing
+    vectors = np.array([s["embedding"] for s in body["sentences"]], dtype=np.float32)
+    assert np.allclose(vectors, encoder.run([t["text"] for t in texts]), atol=1e-5)
+
+    # A chunk lost from the middle is recomputed alone.
+    key = embedder.key(doc)
+    sqlite3.connect(settings.cache_dir / "documents.sqlite3").execute("DELETE FROM chunks WHERE key = ? AND chunk = 1", (key,)).connection.commit()
+    before = encoder.sentences_encoded
+    again = get_doc(client)
+    assert encoder.sentences_encoded == before + 4
+    assert again["sentences"] == body["sentences"]
 
 
 def test_corrupt_cache_file_is_rebuilt(client, data, settings):
@@ -97,7 +109,9 @@ def test_corrupt_cache_file_is_rebuilt(client, data, settings):
     body = get_doc(client)
     assert body["cached"] is False and len(body["sentences"]) == 4
     assert get_doc(client)["cached"] is True
-    sqlite3.connect(cache_file).execute("SELECT count(*) FROM chunks").fetchone()
+    # A new, working database holds the recomputed chunk; the broken file was moved aside, not lost.
+    assert sqlite3.connect(cache_file).execute("SELECT count(*) FROM chunks").fetchone() == (1,)
+    assert [p.name for p in settings.cache_dir.glob("documents.sqlite3.broken-*")]
 
 
 def test_deleted_cache_file_is_recreated(client, data, settings):

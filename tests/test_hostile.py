@@ -98,11 +98,14 @@ def test_slow_clients_do_not_starve_the_others(server):
         for i in range(5):
             start = time.monotonic()
             # (A 503 would be a fair answer while the slow ones hold every thread; a client
-            # that honours Retry-After gets through.)
-            while (response := requests.post(server.url + "/embed", json={"message": f"hello {i}"}, headers={"Connection": "close"}, timeout=30)).status_code == 503:
+            # that honours Retry-After gets through, within the 20 s bound below.)
+            for _ in range(20):
+                response = requests.post(server.url + "/embed", json={"message": f"hello {i}"}, headers={"Connection": "close"}, timeout=30)
+                if response.status_code != 503 or time.monotonic() - start > 20:
+                    break
                 assert response.headers["Retry-After"] == "1"
                 time.sleep(1)
-            assert response.status_code == 200
+            assert response.status_code == 200, response.text
             assert time.monotonic() - start < 20, "a normal request waited behind the slow ones"
         time.sleep(max(0.0, 13 - (time.monotonic() - began)))
         for s in socks:  # the server closed every one of them (recv gives EOF or a reset)
@@ -130,7 +133,9 @@ def test_a_body_that_stops_half_way_is_cut_off(server):
         except ConnectionResetError:
             pass
         assert time.monotonic() - start < 20
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 408") or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    # The client is still there to read it: a 408 in the JSON error shape, never a silent drop.
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"code":"request_timeout"' in answer
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from smls import parsing
-from smls.errors import InvalidEncoding, InvalidInput, InvalidOption, MissingMessage, TooManyMessages
+from smls import forms, parsing
+from smls.errors import InvalidEncoding, InvalidInput, InvalidOption, InvalidText, MissingMessage, TooManyMessages
 
 
 @pytest.mark.parametrize(
@@ -43,17 +43,26 @@ def test_repeated_fields_are_one_message_each_verbatim():
     [
         ("[]", "empty list"),
         ("['a', 1]", "item 1 is a number"),
-        ('["a", null]', "item 1 is a null"),
+        ('["a", null]', "item 1 is null"),
+        ("['a', None]", "item 1 is None \\(not in quotes\\)"),
+        ("['a', True]", "item 1 is True \\(not in quotes\\)"),
+        ("['a', ...]", "item 1 is '...' \\(not in quotes\\)"),
+        ("['a', word]", "item 1 is the bare word word \\(not in quotes\\)"),
         ('["a", true]', "item 1 is a boolean"),
-        ("['a', ['nested']]", "item 1 is a list"),
-        ('[["nested"]]', "item 0 is a list"),
+        ("['a', ['nested']]", "item 1 is a nested list"),
+        ('[["nested"]]', "item 0 is an array"),
         ("['a', b'bytes']", "item 1 is a bytes"),
-        ("['a', __import__('os').system('echo pwned')]", "item 1 is an expression"),
-        ("['a', f'{x}']", "item 1 is an expression"),
+        ("['a', __import__('os').system('echo pwned')]", "item 1 is not a quoted string \\(an expression\\)"),
+        ("['a', f'{x}']", "item 1 is an f-string"),
         ("['unclosed', ]]", "neither a JSON array nor a Python list"),
-        ("[" * 500 + "]" * 500, "item 0 is a list"),
+        ("[" * 500 + "]" * 500, "item 0 is an array"),
         ("[" * 100_000 + "]" * 100_000, "neither a JSON array nor a Python list"),
         ("['a', '']", "item 1 is an empty string"),
+        ("['a', '  ']", "item 1 is only whitespace"),
+        ("['a', '\\ud800']", "item 1 is not valid Unicode text: it holds a lone surrogate \\(U\\+D800\\) at character 0"),
+        ('["ok", "\\ud800"]', "item 1 is not valid Unicode text"),
+        ("  ", "item 0 is only whitespace"),
+        ("['a\x00b']", "neither a JSON array nor a Python list literal \\(it holds a NUL character\\)"),
         ("('a', 1)", "item 1 is a number"),
     ],
 )
@@ -69,7 +78,7 @@ def test_no_message_field():
 
 
 def test_too_many_messages():
-    with pytest.raises(TooManyMessages, match="11 messages.*limit is 10"):
+    with pytest.raises(TooManyMessages, match="11 texts in message; the limit is 10"):
         parsing.messages_from_form([str(list(map(str, range(11))))], max_messages=10)
 
 
@@ -90,19 +99,34 @@ def test_json_bodies(doc, expected):
 @pytest.mark.parametrize(
     ("doc", "error", "fragment"),
     [
-        ([], InvalidInput, "JSON body is a list"),
-        ("text", InvalidInput, "JSON body is a str"),
-        ({}, MissingMessage, "no 'message'"),
-        ({"mesage": "typo"}, InvalidInput, "unknown field"),
+        ({}, MissingMessage, "'message' is missing"),
+        ({"message": None}, MissingMessage, "'message' is null"),
         ({"message": 3}, InvalidInput, "'message' is a number"),
-        ({"message": {"a": 1}}, InvalidInput, "'message' is a object"),
+        ({"message": {"a": 1}}, InvalidInput, "'message' is an object"),
         ({"message": []}, InvalidInput, "empty list"),
-        ({"message": ["a", ["b"]]}, InvalidInput, "item 1 is a list"),
+        ({"message": "   "}, InvalidInput, "item 0 is only whitespace"),
+        ({"message": ["a", ["b"]]}, InvalidInput, "item 1 is an array"),
         ({"message": [1]}, InvalidInput, "item 0 is a number"),
+        ({"message": [False]}, InvalidInput, "item 0 is a boolean"),
+        ({"input": [None]}, InvalidInput, "input item 0 is null"),
     ],
 )
 def test_bad_json_bodies(doc, error, fragment):
+    field = "input" if "input" in doc else "message"
     with pytest.raises(error, match=fragment):
+        parsing.messages_from_json(doc, max_messages=10, field=field)
+
+
+@pytest.mark.parametrize(("doc", "fragment"), [([], "JSON body is an array"), ("text", "JSON body is a string"), (None, "JSON body is null")])
+def test_a_json_body_must_be_an_object(doc, fragment):
+    with pytest.raises(InvalidInput, match=fragment) as info:
+        parsing.json_object(doc, "{}")
+    assert info.value.code == "invalid_json"
+
+
+def test_a_lone_surrogate_in_a_json_body_names_the_item():
+    doc = parsing.parse_json_body(b'{"message": ["fine", "bad \\ud800 here"]}')
+    with pytest.raises(InvalidText, match="message item 1 is not valid Unicode text.*U\\+D800\\) at character 4"):
         parsing.messages_from_json(doc, max_messages=10)
 
 
@@ -116,13 +140,21 @@ def test_json_body_decoding():
 
 
 def test_urlencoded_is_strict_utf8():
-    assert parsing.parse_urlencoded("message=caf%C3%A9&x=ü".encode(), 10) == [("message", "café"), ("x", "ü")]
+    assert forms.parse_urlencoded("message=caf%C3%A9&x=ü".encode(), 10) == [("message", "café"), ("x", "ü")]
     with pytest.raises(InvalidEncoding):
-        parsing.parse_urlencoded(b"message=%FF", 10)
+        forms.parse_urlencoded(b"message=%FF", 10)
     with pytest.raises(InvalidEncoding):
-        parsing.parse_urlencoded(b"message=\xff", 10)
+        forms.parse_urlencoded(b"message=\xff", 10)
     with pytest.raises(TooManyMessages):
-        parsing.parse_urlencoded(b"&".join([b"message=a"] * 11), 10)
+        forms.parse_urlencoded(b"&".join([b"message=a"] * 11), 10)
+
+
+def test_query_strings_are_strict_utf8():
+    assert forms.parse_query("q=caf%C3%A9&k=2") == [("q", "café"), ("k", "2")]
+    assert forms.parse_query("q=café".encode().decode("latin-1")) == [("q", "café")]  # raw bytes, as WSGI hands them over
+    for bad in ("q=%ED%A0%80", "q=%FF", "q=\xff"):
+        with pytest.raises(InvalidEncoding, match="query string"):
+            forms.parse_query(bad)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), ("1", True), ("TRUE", True), ("on", True), (False, False), ("0", False), ("no", False)])
@@ -130,7 +162,8 @@ def test_parse_bool(value, expected):
     assert parsing.parse_bool("normalize", value) is expected
 
 
-@pytest.mark.parametrize("value", ["maybe", 2, None, [True], ""])
-def test_parse_bool_rejects(value):
-    with pytest.raises(InvalidOption, match="normalize"):
+@pytest.mark.parametrize(("value", "shown"), [("maybe", '"maybe"'), (2, "2"), (None, "null"), ([True], "an array"), ("", '""'), ({}, "an object")])
+def test_parse_bool_rejects_in_json_words(value, shown):
+    with pytest.raises(InvalidOption) as info:
         parsing.parse_bool("normalize", value)
+    assert info.value.message == f"option 'normalize' must be true or false, got {shown}"
