@@ -4,14 +4,25 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+# PyTorch's own index of CPU-only wheels, as pytorch.org documents for pip: the default
+# index's Linux wheel of torch pulls several GB of CUDA libraries a CPU server never uses.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: serve test test-clients test-deploy system-deps soak venv bench clean
+.PHONY: serve test test-fast lint test-clients test-deploy system-deps soak venv dev bench clean
 
-serve: $(STAMP)  ## serve on $$SMLS_HOST:$$SMLS_PORT (127.0.0.1:8000)
+serve: $(STAMP)  ## serve on $$SMLS_HOST:$$SMLS_PORT (127.0.0.1:8000); installs only what serving needs
 	$(BIN)/gunicorn server:app -c gunicorn.conf.py
 
-test: $(STAMP)  ## run the test suite (starts real gunicorns on loopback ports); clients: see test-clients
+test: $(DEV_STAMP)  ## run the test suite (starts real gunicorns on loopback ports); clients: see test-clients
 	$(BIN)/python -m pytest -m "not clients and not deploy" $(PYTEST_ARGS)
+
+test-fast: $(DEV_STAMP)  ## the in-process tests only (no gunicorn, about two minutes)
+	$(BIN)/python -m pytest -m "not live and not clients and not deploy" $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)  ## ruff and mypy over smls/ (settings in pyproject.toml)
+	$(BIN)/ruff check smls tests bench server.py gunicorn.conf.py
+	$(BIN)/mypy
 
 # The clients under clients/ and the nginx test need Debian packages; installed here when missing (as root).
 SYSTEM_DEBS := curl jq sbcl cl-drakma cl-yason emacs-nox chromium nginx
@@ -23,7 +34,7 @@ system-deps:  ## install what the clients, the docs-page test and the nginx test
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test-clients: $(STAMP) system-deps  ## run every client in clients/ and the docs page in headless Chromium against a live server
+test-clients: $(DEV_STAMP) system-deps  ## run every client in clients/ and the docs page in headless Chromium against a live server
 	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m clients $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -32,7 +43,7 @@ venv: $(STAMP)
 INFINITY_VENV := .bench/infinity-venv
 INFINITY_STAMP := $(INFINITY_VENV)/.installed
 
-bench: $(STAMP) $(INFINITY_STAMP)  ## smls vs its ceiling, a naive server and Infinity: bench/results.md
+bench: $(DEV_STAMP) $(INFINITY_STAMP)  ## smls vs its ceiling, a naive server and Infinity: bench/results.md
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "bench: please install wrk"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
@@ -42,19 +53,33 @@ $(INFINITY_STAMP): bench/infinity-requirements.txt bench/infinity-constraints.tx
 	    -c bench/infinity-constraints.txt -r bench/infinity-requirements.txt; then touch $@; \
 	else echo "bench: Infinity could not be installed; the benchmark runs without it"; fi
 
-# Re-install whenever requirements.txt or pyproject.toml changes.
+# Re-install whenever requirements.txt or pyproject.toml changes. torch comes from
+# TORCH_INDEX when that index answers, else from the default index (which on a machine
+# with a local CPU build of torch, like CI's, serves that build).
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@torch=$$(grep -E '^torch==' requirements.txt); \
+	if $(BIN)/python -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=10)" $(TORCH_INDEX) 2>/dev/null; then \
+	    echo "installing $$torch (CPU build) from $(TORCH_INDEX)"; \
+	    $(BIN)/python -m pip install --disable-pip-version-check -q --index-url $(TORCH_INDEX) "$$torch"; \
+	else echo "$(TORCH_INDEX) cannot be reached: $$torch comes from the default index"; fi
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@
+
+# Tests, fuzzing, the Python clients' packages, ruff and mypy: not needed to serve.
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+dev: $(DEV_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench .cache
 
 SOAK_SECONDS ?= 600
-soak: $(STAMP)  ## mixed load at concurrency 64 for SOAK_SECONDS (600): requests, errors by status, worker RSS
+soak: $(DEV_STAMP)  ## mixed load at concurrency 64 for SOAK_SECONDS (600): requests, errors by status, worker RSS
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "soak: please install wrk"
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
-test-deploy: $(STAMP) system-deps  ## deploy/nginx.conf in front of two live instances, one killed mid-load
+test-deploy: $(DEV_STAMP) system-deps  ## deploy/nginx.conf in front of two live instances, one killed mid-load
 	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m deploy $(PYTEST_ARGS)

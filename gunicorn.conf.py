@@ -11,13 +11,17 @@ import shutil
 import sys
 import tempfile
 
+import gunicorn
+
 from smls.auth import KeyRing, is_loopback
 from smls.config import Settings
-from smls.encoders import set_inference_threads
+from smls.encoders.torch import set_torch_threads
 from smls.errors import StartupError
 from smls.logs import access_log_format as _access_log_format
+from smls.worker import check_gunicorn
 
 try:
+    check_gunicorn(gunicorn.__version__)  # the worker class leans on gthread's internals
     _settings = Settings.from_env()
     _settings.model_path()  # fail fast, in one line, on a bad SMLS_MODEL or data/model
     _keys = KeyRing(_settings.api_key, _settings.api_key_file)  # and on a bad key or key file
@@ -25,10 +29,8 @@ except StartupError as _exc:
     sys.exit(f"smls: {_exc}")
 
 # OpenMP reads this when torch first loads; post_fork sets torch's own count as well.
+# (The encoder gets the same count from the settings: smls.encoders.encoder_for.)
 os.environ.setdefault("OMP_NUM_THREADS", str(_settings.effective_torch_threads))
-# Known before the app loads, so that a one-thread ONNX session can be made once in the
-# master and shared by the workers (see smls.encoders.OnnxEncoder). Sets no torch state.
-set_inference_threads(_settings.effective_torch_threads)
 
 # Prometheus multiprocess mode: each worker writes its numbers into this folder and /metrics
 # sums them. It must be set before prometheus_client is first imported (the app, below).
@@ -85,7 +87,7 @@ def when_ready(server):
 
 def post_fork(server, worker):
     """In the new worker: give inference its share of the cores before it runs."""
-    set_inference_threads(_settings.effective_torch_threads)
+    set_torch_threads(_settings.effective_torch_threads)
 
 
 def post_worker_init(worker):

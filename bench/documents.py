@@ -16,7 +16,7 @@ import requests
 
 from tests.conftest import start_server
 from tests.docgen import write_document
-from tests.test_live_documents import worker_pids, peak_rss_kib, rss_kib
+from tests.test_live_documents import peak_rss_kib, rss_kib, worker_pids
 
 
 def stream(url: str) -> tuple[float, float, int]:

@@ -47,8 +47,8 @@ def cores() -> int:
 
 
 def machine() -> str:
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
-    mem = int(next(l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))) // 1024 // 1024
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    mem = int(next(row.split()[1] for row in Path("/proc/meminfo").read_text().splitlines() if row.startswith("MemTotal"))) // 1024 // 1024
     return f"{model}, {cores()} cores, {mem} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
@@ -69,7 +69,6 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
     """
     import smls
     from smls.config import Settings
-    from smls.encoders import set_inference_threads
 
     texts = corpus()
     n_cores = cores()
@@ -79,8 +78,7 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
         layouts = sorted({(1, 1), (1, n_cores)} | ({(n_cores, 1)} if backend != "torch" else set()))
         result = {}
         for streams, threads in layouts:
-            set_inference_threads(threads)
-            enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"))
+            enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
             enc.set_streams(streams)
             enc.run(texts[:8])
             rates = {bs: _rate(enc, texts, bs, streams, seconds) for bs in (1, 2, 4, 8, 16, 32)}
@@ -100,7 +98,6 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
             "p50_ms_all_cores": result[(1, n_cores)]["p50_ms"],
             "p50_ms_one_thread": result[(1, 1)]["p50_ms"],
         }
-    set_inference_threads(n_cores)
     return out
 
 
@@ -135,7 +132,7 @@ def quality(backends: list[str]) -> dict[str, dict]:
         vec = smls.ml_services.get("SentenceEncoder", backend=backend).run(texts, normalize=True)
         cos = (vec * ref).sum(axis=1)
         nn = np.argsort(-(vec @ vec.T), axis=1)[:, 1:11]
-        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_nn, nn)])
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_nn, nn, strict=False)])
         out[backend] = {"mean": float(cos.mean()), "min": float(cos.min()), "top10": float(overlap)}
     return out
 
@@ -231,7 +228,7 @@ def load(server: Server, size: int, concurrency: int, seconds: float, workdir: P
         script.write_text(LUA % (",\n".join(f"[==[{b}]==]" for b in server.bodies(size)), server.path))
     out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), server.url],
                          capture_output=True, text=True, timeout=seconds + 120).stdout
-    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    line = next(row for row in out.splitlines() if row.startswith("RESULT"))
     n, duration_us, p50, p99, sock_err, status_err = map(int, line.split()[1:])
     rps = n / (duration_us / 1e6)
     return {"rps": rps, "sps": rps * size, "p50": p50 / 1000, "p99": p99 / 1000, "errors": sock_err + status_err}

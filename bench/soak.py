@@ -97,7 +97,7 @@ def script(path: Path) -> None:
 def wrk(url: str, lua: Path, seconds: float, concurrency: int) -> dict:
     out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "60s", "-s", str(lua), url],
                          capture_output=True, text=True, timeout=seconds + 120)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("SOAK ")), None)
+    line = next((row for row in out.stdout.splitlines() if row.startswith("SOAK ")), None)
     if line is None:
         sys.exit(f"soak: wrk gave no result:\n{out.stdout}\n{out.stderr}")
     return json.loads(line[5:])

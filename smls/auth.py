@@ -1,4 +1,4 @@
-"""API keys: `Authorization: Bearer <key>` on every route but the public ones.
+"""API keys: `Authorization: Bearer <key>` on every route but the public ones (smls.web.endpoints marks them).
 
 Keys come from SMLS_API_KEY and from SMLS_API_KEY_FILE (one key per line, # comments),
 which is re-read when it changes, so keys can be rotated without a restart: add the new
@@ -18,11 +18,6 @@ from pathlib import Path
 from smls.errors import StartupError, Unauthorized
 
 MIN_KEY_LENGTH = 16
-# Liveness and readiness must work for load balancers and orchestrators that hold no key
-# (both reveal nothing but "up" and "ready"); the docs page is a fixed HTML shell and
-# Swagger's own files (it asks for the key before it fetches /openapi.json).
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs"})
-PUBLIC_PREFIXES = ("/docs/static/",)
 # How often the key file's metadata is checked for a change.
 _RECHECK_SECONDS = 1.0
 
@@ -118,11 +113,6 @@ class KeyRing:
                 return  # a half-written or emptied file keeps the keys we had, not none
             self._file_state = state
             self._digests = [_digest(k) for k in self._fixed + keys]
-
-
-def is_public(path: str) -> bool:
-    """Whether a path is served without a key."""
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def is_loopback(bind: str) -> bool:

@@ -15,8 +15,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from smls.encoders import Encoded
 from smls.errors import Overloaded
@@ -130,7 +131,9 @@ class MicroBatcher:
                 continue
             try:
                 texts = [t for job in batch for t in job.texts]
-                prepared = None if any(job.prepared is None for job in batch) else [p for job in batch for p in job.prepared]
+                prepared: list[Any] | None = []
+                for job in batch:  # tokenised by every requester, or by none: then the encoder does it
+                    prepared = None if prepared is None or job.prepared is None else prepared + job.prepared
                 result = self.encoder.encode(texts, prepared=prepared)
                 with self._stats_lock:
                     self.batches += 1

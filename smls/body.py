@@ -15,7 +15,8 @@ its length, so that the ordinary 413 check sees an over-long one.
 from __future__ import annotations
 
 import io
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from smls.errors import IncompleteBody, RequestTimeout, SmlsError
 from smls.worker import ReceiveTimeout

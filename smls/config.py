@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from smls.errors import StartupError
 
@@ -197,32 +199,42 @@ class Settings:
         return resolve_model(self.model, self.data_dir)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build Settings from SMLS_* variables (and keyword overrides), validating every value."""
         env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(f"SMLS_{f.name.upper()}")
             if raw is None or raw.strip() == "" and f.name != "access_log":
                 continue
-            values[f.name] = _convert(f.name, f.type, raw.strip())
+            values[f.name] = _convert(f.name, hints[f.name], raw.strip())
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _convert(name: str, type_name: object, raw: str) -> object:
-    """Turn one environment string into the field's type, or raise StartupError naming the variable."""
-    type_text = str(type_name)
-    if type_text.startswith("int"):
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _convert(name: str, hint: Any, raw: str) -> object:
+    """Turn one environment string into the field's type (from its real type hint), or raise StartupError naming the variable."""
+    variable = f"SMLS_{name.upper()}"
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (Union, UnionType) and len(args) == 1:
+        hint = args[0]  # X | None: an X (unset is None)
+    if hint is bool:
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise StartupError(f"{variable} must be true or false (1/0, yes/no, on/off), got {raw!r}")
+    if hint is int or hint is float:
         try:
-            return int(raw)
+            return hint(raw)
         except ValueError:
-            raise StartupError(f"SMLS_{name.upper()} must be an integer, got {raw!r}") from None
-    if type_text == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            raise StartupError(f"SMLS_{name.upper()} must be a number, got {raw!r}") from None
-    if type_text in ("Path", "Path | None"):
+            kind = "an integer" if hint is int else "a number"
+            raise StartupError(f"{variable} must be {kind}, got {raw!r}") from None
+    if hint is Path:
         return Path(raw)
-    return raw
+    if hint is str:
+        return raw
+    raise TypeError(f"Settings.{name}: no conversion from the environment for {hint!r}")  # a new field's type: add it here

@@ -2,20 +2,29 @@
 
 Memory stays bounded by one chunk of vectors whatever the document's size: vectors are
 produced, cached and handed on one chunk at a time, and search keeps only the top k.
+
+Why documents reach the model around the batch queue (encoder.run in the request's own
+thread) while /embed goes through smls.batching: a chunk is already a full batch, so
+there is nothing to gather, and the batch queue is bounded for short requests (a chunk
+of 256 sentences there would hold back every small request behind it, or be shed with
+503 when the queue is full). The cost is that one document uses one inference stream,
+about half of a 2-core machine; putting bulk work on the same scheduler with its own
+share is the open speed issue.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from smls.cache import VectorCache
 from smls.config import Settings
 from smls.documents import Document
-from smls.encoders import SentenceEncoder
+from smls.encoders import Encoder
+from smls.vectors import unit_rows
 
 
 @dataclass(frozen=True)
@@ -29,13 +38,13 @@ class Hit:
 class DocumentEmbedder:
     """Vectors for documents, from the cache when it has them, else from the encoder."""
 
-    def __init__(self, encoder: SentenceEncoder, cache: VectorCache, chunk_size: int = 256) -> None:
+    def __init__(self, encoder: Encoder, cache: VectorCache, chunk_size: int = 256) -> None:
         self.encoder = encoder
         self.cache = cache
         self.chunk_size = chunk_size
 
     @classmethod
-    def from_settings(cls, encoder: SentenceEncoder, settings: Settings) -> "DocumentEmbedder":
+    def from_settings(cls, encoder: Encoder, settings: Settings) -> DocumentEmbedder:
         """An embedder over the cache file in SMLS_CACHE_DIR, in SMLS_DOC_BATCH chunks."""
         return cls(encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch)
 
@@ -78,8 +87,7 @@ class DocumentEmbedder:
         best_scores = np.empty(0, dtype=np.float32)
         best_index = np.empty(0, dtype=np.int64)
         for start, vectors in self.chunks(doc):
-            norms = np.linalg.norm(vectors, axis=1)
-            scores = (vectors @ q) / np.where(norms > 0, norms, 1)
+            scores = unit_rows(vectors) @ q
             best_scores = np.concatenate([best_scores, scores])
             best_index = np.concatenate([best_index, np.arange(start, start + len(vectors))])
             if len(best_scores) > k:

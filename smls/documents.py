@@ -20,7 +20,8 @@ import orjson
 from smls.errors import DocumentNotFound, InvalidDocId, InvalidDocument
 
 # ASCII letters, digits, '_', '-', '.'; starts with a letter or digit; never '..'.
-_DOC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", re.ASCII)
+DOC_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}"  # also in the OpenAPI description
+_DOC_ID = re.compile(DOC_ID_PATTERN, re.ASCII)
 _TEXTS = re.compile(r"texts_(.+)\.json", re.ASCII)
 
 
@@ -172,7 +173,7 @@ def parse_pages(data: bytes, name: str) -> dict[str, Page]:
         if number in line_of_number:
             raise InvalidDocument(f"{name} line {line}: page number {number} repeats line {line_of_number[number]}")
         line_of_id[page_id], line_of_number[number] = line, line
-        pages[page_id] = Page(page_id, number, dict(zip(meta_names, row[2:])))
+        pages[page_id] = Page(page_id, number, dict(zip(meta_names, row[2:], strict=False)))
     return pages
 
 

@@ -6,6 +6,8 @@ errors in-process and the server maps them to one JSON shape in one place.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SmlsError(Exception):
     """Base of every error smls reports to a client."""
@@ -169,3 +171,41 @@ class Unauthorized(SmlsError):
         super().__init__(message)
         # RFC 6750: a request without credentials gets the bare challenge, a bad key an error code.
         self.headers = {"WWW-Authenticate": 'Bearer realm="smls"' + (f', error="{error}"' if error else "")}
+
+
+# Codes for the errors that come from the HTTP layers rather than from smls: werkzeug's
+# routing and body checks, and gunicorn's parser (gunicorn.workers.base.handle_error).
+# README.org's error table lists them with the rest, and a test keeps the two in step.
+ROUTING_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+PROTOCOL_CODES = {
+    400: "bad_http_request",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "unsupported_transfer_coding",
+}
+
+
+def routing_code(status: int) -> str:
+    """The code of a werkzeug HTTP error (bad_request or internal_error for any status not listed)."""
+    return ROUTING_CODES.get(status) or ("bad_request" if status < 500 else "internal_error")
+
+
+def protocol_code(status: int) -> str:
+    """The code of a request gunicorn's parser refused."""
+    return PROTOCOL_CODES.get(status, "bad_http_request")
+
+
+def error_body(status: int, code: str, message: str, *, openai: bool = False) -> dict[str, Any]:
+    """The one error shape, {"error": {"status", "code", "message"}}; OpenAI's {"message", "type", "param", "code"} on /v1/."""
+    if not openai:
+        return {"error": {"status": status, "code": code, "message": message}}
+    kind = "invalid_request_error"
+    if status == 401:
+        kind = "authentication_error"
+    elif status == 429:
+        kind = "rate_limit_error"
+    elif status >= 500:
+        kind = "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

@@ -11,7 +11,8 @@ A JSON body, a form and the query string may all name options. Everywhere:
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 from smls.errors import ConflictingOption, UnknownField
 

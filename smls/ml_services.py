@@ -14,8 +14,9 @@ instances. Builds happen once even when threads ask at the same moment.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any
 
 from smls.errors import UnknownService
 

@@ -63,18 +63,6 @@ def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dic
     }
 
 
-def error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
-    kind = "invalid_request_error"
-    if status == 401:
-        kind = "authentication_error"
-    elif status == 429:
-        kind = "rate_limit_error"
-    elif status >= 500:
-        kind = "server_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
 def models_list(model: str) -> dict[str, Any]:
     """GET /v1/models: the one model served, as OpenAI lists models."""
     return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "smls"}]}

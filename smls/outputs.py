@@ -11,16 +11,21 @@ import base64
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from smls.errors import InvalidOption
 from smls.fields import show
 from smls.parsing import parse_bool
+from smls.vectors import unit_rows
+
+if TYPE_CHECKING:
+    from smls.encoders.base import Encoder
 
 # The options that shape the vectors, by their names in a JSON body, a form or the query string.
 OPTION_NAMES = ("normalize", "dimensions", "precision", "encoding")
@@ -83,8 +88,7 @@ def truncate_and_normalize(vectors: np.ndarray, dimensions: int | None, normaliz
     """Keep the first `dimensions` (Matryoshka-style), then scale to unit length if asked."""
     out = vectors[:, :dimensions] if dimensions else vectors
     if normalize:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        out = out / np.maximum(norms, 1e-12)
+        out = unit_rows(out)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -121,7 +125,7 @@ def decode_base64(text: str, precision: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=_WIRE_DTYPES[precision])
 
 
-def render(vectors: np.ndarray, options: OutputOptions, calibration: "Calibration | None" = None) -> Any:
+def render(vectors: np.ndarray, options: OutputOptions, calibration: Calibration | None = None) -> Any:
     """The embeddings as the options ask: cut, normalised, quantised, then encoded for JSON.
 
     int8 and uint8 need `calibration` (the model's fixed ranges).
@@ -149,7 +153,7 @@ class Calibration:
     (dimensions, normalize) pair are derived from them in memory.
     """
 
-    def __init__(self, encoder: Any, cache_dir: Path) -> None:
+    def __init__(self, encoder: Encoder, cache_dir: Path) -> None:
         self.encoder = encoder
         self.cache_dir = Path(cache_dir)
         self._vectors: np.ndarray | None = None

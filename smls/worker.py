@@ -15,6 +15,19 @@ at most SMLS_QUEUE_SIZE wait; a connection beyond that goes to two overflow thre
 instead, and the app answers it at once (503 for a model request). Each request's wait
 for a thread is measured too, and counts against its SMLS_REQUEST_TIMEOUT. Both reach
 the app through the WSGI environ: smls.overflow and smls.queue_wait.
+
+This leans on gthread's internals, which gunicorn does not promise to keep; they are
+checked against each gunicorn release in TESTED_GUNICORN before that range is widened:
+  * ThreadWorker.accept(listener), which calls listener.accept() and builds a TConn
+    from the socket (wrapped here in _DeadlineSocket through _Listener);
+  * ThreadWorker.enqueue_req(conn), which submits handle(conn) to self.tpool and defers
+    finish_request(conn, future) through self.method_queue;
+  * ThreadWorker.handle(conn) and conn.sock, and that gthread calls sock.setblocking(True)
+    before each request and writes responses with sock.sendall;
+  * ThreadWorker.load_wsgi() setting self.wsgi, and gunicorn.util.write_error(sock,
+    status, reason, message), which handle_error calls for parser errors;
+  * gunicorn.util.write_nonblock(sock, data).
+gunicorn.conf.py refuses to start on a gunicorn outside TESTED_GUNICORN (check_gunicorn).
 """
 
 from __future__ import annotations
@@ -31,7 +44,25 @@ from gunicorn import util
 from gunicorn.workers import gthread
 
 from smls.config import Settings
+from smls.errors import StartupError, error_body, protocol_code
 from smls.logs import REQUEST_ID_HEADER, request_id
+
+# The gunicorn releases whose gthread internals this worker was checked against: [low, high).
+TESTED_GUNICORN = ((27, 0), (28, 0))
+
+
+def check_gunicorn(version: str) -> None:
+    """StartupError, in one line, unless `version` is in the tested range."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = (0, 0)
+    low, high = TESTED_GUNICORN
+    if not low <= major_minor < high:
+        raise StartupError(
+            f"gunicorn {version} is not supported: smls.worker relies on gthread internals checked "
+            f"with gunicorn >={low[0]}.{low[1]},<{high[0]}.{high[1]} (pip install -r requirements.txt)"
+        )
 
 
 class ReceiveTimeout(ConnectionResetError):
@@ -42,9 +73,12 @@ class _DeadlineSocket(socket.socket):
     """A client socket whose reads share one deadline per request."""
 
     __slots__ = ("_limit", "_deadline", "_idle")
+    _limit: float  # SMLS_CLIENT_TIMEOUT
+    _deadline: float  # monotonic time by which this request must have arrived
+    _idle: bool  # a response went out; the next request's time starts when a thread reads again
 
     @classmethod
-    def adopt(cls, sock: socket.socket, limit: float) -> "_DeadlineSocket":
+    def adopt(cls, sock: socket.socket, limit: float) -> _DeadlineSocket:
         """Take over an accepted socket's file descriptor; the first request's time starts now."""
         new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         new._limit = limit
@@ -68,7 +102,7 @@ class _DeadlineSocket(socket.socket):
         """At least `seconds` more for this request: a thread has just taken it."""
         self._deadline = max(self._deadline, time.monotonic() + seconds)
 
-    def recv(self, size: int, flags: int = 0) -> bytes:  # type: ignore[override]
+    def recv(self, size: int, flags: int = 0) -> bytes:
         """recv, failing with ECONNRESET once this request's time is up."""
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
@@ -79,7 +113,7 @@ class _DeadlineSocket(socket.socket):
         except TimeoutError:
             raise ReceiveTimeout(errno.ECONNRESET, f"the request did not arrive within {self._limit:g} s (SMLS_CLIENT_TIMEOUT)") from None
 
-    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
+    def sendall(self, data: Any, flags: int = 0) -> None:
         """sendall; each write must make progress within the limit, the whole may take longer."""
         super().settimeout(self._limit)
         super().sendall(data, flags)
@@ -103,22 +137,9 @@ class _Listener:
 QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
 _PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
-# Every status gunicorn's parser answers with (gunicorn.workers.base.handle_error), by our
-# code; README.org's error table lists them, and a test keeps the two in step.
-PROTOCOL_CODES = {
-    400: "bad_http_request",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "headers_too_large",
-    500: "internal_error",
-    501: "unsupported_transfer_coding",
-}
-
-
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """Answer an HTTP request gunicorn could not parse, as {"error": {"status", "code", "message"}}."""
-    code = PROTOCOL_CODES.get(status, "bad_http_request")
-    body = orjson.dumps({"error": {"status": status, "code": code, "message": message or reason}})
+    body = orjson.dumps(error_body(status, protocol_code(status), message or reason))
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{REQUEST_ID_HEADER}: {request_id(None)}\r\n\r\n"

@@ -21,6 +21,31 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
+class StandInEncoder:
+    """A test double that keeps the encoder contract (smls.encoders.Encoder); subclasses override encode."""
+
+    name, backend, fingerprint, path = "stand-in", "stand-in", "0" * 16, Path("/nonexistent")
+    dimension, max_seq_length = 384, 256
+    parallel_safe = False  # one pass at a time
+    sentences_encoded = 0
+    on_encoded = None
+
+    def info(self):
+        return {"name": self.name, "backend": self.backend, "dimension": self.dimension, "max_seq_length": self.max_seq_length}
+
+    def set_streams(self, n):
+        assert n == 1
+
+    def prepare(self, texts):
+        return None
+
+    def encode(self, texts, *, normalize=False, prepared=None):
+        raise NotImplementedError
+
+    def run(self, texts, *, normalize=False):
+        return self.encode(texts, normalize=normalize).vectors
+
+
 @pytest.fixture(scope="session")
 def encoder():
     """The real embedded all-MiniLM-L6-v2, loaded once per test session."""

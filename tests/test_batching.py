@@ -16,11 +16,12 @@ from smls.config import Settings
 from smls.encoders import Encoded
 from smls.errors import Overloaded, StartupError
 from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
+from tests.conftest import StandInEncoder
 from tests.test_http import assert_error
 from tests.test_ops import counter
 
 
-class Gated:
+class Gated(StandInEncoder):
     """The real encoder behind a gate: encode blocks until the test opens it, and records what it saw."""
 
     def __init__(self, encoder):
@@ -28,7 +29,8 @@ class Gated:
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.seen: list[list[str]] = []
-        self.name, self.dimension = encoder.name, encoder.dimension
+        self.name, self.path, self.backend, self.fingerprint = encoder.name, encoder.path, encoder.backend, encoder.fingerprint
+        self.dimension, self.max_seq_length = encoder.dimension, encoder.max_seq_length
 
     def info(self):
         return self.encoder.info()
@@ -36,7 +38,7 @@ class Gated:
     def prepare(self, texts):
         return self.encoder.prepare(texts)
 
-    def encode(self, texts, normalize=False, prepared=None):
+    def encode(self, texts, *, normalize=False, prepared=None):
         self.seen.append(list(texts))
         self.entered.set()
         self.gate.wait(30)
@@ -56,7 +58,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_vectors_in_order(en
         results = list(pool.map(one, range(len(requests))))
     assert batcher.batches < len(requests)  # requests really were put together
     assert batcher.largest_batch <= 16
-    for i, (texts, result) in enumerate(zip(requests, results)):
+    for i, (texts, result) in enumerate(zip(requests, results, strict=False)):
         alone = encoder.encode(texts, normalize=i % 2 == 0)
         assert result.vectors.shape == (len(texts), 384)
         cos = (result.vectors * alone.vectors).sum(1) / np.linalg.norm(result.vectors, axis=1) / np.linalg.norm(alone.vectors, axis=1)

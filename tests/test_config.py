@@ -86,3 +86,30 @@ def test_a_broken_data_model_folder_is_an_error_not_a_silent_fallback(tmp_path):
     (tmp_path / "model").mkdir()
     with pytest.raises(StartupError, match="not a sentence-transformers model"):
         resolve_model(None, tmp_path)
+
+
+def test_settings_are_converted_by_their_real_types():
+    """Each field's type hint decides the conversion: an optional float, a Path, an optional Path, bool."""
+    from smls.config import _convert
+
+    s = Settings.from_env({"SMLS_CLIENT_TIMEOUT": "2.5", "SMLS_TORCH_THREADS": "3", "SMLS_API_KEY_FILE": "/tmp/keys", "SMLS_CACHE_DIR": "c"})
+    assert (s.client_timeout, s.torch_threads, s.api_key_file, s.cache_dir) == (2.5, 3, Path("/tmp/keys"), Path("c"))
+    assert _convert("flag", bool, "Yes") is True and _convert("flag", bool, "0") is False
+    assert _convert("ratio", float | None, "0.25") == 0.25
+    with pytest.raises(StartupError, match="SMLS_FLAG must be true or false"):
+        _convert("flag", bool, "maybe")
+    with pytest.raises(StartupError, match="SMLS_RATIO must be a number"):
+        _convert("ratio", float | None, "a quarter")
+    with pytest.raises(TypeError):
+        _convert("odd", list[int], "1,2")  # a type nobody taught it is a bug, not a silent string
+
+
+@pytest.mark.parametrize(("version", "ok"), [("27.0.1", True), ("27.5", True), ("28.0.0", False), ("26.9.9", False), ("dev", False)])
+def test_the_worker_refuses_a_gunicorn_outside_the_tested_range(version, ok):
+    from smls.worker import check_gunicorn
+
+    if ok:
+        check_gunicorn(version)
+    else:
+        with pytest.raises(StartupError, match=f"gunicorn {version} is not supported.*>=27.0,<28.0"):
+            check_gunicorn(version)

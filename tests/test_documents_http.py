@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import numpy as np
@@ -235,7 +234,7 @@ def test_base64_document_vectors_decode_to_the_float_ones(client, data):
     floats = get_doc(client)
     packed = get_doc(client, encoding="base64")
     assert packed["encoding"] == "base64"
-    for f, p in zip(floats["sentences"], packed["sentences"]):
+    for f, p in zip(floats["sentences"], packed["sentences"], strict=False):
         assert np.array_equal(outputs.decode_base64(p["embedding"], "float32"), np.array(f["embedding"], dtype=np.float32))
 
 

@@ -40,7 +40,7 @@ class Load:
             except requests.RequestException:
                 self.statuses["failed"] += 1
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self

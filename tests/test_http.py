@@ -8,6 +8,7 @@ import pytest
 
 import smls
 from smls.config import Settings
+from tests.conftest import StandInEncoder
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -125,16 +126,8 @@ def test_routing_errors_have_the_same_shape(client):
 
 
 def test_unexpected_failure_is_a_500_in_the_same_shape_and_leaks_nothing(encoder):
-    class Exploding:
-        name, dimension = "broken", 384
-
-        def info(self):
-            return {}
-
-        def prepare(self, texts):
-            return None
-
-        def encode(self, texts, normalize=False, prepared=None):
+    class Exploding(StandInEncoder):
+        def encode(self, texts, *, normalize=False, prepared=None):
             raise RuntimeError("secret internal detail")
 
     client = smls.create_app(Settings(), encoder=Exploding()).test_client()

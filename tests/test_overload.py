@@ -6,7 +6,7 @@ import statistics
 import threading
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import requests

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 
-from smls import errors, web, worker
+from smls import errors
 from tests.conftest import ROOT
 
 # Raised in-process only (ml_services.get, start-up), never sent over HTTP.
@@ -30,11 +30,11 @@ def codes_in_the_code() -> tuple[dict[str, int], set[str]]:
     for _, cls in inspect.getmembers(errors, inspect.isclass):
         if issubclass(cls, errors.SmlsError):
             known[cls.code] = cls.status
-    for status, code in worker.PROTOCOL_CODES.items():
+    for status, code in errors.PROTOCOL_CODES.items():
         known[code] = status
-    for status, code in web.HTTP_CODES.items():
+    for status, code in errors.ROUTING_CODES.items():
         known[code] = status
-    known["bad_request"] = 400  # web's fallback for any other werkzeug 4xx
+    known[errors.routing_code(400)] = 400  # the fallback for any other werkzeug 4xx
     literals = set()
     for path in (ROOT / "smls").rglob("*.py"):
         literals |= set(re.findall(r'\bcode="(\w+)"', path.read_text()))

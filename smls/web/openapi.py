@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the server (GET /openapi.json) and the docs page (GET /docs).
 
-Written by hand next to the routes it describes; tests check that every route is in it,
-that it lists nothing the server lacks, and that real responses match its schemas.
+The routes, their summaries and operationIds come from the endpoint table
+(smls.web.endpoints); their parameters, bodies and responses are described here, and
+building the document fails if the two disagree. Tests check that real responses match
+its schemas.
 The docs page is Swagger UI, vendored under smls/static/swagger-ui (no internet needed).
 """
 
@@ -9,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import smls
 from smls import outputs
+from smls.config import Settings
+from smls.documents import DOC_ID_PATTERN
+from smls.web.endpoints import ENDPOINTS
 
 _ERROR = {
     "type": "object",
@@ -46,14 +52,14 @@ _VECTOR = {
 }
 # A text must hold something other than whitespace (a blank one is refused like an empty one).
 _SOME_TEXT = "\\S"
-_MESSAGE = {
+_MESSAGE: dict[str, Any] = {
     "oneOf": [
         {"type": "string", "minLength": 1, "pattern": _SOME_TEXT},
         {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "minItems": 1},
     ],
     "description": "a text, or a list of texts",
 }
-_OPTIONS = {
+_OPTIONS: dict[str, dict[str, Any]] = {
     "normalize": {"type": "boolean", "default": False, "description": "scale each vector to unit length (after `dimensions`)"},
     "dimensions": {"type": "integer", "minimum": 1, "description": "keep only the first n dimensions (Matryoshka-style); absent: all"},
     "precision": {"type": "string", "enum": list(outputs.PRECISIONS), "default": "float32"},
@@ -97,8 +103,9 @@ def _query(name: str, schema: dict[str, Any], description: str = "", required: b
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
-def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, Any]:
+def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
     """The OpenAPI document for this server, its model and its limits."""
+    version = smls.__version__
     in_query = {**_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
     options = {name: _nullable(schema) for name, schema in in_query.items()}  # null: as if absent (JSON only)
     message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
@@ -133,29 +140,23 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
             "version": version,
             "description": f"Sentence embeddings over plain HTTP. Model: {model} ({dimension} dimensions).",
         },
-        "paths": {
-            "/": {"get": {"summary": "Version, model, limits and endpoints", "operationId": "index", "responses": {"200": _json({"type": "object"}, "about this server")}}},
+        "paths": _paths({
+            "/": {"get": {"responses": {"200": _json({"type": "object"}, "about this server")}}},
             "/health": {
                 "get": {
-                    "summary": "Liveness: 200 while the worker answers",
-                    "operationId": "health",
                     "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "alive")},
                 }
             },
             "/ready": {
                 "get": {
-                    "summary": "Readiness: 200 once this worker has loaded and warmed its model",
-                    "operationId": "ready",
                     "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ready"}}}, "ready"), **_errors(503)},
                 }
             },
             "/models": {
-                "get": {"summary": "The registered services and their models", "operationId": "models", "responses": {"200": _json(_ref("Models"), "models")}}
+                "get": {"responses": {"200": _json(_ref("Models"), "models")}}
             },
             "/embed": {
                 "post": {
-                    "summary": "Embed one or more texts",
-                    "operationId": "embed",
                     "parameters": option_params,
                     "requestBody": {
                         "required": True,
@@ -170,38 +171,28 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
             },
             "/v1/embeddings": {
                 "post": {
-                    "summary": "OpenAI-compatible embeddings (unit-length vectors)",
-                    "operationId": "openaiEmbeddings",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest")}}},
                     "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
                 }
             },
             "/v1/models": {
                 "get": {
-                    "summary": "OpenAI-compatible model list",
-                    "operationId": "openaiModels",
                     "responses": {"200": _json(_ref("OpenAIModels"), "models")},
                 }
             },
             "/documents": {
                 "get": {
-                    "summary": "The documents in the data folder",
-                    "operationId": "listDocuments",
                     "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
                 }
             },
             "/documents/{doc_id}": {
                 "get": {
-                    "summary": "Every sentence of a document with its pages and embedding (streamed)",
-                    "operationId": "getDocument",
                     "parameters": [_doc_id(), *option_params],
                     "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
                 }
             },
             "/documents/{doc_id}/search": {
                 "get": {
-                    "summary": "The k sentences of a document most similar to q",
-                    "operationId": "searchDocument",
                     "parameters": [
                         _doc_id(),
                         _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
@@ -212,22 +203,18 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics, summed over all workers",
-                    "operationId": "metrics",
                     "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This description", "operationId": "openapi", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}
+                "get": {"responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}
             },
             "/docs": {
                 "get": {
-                    "summary": "Human-readable API docs (Swagger UI, served locally)",
-                    "operationId": "docs",
                     "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
                 }
             },
-        },
+        }),
         "components": {
             "schemas": _schemas(message, dimension),
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "SMLS_API_KEY, when the server has one"}},
@@ -237,12 +224,26 @@ def spec(model: str, dimension: int, version: str, settings: Any) -> dict[str, A
     }
 
 
+def _paths(operations: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The paths object: each endpoint of the table with its summary and operationId, and its description here."""
+    paths: dict[str, Any] = {}
+    for e in ENDPOINTS:
+        operation = operations.get(e.path, {}).get(e.method.lower())
+        if operation is None:
+            raise RuntimeError(f"{e.method} {e.path} is in the endpoint table but not described in openapi.py")
+        paths.setdefault(e.path, {})[e.method.lower()] = {"summary": e.summary, "operationId": e.name, **operation}
+    undescribed = {(path, method) for path, ops in operations.items() for method in ops} - {(e.path, e.method.lower()) for e in ENDPOINTS}
+    if undescribed:
+        raise RuntimeError(f"openapi.py describes operations the endpoint table lacks: {sorted(undescribed)}")
+    return paths
+
+
 def _doc_id() -> dict[str, Any]:
     return {
         "name": "doc_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
+        "schema": {"type": "string", "pattern": f"^{DOC_ID_PATTERN}$"},
         "description": "the <id> of data/texts_<id>.json and data/pages_<id>.csv",
     }
 
@@ -253,7 +254,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         "required": ["id", "number", "metadata"],
         "properties": {"id": {"type": "string"}, "number": {"type": "integer"}, "metadata": {"type": "object"}},
     }
-    sentence = {
+    sentence: dict[str, Any] = {
         "type": "object",
         "required": ["index", "text", "metadata", "pages"],
         "properties": {

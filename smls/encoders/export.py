@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from smls.errors import StartupError
+from smls.vectors import unit_rows
 
 log = logging.getLogger("smls")
 
@@ -45,9 +46,7 @@ class ModelSpec:
         else:
             out = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         out = out.astype(np.float32, copy=False)
-        if self.normalize:
-            out = out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
-        return out
+        return unit_rows(out) if self.normalize else out
 
 
 def _json(path: Path) -> Any:
@@ -99,7 +98,7 @@ def load_tokenizer(path: Path, max_len: int) -> tuple[Any, int]:
     config = _json(path / "tokenizer_config.json") or {}
     pad = config.get("pad_token") or "[PAD]"
     pad = pad.get("content") if isinstance(pad, dict) else pad
-    pad_id = tokenizer.token_to_id(pad)
+    pad_id = tokenizer.token_to_id(str(pad))
     # Padding happens when a batch is assembled: texts are tokenised one request at a time,
     # in the request's own thread, and batched with other requests' later.
     tokenizer.no_padding()
@@ -152,7 +151,7 @@ def _export_fp32(path: Path, target: Path) -> None:
             self.inner = inner
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+            return self.inner(**dict(zip(names, inputs, strict=False))).last_hidden_state
 
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
     tmp = target.with_suffix(f".tmp{os.getpid()}")

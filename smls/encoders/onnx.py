@@ -1,0 +1,88 @@
+"""The ONNX backends: the model's transformer exported to ONNX (fp32, or int8), run by ONNX Runtime, pooled in numpy."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smls.encoders import export
+from smls.encoders.base import BatchResult, SentenceEncoder
+
+
+class OnnxEncoder(SentenceEncoder):
+    """The model's transformer exported to ONNX, run by ONNX Runtime, pooled like sentence-transformers."""
+
+    # session.run is thread-safe, and the tokenizer is only used to encode (never reconfigured).
+    parallel_safe = True
+
+    def __init__(self, path: Path, name: str | None, batch_size: int, *, quantized: bool, cache_dir: Path, threads: int = 0) -> None:
+        super().__init__(path, name, batch_size)
+        self.backend = "onnx-int8" if quantized else "onnx"
+        self.threads = threads  # per forward pass; 0: ONNX Runtime's default (every core)
+        self.spec = export.read_spec(path)
+        self.dimension, self.max_seq_length = self.spec.dimension, self.spec.max_seq_length
+        self.onnx_path = export.ensure_exported(path, self.fingerprint, cache_dir, quantized=quantized)
+        self._tokenizer, self._pad_id = export.load_tokenizer(path, self.max_seq_length)
+        self._session: Any = None
+        self._input_names: set[str] = set()
+        self._session_pid = 0
+        self._session_lock = threading.Lock()
+        self._shared = False
+        if threads == 1:
+            # One thread per forward pass: ONNX Runtime then starts no threads of its own, so
+            # the session can be made here (in the gunicorn master) and its weights shared
+            # copy-on-write by every worker, instead of one private copy per worker.
+            self._session_for_this_process()
+            self._shared = True
+
+    def info(self) -> dict[str, Any]:
+        """As SentenceEncoder.info, plus the ONNX file in use."""
+        return {**super().info(), "onnx_file": str(self.onnx_path)}
+
+    def _session_for_this_process(self) -> Any:
+        # A session with threads is made in the process that runs it: threads do not survive a fork.
+        if self._session is None or (self._session_pid != os.getpid() and not self._shared):
+            with self._session_lock:  # two streams may get here first at once
+                if self._session is None or (self._session_pid != os.getpid() and not self._shared):
+                    self._new_session()
+        return self._session
+
+    def _new_session(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.enable_cpu_mem_arena = False  # no per-process arena of activations kept around
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Busy-waiting threads would steal the core from the request threads between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self._session_pid = os.getpid()
+
+    def prepare(self, texts: Sequence[str]) -> list[Any]:
+        """Tokenise (unpadded): the Rust tokenizer releases the GIL, so request threads can do this."""
+        return self._tokenizer.encode_batch(list(texts))
+
+    def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> BatchResult:
+        session = self._session_for_this_process()
+        encodings = prepared if prepared is not None else self.prepare(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n], types[row, :n], mask[row, :n] = e.ids, e.type_ids, 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = types
+        hidden = session.run(None, feeds)[0]
+        vectors = self.spec.pool(hidden, mask)
+        return vectors, [bool(e.overflowing) for e in encodings], mask.sum(axis=1)

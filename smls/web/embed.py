@@ -1,0 +1,75 @@
+"""POST /embed: texts from a form or a JSON body, output options from the body or the query string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from smls import fields, forms, outputs, parsing
+from smls.config import Settings
+from smls.errors import MissingMessage, UnsupportedMediaType
+from smls.web.endpoints import OPTIONS, register
+from smls.web.responses import json_response, state, time_left
+
+blueprint = Blueprint("embed", __name__)
+# The fields of an /embed JSON body or form.
+BODY_FIELDS = frozenset({"message", *OPTIONS})
+
+
+def embed() -> Response:
+    """The embeddings of the request's texts, shaped as its options ask."""
+    app = state()
+    texts, options = read_embed_request(app.settings, app.encoder.dimension)
+    result = app.batcher.encode(texts, timeout=time_left())
+    return json_response(
+        {
+            "model": app.encoder.name,
+            **outputs.describe(options, app.encoder.dimension),
+            "truncated": result.truncated,
+            "embeddings": outputs.render(result.vectors, options, app.calibration),
+        }
+    )
+
+
+def read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], outputs.OutputOptions]:
+    """Texts and the output options from a form or JSON body (options may also be in the query)."""
+    # Bodies over SMLS_MAX_BODY_BYTES never get here: werkzeug refuses them (MAX_CONTENT_LENGTH,
+    # chunked ones via smls.body) and the error handler answers body_too_large.
+    check_charset()
+    mimetype = request.mimetype
+    body_fields: list[tuple[str, Any]]
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        doc = parsing.json_object(parsing.parse_json_body(request.get_data(cache=False)), '{"message": ["text"]}')
+        where, body_fields = "JSON body", list(doc.items())
+        fields.check_names(where, body_fields, BODY_FIELDS)
+        texts = parsing.messages_from_json(doc, settings.max_messages)
+    elif mimetype == "application/x-www-form-urlencoded":
+        where, body_fields = "form", forms.parse_urlencoded(request.get_data(cache=False), settings.max_messages + 16)
+        fields.check_names(where, body_fields, BODY_FIELDS)
+        texts = parsing.messages_from_form([v for k, v in body_fields if k == "message"], settings.max_messages)
+    elif mimetype == "multipart/form-data":
+        parts = forms.parse_multipart(request.get_data(cache=False), request.mimetype_params.get("boundary", ""), settings.max_messages + 16)
+        where, body_fields = "form", [(part.name, part.text()) for part in parts if part.name != "message"]
+        fields.check_names(where, body_fields, BODY_FIELDS)
+        texts = parsing.messages_from_parts(parts, settings.max_messages)
+    elif not mimetype and not request.content_length:
+        raise MissingMessage("empty request; send message=... as a form or {\"message\": ...} as JSON")
+    else:
+        raise UnsupportedMediaType(
+            f"content type {mimetype or 'none'!r} is not supported; send application/json, "
+            "application/x-www-form-urlencoded or multipart/form-data"
+        )
+    query = list(request.args.items(multi=True))
+    chosen = fields.collect([(where, body_fields, BODY_FIELDS), ("query string", query, OPTIONS)], outputs.OutputOptions.parsers(dimension))
+    return texts, outputs.OutputOptions(**chosen)
+
+
+def check_charset() -> None:
+    """UnsupportedMediaType unless the body is declared UTF-8 (or not declared at all)."""
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
+
+
+register(blueprint, {"embed": embed})

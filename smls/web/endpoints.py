@@ -1,0 +1,77 @@
+"""The one table of endpoints: route registration, the index page, the OpenAPI description and the hooks read it.
+
+Each area of the API is a Flask blueprint (embed, openai, documents, ops) whose views are
+registered from this table by `register`, so a route, its summary, its query parameters
+and its description cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint
+from flask.typing import RouteCallable
+
+from smls import outputs
+
+OPTIONS = frozenset(outputs.OPTION_NAMES)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: who serves it, what it is, which query parameters it takes, whether it runs the model."""
+
+    method: str
+    rule: str  # Flask's spelling: /documents/<doc_id>
+    area: str  # the blueprint
+    name: str  # the view (and the OpenAPI operationId)
+    summary: str
+    query: frozenset[str] = frozenset()  # any other query parameter is refused
+    model: bool = False  # runs the model: shed first when requests queue up
+    public: bool = False  # answered without an API key
+
+    @property
+    def endpoint(self) -> str:
+        """Flask's endpoint name: blueprint.view."""
+        return f"{self.area}.{self.name}"
+
+    @property
+    def path(self) -> str:
+        """OpenAPI's spelling of the rule: /documents/{doc_id}."""
+        return self.rule.replace("<", "{").replace(">", "}")
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/", "ops", "index", "version, model, limits and endpoints"),
+    Endpoint("GET", "/health", "ops", "health", "liveness: 200 while the worker answers", public=True),
+    Endpoint("GET", "/ready", "ops", "ready", "readiness: 200 once this worker's model is loaded and warmed, else 503", public=True),
+    Endpoint("GET", "/models", "ops", "models", "the registered services and their models"),
+    Endpoint("POST", "/embed", "embed", "embed", "embeddings for message=... (form) or {\"message\": ...} (JSON); options normalize, dimensions, precision, encoding", query=OPTIONS, model=True),
+    Endpoint("POST", "/v1/embeddings", "openai", "openai_embeddings", "OpenAI-compatible embeddings (unit-length vectors)", model=True),
+    Endpoint("GET", "/v1/models", "openai", "openai_models", "OpenAI-compatible model list"),
+    Endpoint("GET", "/documents", "documents", "list_documents", "the documents in the data folder"),
+    Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=OPTIONS, model=True),
+    Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k"}), model=True),
+    Endpoint("GET", "/metrics", "ops", "metrics_page", "Prometheus metrics, summed over all workers"),
+    Endpoint("GET", "/openapi.json", "ops", "openapi_json", "the OpenAPI 3.1 description"),
+    Endpoint("GET", "/docs", "ops", "docs", "API docs in the browser (Swagger UI, served locally)", public=True),
+)
+# Swagger UI's own files: served, but not an API operation (not in the index or the description).
+DOCS_STATIC = Endpoint("GET", "/docs/static/<name>", "ops", "docs_static", "Swagger UI's files", public=True)
+BY_ENDPOINT = {e.endpoint: e for e in (*ENDPOINTS, DOCS_STATIC)}
+
+
+def register(blueprint: Blueprint, views: dict[str, RouteCallable]) -> None:
+    """Add the blueprint's routes from the table; every endpoint of its area needs exactly one view."""
+    mine = [e for e in (*ENDPOINTS, DOCS_STATIC) if e.area == blueprint.name]
+    missing = {e.name for e in mine} - set(views)
+    extra = set(views) - {e.name for e in mine}
+    if missing or extra:
+        raise RuntimeError(f"blueprint {blueprint.name}: views missing {sorted(missing)}, not in the table {sorted(extra)}")
+    for e in mine:
+        blueprint.add_url_rule(e.rule, e.name, views[e.name], methods=[e.method])
+
+
+def index() -> dict[str, str]:
+    """The endpoint list of GET /: "METHOD /rule" -> summary."""
+    return {f"{e.method} {e.rule}": e.summary for e in ENDPOINTS}

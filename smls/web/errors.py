@@ -1,0 +1,43 @@
+"""The one place any error becomes an HTTP response: {"error": {...}}, or OpenAI's shape under /v1/."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, request
+from werkzeug.exceptions import HTTPException
+
+from smls.errors import SmlsError, error_body, routing_code
+from smls.web.responses import json_response
+
+log = logging.getLogger("smls")
+
+
+def error_response(exc: Exception) -> Response:
+    """Map a domain error, a werkzeug routing or body error, or a bug to one JSON response."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, SmlsError):
+        status, code, message = exc.status, exc.code, exc.message
+        headers = dict(exc.headers)
+    elif isinstance(exc, HTTPException):
+        status = exc.code or 500
+        code, message = routing_code(status), _http_message(status, exc)
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    else:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        status, code, message = 500, "internal_error", "internal server error; the server log has the details"
+    response = json_response(error_body(status, code, message, openai=request.path.startswith("/v1/")), status)
+    response.headers.update(headers)
+    return response
+
+
+def _http_message(status: int, exc: HTTPException) -> str:
+    """Client-facing text for werkzeug's routing and protocol errors."""
+    if status == 404:
+        return f"no such endpoint: {request.path}; GET / lists the endpoints"
+    if status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))  # a set: sorted, so the text is stable
+        return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if status == 413:
+        return f"the request body is larger than {request.max_content_length} bytes (SMLS_MAX_BODY_BYTES)"
+    return str(exc.description or exc.name)

@@ -1,0 +1,34 @@
+"""The OpenAI embeddings API: POST /v1/embeddings and GET /v1/models (shapes in smls.openai_api)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from smls import openai_api
+from smls.errors import UnsupportedMediaType
+from smls.web.embed import check_charset
+from smls.web.endpoints import register
+from smls.web.responses import json_response, state, time_left
+
+blueprint = Blueprint("openai", __name__)
+
+
+def openai_embeddings() -> Response:
+    """Unit-length embeddings in OpenAI's response shape."""
+    app = state()
+    check_charset()
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
+    req = openai_api.parse_request(
+        request.get_data(cache=False), model_names={app.encoder.name}, dimension=app.encoder.dimension, max_messages=app.settings.max_messages
+    )
+    result = app.batcher.encode(req.texts, timeout=time_left())
+    return json_response(openai_api.response(result, req.options, app.encoder.name))
+
+
+def openai_models() -> Response:
+    """The served model, as OpenAI lists models."""
+    return json_response(openai_api.models_list(state().encoder.name))
+
+
+register(blueprint, {"openai_embeddings": openai_embeddings, "openai_models": openai_models})

@@ -1,0 +1,107 @@
+"""Operations: the index, liveness, readiness, the model list, metrics, the OpenAPI description and the docs page."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from flask import Blueprint, Response
+from werkzeug.exceptions import NotFound
+
+import smls
+from smls import metrics, outputs
+from smls.errors import NotReady
+from smls.web import openapi
+from smls.web.endpoints import index as endpoint_index
+from smls.web.endpoints import register
+from smls.web.responses import json_response, state
+
+blueprint = Blueprint("ops", __name__)
+_STATIC = resources.files("smls").joinpath("static", "swagger-ui")
+_ASSETS = {
+    "swagger-ui-bundle.js": "application/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
+
+def index() -> Response:
+    """Name, version, model, limits and the endpoints."""
+    app = state()
+    return json_response(
+        {
+            "name": "smls",
+            "version": smls.__version__,
+            "model": app.encoder.info(),
+            "limits": {"max_messages": app.settings.max_messages, "max_body_bytes": app.settings.max_body_bytes},
+            "endpoints": endpoint_index(),
+        }
+    )
+
+
+def health() -> Response:
+    """200 while the worker answers."""
+    return json_response({"status": "ok"})
+
+
+def ready() -> Response:
+    """200 once this worker has loaded and warmed its model, else 503 not_ready."""
+    if not state().ready.is_set():
+        raise NotReady("this worker is still loading or warming up its model")
+    return json_response({"status": "ready"})
+
+
+def models() -> Response:
+    """The registered services, each with its model's name, backend, dimension and limits."""
+    info = state().encoder.info()
+    listed = []
+    for service in smls.ml_services.names():
+        serving = service == "SentenceEncoder"
+        listed.append(
+            {
+                "service": service,
+                "name": info["name"] if serving else service,
+                "backend": info["backend"] if serving else "unknown",
+                "dimension": info["dimension"] if serving else 0,
+                "max_seq_length": info["max_seq_length"] if serving else 0,
+                "precisions": list(outputs.PRECISIONS),
+                "encodings": list(outputs.ENCODINGS),
+                "serving": serving,
+            }
+        )
+    return json_response({"models": listed})
+
+
+def metrics_page() -> Response:
+    """Prometheus text, summed over the workers."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
+
+
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 description of this server."""
+    return json_response(state().description)
+
+
+def docs() -> Response:
+    """The Swagger UI page."""
+    return Response(openapi.DOCS_PAGE, mimetype="text/html")
+
+
+def docs_static(name: str) -> Response:
+    """Swagger UI's own files, from a fixed list (no path from the client reaches the file system)."""
+    if name == "init.js":
+        return Response(openapi.DOCS_INIT, mimetype="application/javascript")
+    if name not in _ASSETS:
+        raise NotFound()
+    response = Response(_STATIC.joinpath(name).read_bytes(), mimetype=_ASSETS[name])
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+register(
+    blueprint,
+    {
+        "index": index, "health": health, "ready": ready, "models": models, "metrics_page": metrics_page,
+        "openapi_json": openapi_json, "docs": docs, "docs_static": docs_static,
+    },
+)
