@@ -25,7 +25,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _timeout(exc: ReceiveTimeout) -> RequestTimeout:
-    return RequestTimeout(f"the request body did not arrive in time: {exc.strerror}")
+    return RequestTimeout(f"{exc.strerror}; nothing of the body was used")
 
 
 class _CheckedInput:

@@ -65,13 +65,14 @@ def parse_multipart(body: bytes, boundary: str, max_parts: int) -> list[Part]:
     parts: list[Part] = []
     current: tuple[str, str | None] | None = None
     data = bytearray()
+    event: multipart.Event | None = None
     try:
         decoder.receive_data(body)
         decoder.receive_data(None)
         while True:
             event = decoder.next_event()
             if isinstance(event, (multipart.Field, multipart.File)):
-                current, data = (event.name, getattr(event, "filename", None)), bytearray()
+                current, data = (event.name or "", getattr(event, "filename", None)), bytearray()  # a part may have no name
             elif isinstance(event, multipart.Data) and current is not None:
                 data += event.data
                 if not event.more_data:
@@ -81,8 +82,12 @@ def parse_multipart(body: bytes, boundary: str, max_parts: int) -> list[Part]:
                 break
     except RequestEntityTooLarge:
         raise TooManyMessages(f"more than {max_parts} parts in one multipart form") from None
-    except ValueError as exc:
-        raise InvalidInput(f"the multipart body is malformed: {exc}", code="invalid_multipart") from None
+    except ValueError:  # werkzeug's words name its parser's states, not the client's mistake
+        event = None
     if current is not None or not isinstance(event, multipart.Epilogue):
-        raise InvalidInput("the multipart body ends before its closing boundary", code="invalid_multipart")
+        raise InvalidInput(
+            f"the multipart body is malformed or ends before its closing boundary (--{boundary}--); "
+            "each part needs a Content-Disposition header",
+            code="invalid_multipart",
+        )
     return parts

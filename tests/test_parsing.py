@@ -167,3 +167,30 @@ def test_parse_bool_rejects_in_json_words(value, shown):
     with pytest.raises(InvalidOption) as info:
         parsing.parse_bool("normalize", value)
     assert info.value.message == f"option 'normalize' must be true or false, got {shown}"
+
+
+def test_multipart_parts_are_read_strictly():
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="message"\r\n\r\ncaf\xc3\xa9\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="message"; filename="a.txt"\r\n\r\none\ntwo\n\r\n--B--\r\n'
+    )
+    parts = forms.parse_multipart(body, "B", 10)
+    assert [(p.name, p.filename, p.text()) for p in parts] == [("message", None, "café"), ("message", "a.txt", "one\ntwo\n")]
+    assert parsing.messages_from_parts(parts, 10) == ["café", "one", "two"]
+    with pytest.raises(InvalidEncoding, match="form field 'message' is not valid UTF-8"):
+        forms.parse_multipart(body.replace(b"caf\xc3\xa9", b"caf\xe9"), "B", 10)[0].text()
+    with pytest.raises(InvalidInput, match="ends before its closing boundary") as cut:
+        forms.parse_multipart(body[:-8], "B", 10)
+    assert cut.value.code == "invalid_multipart"
+    with pytest.raises(InvalidInput, match="no boundary"):
+        forms.parse_multipart(body, "", 10)
+    with pytest.raises(TooManyMessages):
+        forms.parse_multipart(body, "B", 1)
+    assert forms.parse_multipart(b'--B\r\nContent-Disposition: form-data\r\n\r\nx\r\n--B--\r\n', "B", 10)[0].name == ""
+
+
+def test_a_message_file_is_one_text_per_line_and_a_field_beside_it_is_one_text():
+    parts = [forms.Part("message", "t.txt", b"first\r\n\r\n  \r\nsecond"), forms.Part("message", None, b"['not', 'parsed']")]
+    assert parsing.messages_from_parts(parts, 10) == ["first", "second", "['not', 'parsed']"]
+    with pytest.raises(MissingMessage, match="message=@file.txt"):
+        parsing.messages_from_parts([forms.Part("normalize", None, b"1")], 10)
