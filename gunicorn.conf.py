@@ -23,7 +23,7 @@ from smls.worker import check_gunicorn
 try:
     check_gunicorn(gunicorn.__version__)  # the worker class leans on gthread's internals
     _settings = Settings.from_env()
-    _settings.model_path()  # fail fast, in one line, on a bad SMLS_MODEL or data/model
+    _settings.catalog()  # fail fast, in one line, on a bad SMLS_MODELS entry, SMLS_MODEL or data/model
     _keys = KeyRing(_settings.api_key, _settings.api_key_file)  # and on a bad key or key file
 except StartupError as _exc:
     sys.exit(f"smls: {_exc}")

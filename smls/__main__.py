@@ -15,13 +15,16 @@ from smls.encoders import encoder_for
 from smls.errors import SmlsError
 
 
-def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = False, progress: bool = True) -> int:
-    """Embed and cache each document; report errors per document and go on. Returns the number that failed."""
+def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = False, progress: bool = True, model: str | None = None) -> int:
+    """Embed and cache each document with the named (else the default) model; report errors per document and go on.
+
+    Returns the number that failed.
+    """
     ids = doc_ids or documents.list_documents(settings.data_dir)
     if not ids:
         print(f"no documents in {settings.data_dir}", file=sys.stderr)
         return 0
-    embedder = DocumentEmbedder.from_settings(encoder_for(settings), settings)
+    embedder = DocumentEmbedder.from_settings(encoder_for(settings, model), settings)
     failed = 0
     for doc_id in ids:
         try:
@@ -48,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("doc_ids", nargs="*", metavar="doc_id")
     pre.add_argument("--normalize", action="store_true", help="cache the normalized vectors (as ?normalize=1 asks)")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pre.add_argument("--model", help="the SMLS_MODELS name of the embedding model to use (default: the default model)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        failed = precompute(settings, args.doc_ids, normalize=args.normalize, progress=not args.no_progress)
+        failed = precompute(settings, args.doc_ids, normalize=args.normalize, progress=not args.no_progress, model=args.model)
     except SmlsError as exc:  # settings or model: one line, no traceback
         print(f"smls: {exc.message}", file=sys.stderr)
         return 2

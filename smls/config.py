@@ -14,6 +14,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from smls.catalog import Catalog, ModelSpec, check_kind, default_name, parse_models, resolve_entries
 from smls.errors import StartupError
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -78,6 +79,13 @@ class Settings:
     # SMLS_MODEL_NAME: the model name reported to clients. Default: all-MiniLM-L6-v2 for the
     # embedded model, else the model folder's name.
     model_name: str | None = None
+    # SMLS_MODELS: several models, "name=path" entries separated by commas, each optionally
+    # with ";backend=...", ";kind=cross-encoder", ";batch_size=..." (smls.catalog has the
+    # syntax). Unset: one model, from SMLS_MODEL as above.
+    models: str | None = None
+    # SMLS_DEFAULT_MODEL: the SMLS_MODELS name used when a request names none (default: the
+    # first embedding model listed).
+    default_model: str | None = None
     # SMLS_DATA_DIR: folder of user data (documents, an optional model/ folder).
     data_dir: Path = Path("data")
     # SMLS_CACHE_DIR: where computed document embeddings are kept (an SQLite file).
@@ -167,6 +175,14 @@ class Settings:
             raise StartupError(f"SMLS_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.access_log_format not in ("text", "json") and "%(" not in self.access_log_format:
             raise StartupError(f"SMLS_ACCESS_LOG_FORMAT must be text, json or a gunicorn format string, got {self.access_log_format!r}")
+        if self.models is not None:
+            if self.model or self.model_name:
+                raise StartupError("set SMLS_MODELS or SMLS_MODEL/SMLS_MODEL_NAME, not both (SMLS_MODELS=name=path names each model)")
+            names = [e.name for e in parse_models(self.models, BACKENDS)]  # syntax now, files in catalog()
+            if self.default_model is not None and self.default_model not in names:
+                raise StartupError(f"SMLS_DEFAULT_MODEL={self.default_model!r} is not in SMLS_MODELS ({', '.join(names)})")
+        elif self.default_model is not None:
+            raise StartupError("SMLS_DEFAULT_MODEL needs SMLS_MODELS (it names one of its entries)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
 
@@ -197,6 +213,17 @@ class Settings:
     def model_path(self) -> tuple[Path, str]:
         """Resolved model directory and where it came from; raises StartupError with the path."""
         return resolve_model(self.model, self.data_dir)
+
+    def catalog(self) -> Catalog:
+        """Every model to serve with its checked folder and kind, and the default; StartupError names a bad entry."""
+        if self.models is not None:
+            return resolve_entries(parse_models(self.models, BACKENDS), self.data_dir, self.default_model)
+        path, origin = self.model_path()
+        kind = check_kind(self.model_name or default_name(path), path, None)
+        if kind != "embedding":
+            raise StartupError(f"the model at {str(path)!r} ({origin}) is a cross-encoder; serve it beside an embedding model with SMLS_MODELS")
+        spec = ModelSpec(self.model_name or default_name(path), path, kind, origin=origin)
+        return Catalog((spec,), spec.name)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -153,6 +153,12 @@ class ModelNotFound(SmlsError):
     code = "model_not_found"
 
 
+class WrongModelKind(InvalidInput):
+    """The request names a served model of the wrong kind (a cross-encoder where embeddings are asked for)."""
+
+    code = "wrong_model_kind"
+
+
 class NotReady(SmlsError):
     """This worker has not loaded and warmed its model yet."""
 

@@ -14,7 +14,7 @@ import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from smls.errors import ConflictingOption, UnknownField
+from smls.errors import ConflictingOption, InvalidOption, UnknownField
 
 # (where, [(name, value), ...], the names this place may carry)
 Source = tuple[str, Iterable[tuple[str, Any]], Collection[str]]
@@ -57,6 +57,13 @@ def collect(sources: Sequence[Source], parsers: Mapping[str, Callable[[Any], Any
                 )
             found.setdefault(name, (value, where, raw))
     return {name: value for name, (value, _, _) in found.items()}
+
+
+def model_name(value: Any) -> str:
+    """A `model` field's value: a string (a served model's name), else InvalidOption."""
+    if not isinstance(value, str):
+        raise InvalidOption(f"option 'model' must be a model's name (a string), got {show(value)}")
+    return value
 
 
 def show(value: Any) -> str:

@@ -12,7 +12,9 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-REQUESTS = Counter("smls_http_requests_total", "HTTP requests answered, by route, method and status", ["route", "method", "status"])
+REQUESTS = Counter(
+    "smls_http_requests_total", "HTTP requests answered, by route, method, status and model (\"\" where none ran)", ["route", "method", "status", "model"]
+)
 LATENCY = Histogram(
     "smls_http_request_duration_seconds",
     "Time to build the response, by route (a streamed document: until its first bytes)",
@@ -20,23 +22,34 @@ LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BATCH_SIZE = Histogram(
-    "smls_batch_size_sentences", "Sentences per shared forward pass of the /embed batcher", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    "smls_batch_size_sentences",
+    "Sentences per shared forward pass of a model's batcher, by model",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 SHED = Counter(
     "smls_shed_requests_total", "Requests answered 503 before any work: the queue for threads was full, or they waited too long", ["reason"]
 )
-QUEUE_DEPTH = Gauge("smls_queue_depth", "Requests waiting for the model, over all workers", multiprocess_mode="livesum")
-SENTENCES = Counter("smls_sentences_embedded_total", "Sentences run through the model")
-TOKENS = Counter("smls_tokens_embedded_total", "Tokens run through the model (after truncation, special tokens included)")
-TRUNCATED = Counter("smls_truncated_inputs_total", "Sentences cut to the model's maximum sequence length")
-DOCUMENTS = Counter("smls_documents_served_total", "Documents served, by where their vectors came from", ["source"])
+QUEUE_DEPTH = Gauge("smls_queue_depth", "Requests waiting for a model, over all workers, by model", ["model"], multiprocess_mode="livesum")
+SENTENCES = Counter("smls_sentences_embedded_total", "Sentences (for a cross-encoder: query-document pairs) run through a model", ["model"])
+TOKENS = Counter("smls_tokens_embedded_total", "Tokens run through a model (after truncation, special tokens included)", ["model"])
+TRUNCATED = Counter("smls_truncated_inputs_total", "Sentences or pairs cut to a model's maximum sequence length", ["model"])
+DOCUMENTS = Counter("smls_documents_served_total", "Documents served, by where their vectors came from, and model", ["source", "model"])
 
 
-def observe_encoded(sentences: int, tokens: int, truncated: int) -> None:
-    """Count one forward pass's sentences, tokens and truncated inputs."""
-    SENTENCES.inc(sentences)
-    TOKENS.inc(tokens)
-    TRUNCATED.inc(truncated)
+class ModelMetrics:
+    """The hooks one model's encoder and batcher report to, with its name as the label."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.queue_depth = QUEUE_DEPTH.labels(model).inc
+        self.batch_size = BATCH_SIZE.labels(model).observe
+        self._counters = (SENTENCES.labels(model), TOKENS.labels(model), TRUNCATED.labels(model))
+
+    def observe_encoded(self, sentences: int, tokens: int, truncated: int) -> None:
+        """Count one forward pass's sentences, tokens and truncated inputs."""
+        for counter, n in zip(self._counters, (sentences, tokens, truncated), strict=True):
+            counter.inc(n)
 
 
 def render() -> tuple[bytes, str]:

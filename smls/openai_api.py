@@ -6,12 +6,13 @@ Vectors are unit length, as OpenAI's are; `dimensions` keeps the first n and ren
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from smls import fields, outputs, parsing
 from smls.encoders import Encoded
-from smls.errors import InvalidInput, InvalidOption, ModelNotFound
+from smls.errors import InvalidInput, InvalidOption
 
 REQUEST_KEYS = frozenset({"input", "model", "encoding_format", "dimensions", "user"})
 ENCODING_FORMATS = {"float": "json", "base64": "base64"}
@@ -23,20 +24,21 @@ class EmbeddingsRequest:
 
     texts: list[str]
     options: outputs.OutputOptions
+    model: str | None  # None: the default model
 
 
-def parse_request(body: bytes, *, model_names: set[str], dimension: int, max_messages: int) -> EmbeddingsRequest:
+def parse_request(body: bytes, *, dimension_of: Callable[[str | None], int], max_messages: int) -> EmbeddingsRequest:
     """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions (user is ignored).
 
-    As on every route, null means "not given" and an unknown field is refused.
+    `dimension_of(model)` is the named (None: default) model's dimension; it raises for a
+    model not served. As on every route, null means "not given" and an unknown field is refused.
     """
     doc = parsing.json_object(parsing.parse_json_body(body), '{"input": "text"}')
     fields.check_names("JSON body", doc.items(), REQUEST_KEYS)
     model = doc.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidOption(f"'model' must be a string, got {parsing.type_name(model)}")
-    if model is not None and model not in model_names:
-        raise ModelNotFound(f"model {model!r} is not served here; GET /v1/models lists: {', '.join(sorted(model_names))}")
+    dimension = dimension_of(model)
     raw = doc.get("input")
     if isinstance(raw, list) and raw and (all(isinstance(i, int) and not isinstance(i, bool) for i in raw) or any(isinstance(i, list) for i in raw)):
         raise InvalidInput("token arrays are not supported as 'input'; send the text itself")
@@ -48,7 +50,7 @@ def parse_request(body: bytes, *, model_names: set[str], dimension: int, max_mes
     user = doc.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidOption(f"'user' must be a string, got {parsing.type_name(user)}")
-    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]))
+    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]), model)
 
 
 def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dict[str, Any]:
@@ -63,6 +65,11 @@ def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dic
     }
 
 
-def models_list(model: str) -> dict[str, Any]:
-    """GET /v1/models: the one model served, as OpenAI lists models."""
-    return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "smls"}]}
+def models_list(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """GET /v1/models: every served model (as GET /models describes them), as OpenAI lists models, with smls's details added."""
+    return {"object": "list", "data": [{"id": m["name"], "object": "model", "created": 0, "owned_by": "smls", **_details(m)} for m in models]}
+
+
+def _details(model: dict[str, Any]) -> dict[str, Any]:
+    # Infinity's /models adds such fields too; OpenAI's clients ignore what they do not know.
+    return {k: model[k] for k in ("kind", "dimension", "backend", "max_seq_length") if k in model}

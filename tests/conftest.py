@@ -24,6 +24,7 @@ GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 class StandInEncoder:
     """A test double that keeps the encoder contract (smls.encoders.Encoder); subclasses override encode."""
 
+    kind = "embedding"
     name, backend, fingerprint, path = "stand-in", "stand-in", "0" * 16, Path("/nonexistent")
     dimension, max_seq_length = 384, 256
     parallel_safe = False  # one pass at a time
@@ -33,7 +34,7 @@ class StandInEncoder:
     def info(self):
         return {"name": self.name, "backend": self.backend, "dimension": self.dimension, "max_seq_length": self.max_seq_length}
 
-    def set_streams(self, n):
+    def set_streams(self, n, budget=None):
         assert n == 1
 
     def prepare(self, texts):
@@ -140,3 +141,12 @@ def live_server(tmp_path_factory):
     server = start_server(tmp, workers=2, SMLS_MAX_MESSAGES="64", SMLS_MAX_BODY_BYTES="65536", SMLS_CACHE_DIR=str(tmp / "cache"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny random-weight models built here (no download): an embedding model and a cross-encoder."""
+    from scripts.tiny_models import build_cross_encoder, build_embedding
+
+    root = tmp_path_factory.mktemp("models")
+    return {"tiny": build_embedding(root / "tiny"), "judge": build_cross_encoder(root / "judge")}

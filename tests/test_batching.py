@@ -146,7 +146,7 @@ def test_overload_over_http_is_503_with_retry_after_in_the_error_shape(encoder):
     first = pool.submit(app.test_client().post, "/embed", json={"message": "one"})
     assert gated.entered.wait(10)
     second = pool.submit(app.test_client().post, "/embed", json={"message": "two"})
-    while app.extensions["smls"].batcher._queue.qsize() < 1:
+    while app.extensions["smls"].embedding(None).batcher._queue.qsize() < 1:
         threading.Event().wait(0.01)
     response = client.post("/embed", json={"message": "three"})
     assert_error(response, 503, "overloaded")

@@ -73,7 +73,7 @@ def test_normalize_is_part_of_the_cache_key(client, data, encoder):
 def test_an_interrupted_computation_resumes_with_only_the_missing_chunks(client, settings, encoder, app):
     texts = [{"text": f"Sentence number {i} of a document that is computed in chunks of four.", "pages": [P1]} for i in range(10)]
     write(settings.data_dir, texts=texts)  # chunks of 4 (SMLS_DOC_BATCH in the test settings): 4, 4, 2
-    embedder = app.extensions["smls"].documents
+    embedder = app.extensions["smls"].embedding(None).documents
     from smls.documents import load_document
 
     doc = load_document(settings.data_dir, "doc")
@@ -99,7 +99,7 @@ def test_an_interrupted_computation_resumes_with_only_the_missing_chunks(client,
 def test_corrupt_cache_file_is_rebuilt(client, data, settings):
     get_doc(client)
     cache_file = settings.cache_dir / "documents.sqlite3"
-    app_cache = client.application.extensions["smls"].documents.cache
+    app_cache = client.application.extensions["smls"].embedders[0].documents.cache
     app_cache._local.conn.close()
     app_cache._local.conn = None
     for suffix in ("-wal", "-shm"):

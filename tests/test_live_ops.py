@@ -50,11 +50,11 @@ def test_metrics_are_summed_over_both_workers_and_the_access_log_is_json(tmp_pat
         # Whichever worker answers /metrics, the numbers are the sum over both.
         for _ in range(4):
             text = requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=30).text
-            assert counter(text, 'smls_http_requests_total{method="POST",route="/embed",status="200"}') == sent
-            assert counter(text, 'smls_http_requests_total{method="POST",route="/embed",status="400"}') == 1
+            assert counter(text, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}') == sent
+            assert counter(text, 'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}') == 1
             # each worker's warm-up embeds one sentence too
-            assert counter(text, "smls_sentences_embedded_total") == sent + 2
-            assert re.search(r"^smls_queue_depth 0\.0$", text, re.M)
+            assert counter(text, 'smls_sentences_embedded_total{model="all-MiniLM-L6-v2"}') == sent + 2
+            assert re.search(r'^smls_queue_depth\{model="all-MiniLM-L6-v2"\} 0\.0$', text, re.M)
         assert requests.get(server.url + "/ready", timeout=30).json() == {"status": "ready"}
     finally:
         server.stop()

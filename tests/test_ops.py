@@ -23,21 +23,24 @@ def test_ready_is_503_until_warmed_up_then_200(app):
     assert response.status_code == 200 and orjson.loads(response.data) == {"status": "ready"}
 
 
-def test_models_lists_registered_services_with_their_model(client, encoder):
-    models = orjson.loads(client.get("/models").data)["models"]
-    served = [m for m in models if m["serving"]]
-    assert [m["service"] for m in models] == ["SentenceEncoder"]  # the one service smls registers
-    assert len(served) == 1
-    assert served[0] | {} == {
-        "service": "SentenceEncoder",
-        "name": encoder.name,
-        "backend": encoder.backend,
-        "dimension": 384,
-        "max_seq_length": encoder.max_seq_length,
-        "precisions": ["float32", "int8", "uint8", "binary", "ubinary"],
-        "encodings": ["json", "base64"],
-        "serving": True,
-    }
+def test_models_lists_the_served_model_as_the_default(client, encoder):
+    listed = orjson.loads(client.get("/models").data)
+    assert listed["default"] == encoder.name
+    assert listed["services"] == ["Reranker", "SentenceEncoder"]  # the services smls registers
+    assert listed["models"] == [
+        {
+            "name": encoder.name,
+            "kind": "embedding",
+            "backend": encoder.backend,
+            "dimension": 384,
+            "max_seq_length": encoder.max_seq_length,
+            "default": True,
+            "service": "SentenceEncoder",
+            "routes": ["/embed", "/v1/embeddings", "/documents/{doc_id}", "/documents/{doc_id}/search", "/rerank"],
+            "precisions": ["float32", "int8", "uint8", "binary", "ubinary"],
+            "encodings": ["json", "base64"],
+        }
+    ]
 
 
 def rules(app) -> set[str]:
@@ -159,33 +162,34 @@ def metric(client, line_start: str) -> float:
     return counter(client.get("/metrics").get_data(as_text=True), line_start)
 
 
-def test_metrics_count_requests_sentences_tokens_and_batches(client):
+def test_metrics_count_requests_sentences_tokens_and_batches(client, encoder):
+    label = f'{{model="{encoder.name}"}}'
     before = {
-        "requests": metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="200"}'),
-        "sentences": metric(client, "smls_sentences_embedded_total"),
-        "tokens": metric(client, "smls_tokens_embedded_total"),
-        "truncated": metric(client, "smls_truncated_inputs_total"),
-        "batches": metric(client, "smls_batch_size_sentences_count"),
-        "errors": metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="400"}'),
+        "requests": metric(client, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}'),
+        "sentences": metric(client, "smls_sentences_embedded_total" + label),
+        "tokens": metric(client, "smls_tokens_embedded_total" + label),
+        "truncated": metric(client, "smls_truncated_inputs_total" + label),
+        "batches": metric(client, "smls_batch_size_sentences_count" + label),
+        "errors": metric(client, 'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}'),
     }
     client.post("/embed", json={"message": ["one two three", "long " * 600]})
     client.post("/embed", json={"message": []})
-    assert metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="200"}') == before["requests"] + 1
-    assert metric(client, 'smls_http_requests_total{method="POST",route="/embed",status="400"}') == before["errors"] + 1
-    assert metric(client, "smls_sentences_embedded_total") == before["sentences"] + 2
-    assert metric(client, "smls_tokens_embedded_total") >= before["tokens"] + 256 + 5
-    assert metric(client, "smls_truncated_inputs_total") == before["truncated"] + 1
-    assert metric(client, "smls_batch_size_sentences_count") == before["batches"] + 1
+    assert metric(client, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}') == before["requests"] + 1
+    assert metric(client, 'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}') == before["errors"] + 1
+    assert metric(client, "smls_sentences_embedded_total" + label) == before["sentences"] + 2
+    assert metric(client, "smls_tokens_embedded_total" + label) >= before["tokens"] + 256 + 5
+    assert metric(client, "smls_truncated_inputs_total" + label) == before["truncated"] + 1
+    assert metric(client, "smls_batch_size_sentences_count" + label) == before["batches"] + 1
     assert "smls_http_request_duration_seconds_bucket" in client.get("/metrics").get_data(as_text=True)
-    unmatched = metric(client, 'smls_http_requests_total{method="GET",route="unmatched",status="404"}')
+    unmatched = metric(client, 'smls_http_requests_total{method="GET",model="",route="unmatched",status="404"}')
     client.get("/no/such/page")
-    assert metric(client, 'smls_http_requests_total{method="GET",route="unmatched",status="404"}') == unmatched + 1
+    assert metric(client, 'smls_http_requests_total{method="GET",model="",route="unmatched",status="404"}') == unmatched + 1
 
 
 def test_document_metrics_tell_cache_from_computed(demo_client):
-    computed = metric(demo_client, 'smls_documents_served_total{source="computed"}')
-    cached = metric(demo_client, 'smls_documents_served_total{source="cache"}')
+    computed = metric(demo_client, 'smls_documents_served_total{model="all-MiniLM-L6-v2",source="computed"}')
+    cached = metric(demo_client, 'smls_documents_served_total{model="all-MiniLM-L6-v2",source="cache"}')
     demo_client.get("/documents/demo").get_data()
     demo_client.get("/documents/demo").get_data()
-    assert metric(demo_client, 'smls_documents_served_total{source="computed"}') == computed + 1
-    assert metric(demo_client, 'smls_documents_served_total{source="cache"}') == cached + 1
+    assert metric(demo_client, 'smls_documents_served_total{model="all-MiniLM-L6-v2",source="computed"}') == computed + 1
+    assert metric(demo_client, 'smls_documents_served_total{model="all-MiniLM-L6-v2",source="cache"}') == cached + 1

@@ -11,14 +11,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from smls.catalog import default_name
 from smls.errors import StartupError
 from smls.vectors import unit_rows
-
-EMBEDDED_MODEL_NAME = "all-MiniLM-L6-v2"
 
 # (sentences, tokens, truncated) after each encode; the server counts them in its metrics.
 EncodedHook = Callable[[int, int, int], Any]
@@ -53,9 +52,35 @@ class Encoded:
         return Encoded(unit_rows(self.vectors), self.truncated_flags, self.token_counts)
 
 
+Budget = threading.BoundedSemaphore
+
+
+class Slots:
+    """A model's own limit on concurrent forward passes, and the worker-wide budget it shares with other models.
+
+    The model's own slot is taken first and the budget's second, by every model: a
+    thread holding a budget slot never waits for anything else, so no two can deadlock.
+    """
+
+    def __init__(self, n: int, budget: Budget | None = None) -> None:
+        self._own = threading.Semaphore(n)
+        self._budget = budget
+
+    def __enter__(self) -> None:
+        self._own.acquire()
+        if self._budget is not None:
+            self._budget.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._budget is not None:
+            self._budget.release()
+        self._own.release()
+
+
 class Encoder(Protocol):
     """What the server, the batcher and the document embedder need of a sentence encoder."""
 
+    kind: Literal["embedding"]
     name: str
     path: Path
     backend: str
@@ -72,8 +97,8 @@ class Encoder(Protocol):
         """Name, path, backend, dimension, max sequence length, device and fingerprint."""
         ...
 
-    def set_streams(self, n: int) -> None:
-        """Let up to `n` forward passes run at once in this process."""
+    def set_streams(self, n: int, budget: Budget | None = None) -> None:
+        """Let up to `n` forward passes of this model run at once, each also holding a slot of the worker's `budget`."""
         ...
 
     def prepare(self, texts: Sequence[str]) -> list[Any] | None:
@@ -92,6 +117,7 @@ class Encoder(Protocol):
 class SentenceEncoder:
     """A sentence embedding model loaded once; thread-safe. Sorts by length, batches, restores order."""
 
+    kind: Literal["embedding"] = "embedding"
     backend = "abstract"
     parallel_safe = False
 
@@ -106,17 +132,21 @@ class SentenceEncoder:
         # Forward passes allowed at once in this process (see set_streams). One by default:
         # concurrent passes on the same cores only fight over them.
         self.streams = 1
-        self._slots = threading.Semaphore(1)
+        self._slots = Slots(1)
         self._count_lock = threading.Lock()
         self.sentences_encoded = 0
         self.on_encoded: EncodedHook | None = None
 
-    def set_streams(self, n: int) -> None:
-        """Let up to `n` forward passes run at once in this process (each on its own inference threads)."""
+    def set_streams(self, n: int, budget: Budget | None = None) -> None:
+        """Let up to `n` forward passes run at once in this process (each on its own inference threads).
+
+        With a `budget` shared by several models, each pass also holds one of its slots, so
+        all models together never run more passes than the worker has streams.
+        """
         if n > 1 and not self.parallel_safe:
             raise StartupError(f"the {self.backend} backend runs one forward pass at a time; SMLS_INFERENCE_STREAMS must be 1")
         self.streams = n
-        self._slots = threading.Semaphore(n)
+        self._slots = Slots(n, budget)
 
     def info(self) -> dict[str, Any]:
         """Model name, path, backend, dimension, max sequence length, device and fingerprint."""
@@ -177,15 +207,3 @@ def model_fingerprint(path: Path) -> str:
         stat = file.stat()
         digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def default_name(path: Path) -> str:
-    """The name clients see: the embedded model's real name, else the folder name."""
-    from smls.config import embedded_model_path
-
-    try:
-        if path == embedded_model_path().resolve():
-            return EMBEDDED_MODEL_NAME
-    except StartupError:
-        pass
-    return path.name

@@ -80,7 +80,11 @@ def read_spec(path: Path) -> ModelSpec:
     config = _json(path / "config.json") or {}
     dimension = int(pooling.get("word_embedding_dimension") or pooling.get("embedding_dimension") or config.get("hidden_size") or 0)
     st_config = _json(path / "sentence_bert_config.json") or {}
-    max_len = int(st_config.get("max_seq_length") or min(config.get("max_position_embeddings", 512), 512))
+    # sentence-transformers 6 keeps the limit in the tokenizer's config instead of sentence_bert_config.json.
+    tokenizer_limit = (_json(path / "tokenizer_config.json") or {}).get("model_max_length")
+    if not isinstance(tokenizer_limit, int) or tokenizer_limit > 100_000:  # transformers writes a huge number for "none"
+        tokenizer_limit = None
+    max_len = int(st_config.get("max_seq_length") or tokenizer_limit or min(config.get("max_position_embeddings", 512), 512))
     if not dimension:
         raise StartupError(f"cannot tell the embedding size of {str(path)!r}: use SMLS_BACKEND=torch")
     return ModelSpec(dimension, max_len, mode, "Normalize" in kinds)

@@ -3,8 +3,9 @@
 The path of a request (README.org has the map):
   smls.worker (gunicorn thread, receive deadline, overflow)  -> smls.body (whole bodies only)
   -> hooks here (request id, API key, shedding, query names)  -> a blueprint's view:
-     embed.py /embed, openai.py /v1/..., documents.py /documents/..., ops.py the rest
-  -> smls.batching (shared forward passes) -> smls.encoders -> smls.outputs -> JSON
+     embed.py /embed, openai.py /v1/..., rerank.py /rerank, documents.py /documents/..., ops.py the rest
+  -> state.py picks the model the request names (the default if none)
+  -> smls.batching (that model's shared forward passes) -> smls.encoders -> smls.outputs -> JSON
 Any error on the way becomes a response in errors.py, the one place that does so.
 The table of routes is endpoints.py.
 """
@@ -13,21 +14,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
 from smls import auth, fields, forms, logs, metrics, outputs
 from smls.batching import MicroBatcher
 from smls.body import CompleteBody
+from smls.cache import VectorCache
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
-from smls.encoders import Encoder, encoder_for
-from smls.errors import Overloaded
-from smls.web import documents, embed, openai, ops, responses
+from smls.encoders import Budget, Encoder, PairScorer, load_model
+from smls.errors import Overloaded, StartupError
+from smls.web import documents, embed, openai, ops, rerank, responses
 from smls.web.endpoints import BY_ENDPOINT
 from smls.web.errors import error_response
 from smls.web.openapi import spec
-from smls.web.state import State
+from smls.web.state import EmbeddingModel, ScoringModel, Served, State
 from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
 
 log = logging.getLogger("smls")
@@ -35,13 +38,22 @@ log = logging.getLogger("smls")
 __all__ = ["State", "create_app", "warm_up"]
 
 
-def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None) -> Flask:
-    """Build the smls Flask app; loads the model (no inference) unless an encoder is given."""
+def create_app(
+    settings: Settings | None = None, *, encoder: Encoder | None = None, models: Mapping[str, Encoder | PairScorer] | None = None
+) -> Flask:
+    """Build the smls Flask app; loads every model of the settings (no inference) unless `models` (or one `encoder`) are given.
+
+    `models` maps names to loaded models in the order they are listed; the first is the default.
+    """
     settings = settings or Settings.from_env()
     _setup_logging(settings.log_level)
-    if encoder is None:
-        encoder = encoder_for(settings)
-        log.info("model %s loaded from %s (%s)", encoder.name, encoder.path, settings.model_path()[1])
+    if encoder is not None:
+        models = {encoder.name: encoder}
+    if models is None:
+        models = {}
+        for entry in settings.catalog().models:
+            models[entry.name] = load_model(entry, settings)
+            log.info("model %s (%s) loaded from %s (%s)", entry.name, entry.kind, entry.path, entry.origin)
     app = Flask("smls", static_folder=None)  # Swagger UI's files are served by ops.docs_static
     # "/embed/" and "/documents/" answer like "/embed" and "/documents": a redirect would only
     # make simple clients (curl without -L, Emacs url) fail.
@@ -51,39 +63,68 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     # Forms are parsed by smls.forms (strict UTF-8), so werkzeug's form limits play no part.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.wsgi_app = CompleteBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
-    streams = settings.effective_streams if encoder.parallel_safe else 1
-    encoder.set_streams(streams)
-    encoder.on_encoded = metrics.observe_encoded
-    batcher = MicroBatcher(
-        encoder,
-        max_batch=settings.max_batch,
-        max_wait=settings.batch_wait_ms / 1000,
-        queue_size=settings.queue_size,
-        streams=streams,
-        on_depth=metrics.QUEUE_DEPTH.inc,
-        on_batch=metrics.BATCH_SIZE.observe,
-    )
+    served = _serve(models, settings)
+    default = settings.default_model if settings.default_model in served else next(m.name for m in served.values() if isinstance(m, EmbeddingModel))
     app.extensions["smls"] = State(
         settings=settings,
-        encoder=encoder,
-        batcher=batcher,
-        documents=DocumentEmbedder.from_settings(encoder, settings),
-        calibration=outputs.Calibration(encoder, settings.cache_dir),
+        models=served,
+        default=default,
         keys=auth.KeyRing(settings.api_key, settings.api_key_file),
-        description=spec(encoder.name, encoder.dimension, settings),
+        description=spec(list(served.values()), default, settings),
     )
     app.register_error_handler(Exception, error_response)
     app.before_request(_before)
     app.after_request(_after)
-    for area in (embed, openai, documents, ops):
+    for area in (embed, openai, rerank, documents, ops):
         app.register_blueprint(area.blueprint)
     return app
 
 
+def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings) -> dict[str, Served]:
+    """Each model with what serving it takes: embedding models get a batch queue, document vectors and int8 ranges.
+
+    Every model may run its own passes, but all of them together hold at most the worker's
+    SMLS_INFERENCE_STREAMS at once (one budget), so two busy models never oversubscribe the
+    cores. With one model the budget would only repeat the model's own limit.
+    """
+    streams = settings.effective_streams
+    budget = Budget(streams) if len(models) > 1 else None
+    cache = VectorCache(settings.cache_dir / "documents.sqlite3")
+    served: dict[str, Served] = {}
+    for name, model in models.items():
+        hooks = metrics.ModelMetrics(name)
+        model.on_encoded = hooks.observe_encoded
+        if model.kind == "cross-encoder":
+            model.set_streams(1, budget)
+            served[name] = ScoringModel(name, model)
+            continue
+        encoder = model
+        own = streams if encoder.parallel_safe else 1
+        encoder.set_streams(own, budget)
+        batcher = MicroBatcher(
+            encoder,
+            max_batch=settings.max_batch,
+            max_wait=settings.batch_wait_ms / 1000,
+            queue_size=settings.queue_size,
+            streams=own,
+            on_depth=hooks.queue_depth,
+            on_batch=hooks.batch_size,
+        )
+        documents_ = DocumentEmbedder(encoder, cache, settings.doc_batch)
+        served[name] = EmbeddingModel(name, encoder, batcher, documents_, outputs.Calibration(encoder, settings.cache_dir))
+    if not any(isinstance(m, EmbeddingModel) for m in served.values()):
+        raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")
+    return served
+
+
 def warm_up(app: Flask) -> None:
-    """Run one tiny inference (and start the batcher) so the first client does not pay for it; then /ready says 200."""
+    """Run one tiny inference through every model (starting the batchers) so the first client does not pay for it; then /ready says 200."""
     state: State = app.extensions["smls"]
-    state.batcher.encode(["warm up"])
+    for model in state.models.values():
+        if isinstance(model, EmbeddingModel):
+            model.batcher.encode(["warm up"])
+        else:
+            model.scorer.score("warm up", ["warm up"])
     state.ready.set()
 
 
@@ -116,7 +157,7 @@ def _after(response: Response) -> Response:
     # Routing errors never reach before_request.
     response.headers[logs.REQUEST_ID_HEADER] = g.get("request_id") or logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
-    metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    metrics.REQUESTS.labels(route, request.method, str(response.status_code), g.get("model", "")).inc()
     if "started" in g:
         metrics.LATENCY.labels(route).observe(time.perf_counter() - g.started)
     return response

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, request
 
 from smls import documents, fields, metrics, outputs
 from smls.errors import InvalidInput, InvalidOption
-from smls.web.endpoints import OPTIONS, register
+from smls.web.endpoints import MODEL_OPTIONS, register
 from smls.web.responses import json_response, state
 
 blueprint = Blueprint("documents", __name__)
@@ -27,25 +27,26 @@ def list_documents() -> Response:
 def get_document(doc_id: str) -> Response:
     """Every sentence of a document with its pages and embedding, streamed a chunk at a time."""
     app = state()
+    model = app.embedding(request.args.get("model"))
     query = list(request.args.items(multi=True))
-    options = outputs.OutputOptions(**fields.collect([("query string", query, OPTIONS)], outputs.OutputOptions.parsers(app.encoder.dimension)))
+    options = outputs.OutputOptions(**fields.collect([("query string", query, MODEL_OPTIONS)], outputs.OutputOptions.parsers(model.encoder.dimension)))
     doc = documents.load_document(app.settings.data_dir, doc_id)
     # The cache holds full-length vectors, raw or unit-length; a cut is normalised after
     # cutting, so it starts from the raw ones.
     cached_normalized = options.normalize and options.dimensions is None
-    cached = app.documents.is_cached(doc, cached_normalized)
-    metrics.DOCUMENTS.labels("cache" if cached else "computed").inc()
+    cached = model.documents.is_cached(doc, cached_normalized)
+    metrics.DOCUMENTS.labels("cache" if cached else "computed", model.name).inc()
     if options.precision in outputs.CALIBRATED:
-        app.calibration.ranges(options.dimensions, options.normalize)  # before the first byte, not mid-stream
+        model.calibration.ranges(options.dimensions, options.normalize)  # before the first byte, not mid-stream
     header = {
         "doc_id": doc.doc_id,
-        "model": app.encoder.name,
-        **outputs.describe(options, app.encoder.dimension),
+        "model": model.name,
+        **outputs.describe(options, model.encoder.dimension),
         "count": len(doc.sentences),
         "cached": cached,
     }
-    chunks = app.documents.chunks(doc, cached_normalized)
-    return Response(_stream_document(doc, chunks, options, app.calibration, header), mimetype="application/json")
+    chunks = model.documents.chunks(doc, cached_normalized)
+    return Response(_stream_document(doc, chunks, options, model.calibration, header), mimetype="application/json")
 
 
 def search_document(doc_id: str) -> Response:
@@ -56,12 +57,13 @@ def search_document(doc_id: str) -> Response:
         what = "missing" if "q" not in request.args else "empty" if not query else "only whitespace"
         raise InvalidInput(f"the query parameter q is {what}: /documents/<id>/search?q=text&k=5", code="missing_query")
     k = _int_option("k", request.args.get("k", "5"), 1, app.settings.search_max_k)
+    model = app.embedding(request.args.get("model"))
     doc = documents.load_document(app.settings.data_dir, doc_id)
-    hits = app.documents.search(doc, query, k)
+    hits = model.documents.search(doc, query, k)
     return json_response(
         {
             "doc_id": doc.doc_id,
-            "model": app.encoder.name,
+            "model": model.name,
             "query": query,
             "k": k,
             "results": [{"score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])} for hit in hits],

@@ -7,33 +7,34 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from smls import fields, forms, outputs, parsing
-from smls.config import Settings
 from smls.errors import MissingMessage, UnsupportedMediaType
-from smls.web.endpoints import OPTIONS, register
+from smls.web.endpoints import MODEL_OPTIONS, register
 from smls.web.responses import json_response, state, time_left
+from smls.web.state import EmbeddingModel
 
 blueprint = Blueprint("embed", __name__)
 # The fields of an /embed JSON body or form.
-BODY_FIELDS = frozenset({"message", *OPTIONS})
+BODY_FIELDS = frozenset({"message", *MODEL_OPTIONS})
 
 
 def embed() -> Response:
-    """The embeddings of the request's texts, shaped as its options ask."""
-    app = state()
-    texts, options = read_embed_request(app.settings, app.encoder.dimension)
-    result = app.batcher.encode(texts, timeout=time_left())
+    """The embeddings of the request's texts by the model it names, shaped as its options ask."""
+    model, texts, options = read_embed_request()
+    result = model.batcher.encode(texts, timeout=time_left())
     return json_response(
         {
-            "model": app.encoder.name,
-            **outputs.describe(options, app.encoder.dimension),
+            "model": model.name,
+            **outputs.describe(options, model.encoder.dimension),
             "truncated": result.truncated,
-            "embeddings": outputs.render(result.vectors, options, app.calibration),
+            "embeddings": outputs.render(result.vectors, options, model.calibration),
         }
     )
 
 
-def read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], outputs.OutputOptions]:
-    """Texts and the output options from a form or JSON body (options may also be in the query)."""
+def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptions]:
+    """The model, the texts and the output options from a form or JSON body (model and options may also be in the query)."""
+    app = state()
+    settings = app.settings
     # Bodies over SMLS_MAX_BODY_BYTES never get here: werkzeug refuses them (MAX_CONTENT_LENGTH,
     # chunked ones via smls.body) and the error handler answers body_too_large.
     check_charset()
@@ -60,9 +61,10 @@ def read_embed_request(settings: Settings, dimension: int) -> tuple[list[str], o
             f"content type {mimetype or 'none'!r} is not supported; send application/json, "
             "application/x-www-form-urlencoded or multipart/form-data"
         )
-    query = list(request.args.items(multi=True))
-    chosen = fields.collect([(where, body_fields, BODY_FIELDS), ("query string", query, OPTIONS)], outputs.OutputOptions.parsers(dimension))
-    return texts, outputs.OutputOptions(**chosen)
+    sources: list[fields.Source] = [(where, body_fields, BODY_FIELDS), ("query string", list(request.args.items(multi=True)), MODEL_OPTIONS)]
+    model = app.embedding(fields.collect(sources, {"model": fields.model_name}).get("model"))
+    chosen = fields.collect(sources, outputs.OutputOptions.parsers(model.encoder.dimension))
+    return model, texts, outputs.OutputOptions(**chosen)
 
 
 def check_charset() -> None:

@@ -15,6 +15,8 @@ from flask.typing import RouteCallable
 from smls import outputs
 
 OPTIONS = frozenset(outputs.OPTION_NAMES)
+# The output options and the model's name: what /embed and /documents/<id> take.
+MODEL_OPTIONS = OPTIONS | {"model"}
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,14 @@ ENDPOINTS = (
     Endpoint("GET", "/", "ops", "index", "version, model, limits and endpoints"),
     Endpoint("GET", "/health", "ops", "health", "liveness: 200 while the worker answers", public=True),
     Endpoint("GET", "/ready", "ops", "ready", "readiness: 200 once this worker's model is loaded and warmed, else 503", public=True),
-    Endpoint("GET", "/models", "ops", "models", "the registered services and their models"),
-    Endpoint("POST", "/embed", "embed", "embed", "embeddings for message=... (form) or {\"message\": ...} (JSON); options normalize, dimensions, precision, encoding", query=OPTIONS, model=True),
+    Endpoint("GET", "/models", "ops", "models", "the served models: name, kind, dimension, backend, max sequence length"),
+    Endpoint("POST", "/embed", "embed", "embed", "embeddings for message=... (form) or {\"message\": ...} (JSON); options model, normalize, dimensions, precision, encoding", query=MODEL_OPTIONS, model=True),
     Endpoint("POST", "/v1/embeddings", "openai", "openai_embeddings", "OpenAI-compatible embeddings (unit-length vectors)", model=True),
     Endpoint("GET", "/v1/models", "openai", "openai_models", "OpenAI-compatible model list"),
+    Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True),
     Endpoint("GET", "/documents", "documents", "list_documents", "the documents in the data folder"),
-    Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=OPTIONS, model=True),
-    Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k"}), model=True),
+    Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True),
+    Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k", "model"}), model=True),
     Endpoint("GET", "/metrics", "ops", "metrics_page", "Prometheus metrics, summed over all workers"),
     Endpoint("GET", "/openapi.json", "ops", "openapi_json", "the OpenAPI 3.1 description"),
     Endpoint("GET", "/docs", "ops", "docs", "API docs in the browser (Swagger UI, served locally)", public=True),

@@ -9,6 +9,7 @@ from smls.errors import UnsupportedMediaType
 from smls.web.embed import check_charset
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
+from smls.web.state import EmbeddingModel
 
 blueprint = Blueprint("openai", __name__)
 
@@ -19,16 +20,19 @@ def openai_embeddings() -> Response:
     check_charset()
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
-    req = openai_api.parse_request(
-        request.get_data(cache=False), model_names={app.encoder.name}, dimension=app.encoder.dimension, max_messages=app.settings.max_messages
-    )
-    result = app.batcher.encode(req.texts, timeout=time_left())
-    return json_response(openai_api.response(result, req.options, app.encoder.name))
+    req = openai_api.parse_request(request.get_data(cache=False), dimension_of=lambda name: _model(name).encoder.dimension, max_messages=app.settings.max_messages)
+    model = _model(req.model)
+    result = model.batcher.encode(req.texts, timeout=time_left())
+    return json_response(openai_api.response(result, req.options, model.name))
+
+
+def _model(name: str | None) -> EmbeddingModel:
+    return state().embedding(name, listed_at="GET /v1/models")
 
 
 def openai_models() -> Response:
-    """The served model, as OpenAI lists models."""
-    return json_response(openai_api.models_list(state().encoder.name))
+    """Every served model, as OpenAI lists models."""
+    return json_response(openai_api.models_list([m.info() for m in state().models.values()]))
 
 
 register(blueprint, {"openai_embeddings": openai_embeddings, "openai_models": openai_models})

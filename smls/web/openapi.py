@@ -9,6 +9,7 @@ The docs page is Swagger UI, vendored under smls/static/swagger-ui (no internet 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import smls
@@ -16,6 +17,7 @@ from smls import outputs
 from smls.config import Settings
 from smls.documents import DOC_ID_PATTERN
 from smls.web.endpoints import ENDPOINTS
+from smls.web.state import EmbeddingModel, Served
 
 _ERROR = {
     "type": "object",
@@ -103,10 +105,14 @@ def _query(name: str, schema: dict[str, Any], description: str = "", required: b
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
-def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
-    """The OpenAPI document for this server, its model and its limits."""
+def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document for this server, its models and its limits."""
     version = smls.__version__
-    in_query = {**_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
+    embedders = [m for m in models if isinstance(m, EmbeddingModel)]
+    dimension = max(m.encoder.dimension for m in embedders)  # the largest; a smaller model refuses more
+    model_about = f"an embedding model's name (GET /models); absent: {default}"
+    model_choice: dict[str, Any] = {"type": "string", "enum": [m.name for m in embedders], "description": model_about}
+    in_query = {"model": model_choice, **_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
     options = {name: _nullable(schema) for name, schema in in_query.items()}  # null: as if absent (JSON only)
     message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
     option_params = [_query(name, schema, schema.get("description", "")) for name, schema in in_query.items()]
@@ -128,6 +134,7 @@ def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
                 "description": "a text, a JSON array or Python list literal of texts; repeat the field for several texts",
             },
             "normalize": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
+            "model": model_choice,
             "dimensions": {"type": "integer", "minimum": 1, "maximum": dimension},
             "precision": in_query["precision"],
             "encoding": in_query["encoding"],
@@ -138,7 +145,9 @@ def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
         "info": {
             "title": "smls",
             "version": version,
-            "description": f"Sentence embeddings over plain HTTP. Model: {model} ({dimension} dimensions).",
+            "description": "Sentence embeddings and reranking over plain HTTP. Models: "
+            + ", ".join(f"{m.name} ({m.kind}{f', {m.encoder.dimension} dimensions' if isinstance(m, EmbeddingModel) else ''})" for m in models)
+            + f"; the default is {default}.",
         },
         "paths": _paths({
             "/": {"get": {"responses": {"200": _json({"type": "object"}, "about this server")}}},
@@ -166,7 +175,7 @@ def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
                             "multipart/form-data": {"schema": embed_form},
                         },
                     },
-                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 408, 413, 415, 503)},
+                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 404, 408, 413, 415, 503)},
                 }
             },
             "/v1/embeddings": {
@@ -178,6 +187,12 @@ def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
             "/v1/models": {
                 "get": {
                     "responses": {"200": _json(_ref("OpenAIModels"), "models")},
+                }
+            },
+            "/rerank": {
+                "post": {
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _rerank_request(settings.max_messages)}}},
+                    "responses": {"200": _json(_ref("RerankResponse"), "the documents' scores, best first"), **_errors(400, 404, 408, 413, 415, 503)},
                 }
             },
             "/documents": {
@@ -197,6 +212,7 @@ def spec(model: str, dimension: int, settings: Settings) -> dict[str, Any]:
                         _doc_id(),
                         _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
                         _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 5}, "how many results"),
+                        _query("model", model_choice, model_about),
                     ],
                     "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
                 }
@@ -236,6 +252,35 @@ def _paths(operations: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     if undescribed:
         raise RuntimeError(f"openapi.py describes operations the endpoint table lacks: {sorted(undescribed)}")
     return paths
+
+
+def _rerank_request(max_documents: int) -> dict[str, Any]:
+    text = {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}
+    documents = {
+        "type": ["array", "null"],
+        "minItems": 1,
+        "maxItems": max_documents,
+        "items": {"oneOf": [text, {"type": "object", "required": ["text"], "properties": {"text": text}}]},
+        "description": "texts, or objects with a \"text\" (Cohere v1)",
+    }
+    flag = {"type": ["boolean", "null"]}
+    return {
+        "type": "object",
+        "required": ["query"],
+        "additionalProperties": False,
+        "properties": {
+            "query": text,
+            "documents": documents,
+            "texts": {**documents, "description": "the same as documents (text-embeddings-inference's name); send one of the two"},
+            "top_n": {"type": ["integer", "null"], "minimum": 1, "description": "return only the best n"},
+            "model": {"type": ["string", "null"], "description": "a served model (GET /models); absent: the first cross-encoder, else the default model"},
+            "return_documents": {**flag, "default": False, "description": "include each document as sent"},
+            "return_text": {**flag, "description": "the same as return_documents (text-embeddings-inference's name)"},
+            "raw_scores": {**flag, "default": False, "description": "a cross-encoder's logits instead of 0..1 scores"},
+            "truncate": {**flag, "default": True, "description": "false: refuse texts longer than the model takes instead of cutting them"},
+        },
+        "oneOf": [{"required": ["documents"]}, {"required": ["texts"]}],
+    }
 
 
 def _doc_id() -> dict[str, Any]:
@@ -287,7 +332,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "input": message,
-                "model": {"type": ["string", "null"], "description": "the served model's name (GET /v1/models); null or absent: that model"},
+                "model": {"type": ["string", "null"], "description": "an embedding model's name (GET /v1/models); null or absent: the default"},
                 "encoding_format": {"type": ["string", "null"], "enum": ["float", "base64", None], "default": "float"},
                 "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": dimension},
                 "user": {"type": ["string", "null"]},
@@ -327,25 +372,56 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         },
         "Models": {
             "type": "object",
-            "required": ["models"],
+            "required": ["default", "models", "services"],
             "properties": {
+                "default": {"type": "string", "description": "the model a request that names none gets"},
                 "models": {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["service", "name", "backend", "dimension", "max_seq_length", "precisions", "encodings"],
+                        "required": ["name", "kind", "backend", "dimension", "max_seq_length", "default", "service", "routes"],
                         "properties": {
-                            "service": {"type": "string"},
                             "name": {"type": "string"},
+                            "kind": {"type": "string", "enum": ["embedding", "cross-encoder"]},
                             "backend": {"type": "string"},
-                            "dimension": {"type": "integer"},
+                            "dimension": {"type": "integer", "description": "0 for a cross-encoder (it makes no vectors)"},
                             "max_seq_length": {"type": "integer"},
+                            "default": {"type": "boolean"},
+                            "service": {"type": "string", "description": "its service in smls.ml_services"},
+                            "routes": {"type": "array", "items": {"type": "string"}},
                             "precisions": {"type": "array", "items": {"type": "string"}},
                             "encodings": {"type": "array", "items": {"type": "string"}},
-                            "serving": {"type": "boolean"},
                         },
                     },
-                }
+                },
+                "services": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "RerankResponse": {
+            "type": "object",
+            "required": ["object", "id", "model", "scorer", "results", "usage"],
+            "properties": {
+                "object": {"const": "rerank"},
+                "id": {"type": "string", "description": "the request id (X-Request-Id)"},
+                "model": {"type": "string"},
+                "scorer": {"type": "string", "enum": ["cross-encoder", "cosine"]},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "relevance_score"],
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "relevance_score": {"type": "number"},
+                            "document": {"description": "the document as sent (with return_documents)"},
+                        },
+                    },
+                },
+                "usage": {
+                    "type": "object",
+                    "required": ["prompt_tokens", "total_tokens"],
+                    "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+                },
             },
         },
         "DocumentList": {

@@ -14,6 +14,7 @@ from smls.web import openapi
 from smls.web.endpoints import index as endpoint_index
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state
+from smls.web.state import EmbeddingModel
 
 blueprint = Blueprint("ops", __name__)
 _STATIC = resources.files("smls").joinpath("static", "swagger-ui")
@@ -31,7 +32,8 @@ def index() -> Response:
         {
             "name": "smls",
             "version": smls.__version__,
-            "model": app.encoder.info(),
+            "model": app.embedding(None).info(),
+            "models": list(app.models),
             "limits": {"max_messages": app.settings.max_messages, "max_body_bytes": app.settings.max_body_bytes},
             "endpoints": endpoint_index(),
         }
@@ -51,24 +53,23 @@ def ready() -> Response:
 
 
 def models() -> Response:
-    """The registered services, each with its model's name, backend, dimension and limits."""
-    info = state().encoder.info()
+    """Every served model with its kind, dimension, backend and limits, the default first marked; and the services."""
+    app = state()
     listed = []
-    for service in smls.ml_services.names():
-        serving = service == "SentenceEncoder"
-        listed.append(
-            {
-                "service": service,
-                "name": info["name"] if serving else service,
-                "backend": info["backend"] if serving else "unknown",
-                "dimension": info["dimension"] if serving else 0,
-                "max_seq_length": info["max_seq_length"] if serving else 0,
-                "precisions": list(outputs.PRECISIONS),
-                "encodings": list(outputs.ENCODINGS),
-                "serving": serving,
-            }
-        )
-    return json_response({"models": listed})
+    for model in app.models.values():
+        info = model.info()
+        entry = {k: info[k] for k in ("name", "kind", "backend", "dimension", "max_seq_length")}
+        entry["default"] = model.name == app.default
+        # What each kind of model serves, and in which service of smls.ml_services it runs in-process.
+        if isinstance(model, EmbeddingModel):
+            entry.update(service="SentenceEncoder", routes=_EMBEDDING_ROUTES, precisions=list(outputs.PRECISIONS), encodings=list(outputs.ENCODINGS))
+        else:
+            entry.update(service="Reranker", routes=["/rerank"])
+        listed.append(entry)
+    return json_response({"default": app.default, "models": listed, "services": smls.ml_services.names()})
+
+
+_EMBEDDING_ROUTES = ["/embed", "/v1/embeddings", "/documents/{doc_id}", "/documents/{doc_id}/search", "/rerank"]
 
 
 def metrics_page() -> Response:

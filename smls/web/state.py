@@ -1,4 +1,4 @@
-"""What the routes need, built once by create_app and stored on the app."""
+"""What the routes need, built once by create_app and stored on the app: settings, the served models, keys."""
 
 from __future__ import annotations
 
@@ -6,23 +6,81 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import g, has_request_context
+
 from smls import auth, outputs
 from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
-from smls.encoders import Encoder
+from smls.encoders import Encoder, PairScorer
+from smls.errors import ModelNotFound, WrongModelKind
 
 
 @dataclass(frozen=True)
-class State:
-    """The app's settings, model, batcher, document embedder, calibration and keys (app.extensions["smls"])."""
+class EmbeddingModel:
+    """An embedding model as served: its encoder, its own batch queue, its document vectors and int8 ranges."""
 
-    settings: Settings
+    name: str
     encoder: Encoder
     batcher: MicroBatcher
     documents: DocumentEmbedder
     calibration: outputs.Calibration
+    kind = "embedding"
+
+    def info(self) -> dict[str, Any]:
+        """What GET /models says of it."""
+        return {**self.encoder.info(), "name": self.name, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A cross-encoder as served: it scores (query, document) pairs for /rerank."""
+
+    name: str
+    scorer: PairScorer
+    kind = "cross-encoder"
+
+    def info(self) -> dict[str, Any]:
+        """What GET /models says of it (a cross-encoder makes no vectors: dimension 0)."""
+        return {**self.scorer.info(), "name": self.name, "kind": self.kind, "dimension": 0}
+
+
+Served = EmbeddingModel | ScoringModel
+
+
+@dataclass(frozen=True)
+class State:
+    """The app's settings, models (by name, in the configured order), default model, keys and OpenAPI document."""
+
+    settings: Settings
+    models: dict[str, Served]
+    default: str  # an embedding model's name
     keys: auth.KeyRing
     description: dict[str, Any]  # the OpenAPI document, built once
     # Set by warm_up in each worker: an Event set in the master would be copied into every fork.
     ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def embedders(self) -> list[EmbeddingModel]:
+        """The embedding models, in the configured order."""
+        return [m for m in self.models.values() if isinstance(m, EmbeddingModel)]
+
+    def model(self, name: str | None, *, listed_at: str = "GET /models") -> Served:
+        """The model a request names (None: the default), or ModelNotFound listing the served names."""
+        found = self.models.get(self.default if name is None else name)
+        if found is None:
+            raise ModelNotFound(f"model {name!r} is not served here; {listed_at} lists: {', '.join(self.models)}")
+        if has_request_context():
+            g.model = found.name  # the request's model label in the metrics (smls.web._after)
+        return found
+
+    def embedding(self, name: str | None, *, listed_at: str = "GET /models") -> EmbeddingModel:
+        """The embedding model a request names (None: the default); WrongModelKind for a cross-encoder."""
+        found = self.model(name, listed_at=listed_at)
+        if not isinstance(found, EmbeddingModel):
+            embedders = ", ".join(m.name for m in self.embedders)
+            raise WrongModelKind(
+                f"model {found.name!r} is a cross-encoder: it scores query-document pairs (POST /rerank) and makes no "
+                f"embeddings; the embedding models here are: {embedders}"
+            )
+        return found

@@ -1,0 +1,45 @@
+"""POST /rerank: documents ordered by relevance to a query, by a cross-encoder or an embedding model's cosine."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, request
+
+from smls import rerank
+from smls.errors import UnsupportedMediaType
+from smls.web.embed import check_charset
+from smls.web.endpoints import register
+from smls.web.responses import json_response, state, time_left
+from smls.web.state import EmbeddingModel, Served
+
+blueprint = Blueprint("rerank", __name__)
+
+
+def rerank_view() -> Response:
+    """The documents' relevance scores, best first; the model named, else the first cross-encoder, else the default model."""
+    app = state()
+    check_charset()
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
+    req = rerank.parse_request(request.get_data(cache=False), app.settings.max_messages)
+    model = app.model(req.model if req.model is not None else _default_reranker())
+    if isinstance(model, EmbeddingModel):
+        # The query goes through the batch queue with the documents: one shared pass, one budget.
+        encoded = model.batcher.encode([req.query, *req.texts], timeout=time_left())
+        scores, query_tokens, limit = rerank.cosine_scores(encoded), int(encoded.token_counts[0]), model.encoder.max_seq_length
+        rerank.check_length(req, encoded.truncated_flags, limit, rerank.COSINE)
+        scorer = rerank.COSINE
+    else:
+        scores, query_tokens, limit = model.scorer.score(req.query, req.texts, raw=req.raw_scores), 0, model.scorer.max_seq_length
+        rerank.check_length(req, scores.truncated_flags, limit, rerank.CROSS)
+        scorer = rerank.CROSS
+    return json_response(rerank.response(req, scores, query_tokens, model=model.name, scorer=scorer, request_id=g.request_id))
+
+
+def _default_reranker() -> str:
+    """The first cross-encoder served, else the default (embedding) model."""
+    app = state()
+    cross: list[Served] = [m for m in app.models.values() if not isinstance(m, EmbeddingModel)]
+    return cross[0].name if cross else app.default
+
+
+register(blueprint, {"rerank": rerank_view})
