@@ -67,6 +67,14 @@ def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptio
     return model, texts, outputs.OutputOptions(**chosen)
 
 
+def json_body() -> bytes:
+    """The body of a route that takes JSON only (its content type and charset checked)."""
+    check_charset()
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
+    return request.get_data(cache=False)
+
+
 def check_charset() -> None:
     """UnsupportedMediaType unless the body is declared UTF-8 (or not declared at all)."""
     charset = request.mimetype_params.get("charset", "utf-8").lower()

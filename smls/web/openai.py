@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from smls import openai_api
-from smls.errors import UnsupportedMediaType
-from smls.web.embed import check_charset
+from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
 from smls.web.state import EmbeddingModel
@@ -17,10 +16,7 @@ blueprint = Blueprint("openai", __name__)
 def openai_embeddings() -> Response:
     """Unit-length embeddings in OpenAI's response shape."""
     app = state()
-    check_charset()
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
-    req = openai_api.parse_request(request.get_data(cache=False), dimension_of=lambda name: _model(name).encoder.dimension, max_messages=app.settings.max_messages)
+    req = openai_api.parse_request(json_body(), dimension_of=lambda name: _model(name).encoder.dimension, max_messages=app.settings.max_messages)
     model = _model(req.model)
     result = model.batcher.encode(req.texts, timeout=time_left())
     return json_response(openai_api.response(result, req.options, model.name))

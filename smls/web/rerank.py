@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 
 from smls import rerank
-from smls.errors import UnsupportedMediaType
-from smls.web.embed import check_charset
+from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
 from smls.web.state import EmbeddingModel, Served
@@ -17,10 +16,7 @@ blueprint = Blueprint("rerank", __name__)
 def rerank_view() -> Response:
     """The documents' relevance scores, best first; the model named, else the first cross-encoder, else the default model."""
     app = state()
-    check_charset()
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType(f"content type {request.mimetype or 'none'!r} is not supported here; send application/json")
-    req = rerank.parse_request(request.get_data(cache=False), app.settings.max_messages)
+    req = rerank.parse_request(json_body(), app.settings.max_messages)
     model = app.model(req.model if req.model is not None else _default_reranker())
     if isinstance(model, EmbeddingModel):
         # The query goes through the batch queue with the documents: one shared pass, one budget.
