@@ -127,7 +127,7 @@ def start_server(tmp: Path, workers: int = 2, **smls_vars: str) -> LiveServer:
         try:
             if requests.get(server.url + "/health", timeout=2).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a worker still warming up
             pass
         time.sleep(0.2)
     server.stop()

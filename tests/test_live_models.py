@@ -94,3 +94,15 @@ def test_two_hot_models_both_answer_and_metrics_carry_the_model(server):
     assert counter(text, 'smls_sentences_embedded_total{model="tiny"}') >= 64
     assert counter(text, 'smls_sentences_embedded_total{model="judge"}') >= 2  # each worker's warm-up pair
     assert 'smls_queue_depth{model="mini"}' in text and 'smls_batch_size_sentences_count{model="tiny"}' in text
+
+
+def test_one_worker_with_a_fresh_cache_serves_an_onnx_model_beside_a_torch_cross_encoder(tmp_path, tiny_models):
+    # The ONNX export runs in a child process: run in the master, its torch thread pool
+    # made the worker's first cross-encoder pass hang (one worker: two threads per pass).
+    srv = start_server(tmp_path, workers=1, SMLS_MODELS=f"mini=embedded,judge={tiny_models['judge']}", SMLS_CACHE_DIR=str(tmp_path / "cache"))
+    try:
+        got = requests.post(srv.url + "/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60).json()
+        assert got["scorer"] == "cross-encoder"
+        assert requests.post(srv.url + "/embed", data={"message": "hi"}, timeout=60).json()["model"] == "mini"
+    finally:
+        srv.stop()

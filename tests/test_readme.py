@@ -206,7 +206,8 @@ def check_output(step: Step, printed: str) -> None:
 def place(tmp_path_factory) -> Path:
     """A folder like the repository's root for the examples: data/ holds a copy of the demo document."""
     root = tmp_path_factory.mktemp("readme")
-    shutil.copytree(ROOT / "data", root / "data")
+    shutil.copytree(ROOT / "data", root / "data", ignore=shutil.ignore_patterns("models"))
+    shutil.copytree(ROOT / "scripts", root / "scripts")  # examples build tiny models with python -m scripts.tiny_models
     return root
 
 
@@ -276,7 +277,7 @@ def test_examples_with_their_own_settings(block, place, tmp_path):
     for step in block.steps[:serve]:
         shell(localize(step.command, "", place), place)
     settings = dict(re.findall(r"(SMLS_\w+)=(\S+)", block.steps[serve].command))
-    settings = {k: v.replace("/tmp/", f"{place}/tmp/") for k, v in settings.items()}
+    settings = {k: v.strip("\"'").replace("/tmp/", f"{place}/tmp/") for k, v in settings.items()}
     srv = start_server(tmp_path, workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache"), **settings)
     try:
         rest = Block(block.kind, block.line, block.source, block.steps[serve + 1 :])
@@ -287,7 +288,7 @@ def test_examples_with_their_own_settings(block, place, tmp_path):
 
 def test_precompute_prints_what_the_readme_shows(tmp_path):
     block = next(b for b in BLOCKS if "smls precompute" in b.source)
-    shutil.copytree(ROOT / "data", tmp_path / "data")
+    shutil.copytree(ROOT / "data", tmp_path / "data", ignore=shutil.ignore_patterns("models"))
     env = {**os.environ, "SMLS_DATA_DIR": str(tmp_path / "data"), "SMLS_CACHE_DIR": str(tmp_path / "cache")}
     env = {k: v for k, v in env.items() if not k.startswith("SMLS_") or k in ("SMLS_DATA_DIR", "SMLS_CACHE_DIR")}
     for step in block.steps:

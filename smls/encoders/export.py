@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,10 +136,24 @@ def ensure_exported(path: Path, fingerprint: str, cache_dir: Path, *, quantized:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not fp32.is_file():
             log.info("exporting %s to ONNX in %s (once)", path, folder)
-            _export_fp32(path, fp32)
+            _export_in_a_child(path, fp32)
         if quantized and not target.is_file():
             _quantize(fp32, target)
     return target
+
+
+def _export_in_a_child(path: Path, target: Path) -> None:
+    """Export in a fresh Python process, so that this one never runs a torch operation.
+
+    The gunicorn master loads the models and then forks the workers. Torch's OpenMP
+    thread pool does not survive a fork: once the export's parallel ops have started it
+    in the master, a worker's first torch operation (a torch-backend model or a
+    cross-encoder served beside an ONNX one) waits forever for threads that are not there.
+    """
+    done = subprocess.run([sys.executable, "-m", "smls.encoders.export", str(path), str(target)], capture_output=True, text=True)
+    if done.returncode != 0 or not target.is_file():
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise StartupError(f"could not export {str(path)!r} to ONNX: {lines[-1] if lines else f'exit status {done.returncode}'}")
 
 
 def _export_fp32(path: Path, target: Path) -> None:
@@ -181,3 +197,9 @@ def _quantize(source: Path, target: Path) -> None:
     finally:
         logging.getLogger().disabled = was
     os.replace(tmp, target)
+
+
+if __name__ == "__main__":  # python -m smls.encoders.export MODEL_FOLDER TARGET_FILE (see _export_in_a_child)
+    import smls  # noqa: F401  (offline settings for the libraries)
+
+    _export_fp32(Path(sys.argv[1]), Path(sys.argv[2]))
