@@ -9,6 +9,7 @@ The request speaks the dialects clients already send: Cohere v1 and Infinity
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,7 @@ def response(req: RerankRequest, scores: Scores, query_tokens: int, *, model: st
     return {
         "object": "rerank",
         "id": request_id,
+        "created": int(time.time()),
         "model": model,
         "scorer": scorer,
         "results": results,

@@ -15,8 +15,38 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_server
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.clients, pytest.mark.live]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, tiny_models):
+    """Three models, as a user with SMLS_MODELS has them: the embedded one (the default, under its
+    usual name), a tiny embedding model on torch and a tiny cross-encoder (both built by the tests)."""
+    tmp = tmp_path_factory.mktemp("clients")
+    models = f"all-MiniLM-L6-v2=embedded,tiny={tiny_models['tiny']};backend=torch,judge={tiny_models['judge']}"
+    server = start_server(tmp, workers=2, SMLS_MODELS=models, SMLS_CACHE_DIR=str(tmp / "cache"))
+    yield server
+    server.stop()
+
+
+# What every client prints about the models of that server. The cross-encoder's weights are
+# random, so its order is only checked to be an order of the three documents; the default
+# model's cosine puts the cat sentence first.
+MODEL_LINES = [
+    "models: all-MiniLM-L6-v2 (embedding), tiny (embedding), judge (cross-encoder)",
+    "model tiny: dimension 32",
+    r"rerank \(judge, cross-encoder\): [012] [012] [012]",
+    r"rerank \(all-MiniLM-L6-v2, cosine\): 1 2 0",
+]
+
+
+def assert_model_lines(lines: list[str]) -> None:
+    assert lines[0] == MODEL_LINES[0] and lines[1] == MODEL_LINES[1], lines
+    assert re.fullmatch(MODEL_LINES[2], lines[2]) and sorted(lines[2].split(": ")[1].split()) == ["0", "1", "2"], lines[2]
+    assert re.fullmatch(MODEL_LINES[3], lines[3]), lines[3]
 
 
 def need(*tools: str) -> None:
@@ -39,6 +69,11 @@ def run(cmd: list[str], server, timeout: float = 300) -> str:
 def test_shell_curl_and_jq(live_server):
     need("curl", "jq")
     lines = run(["sh", "clients/shell/embed.sh"], live_server).splitlines()
+    assert len(lines) == 10, lines
+    assert lines[6:8] == [MODEL_LINES[0], '{"model":"tiny","dimension":32}']
+    assert re.fullmatch(r'\{"model":"judge","scorer":"cross-encoder","order":\[[012],[012]\]\}', lines[8]), lines[8]
+    assert re.fullmatch(r'\{"model":"all-MiniLM-L6-v2","scorer":"cosine","order":\[1,2,0\],"best":0\.\d+\}', lines[9]), lines[9]
+    lines = lines[:6]
     assert re.fullmatch(r'\{"model":"all-MiniLM-L6-v2","dimension":384,"vectors":2,"first":\[[-0-9.e]+,[-0-9.e]+,[-0-9.e]+\]\}', lines[0]), lines[0]
     assert lines[1] == '{"dimension":64,"normalized":true,"lengths":[64,64]}'
     assert lines[2] == "demo: 239 sentences"
@@ -62,6 +97,7 @@ def test_common_lisp_sbcl_drakma_yason(live_server):
             need(f"{system} (Debian cl-{system})")
     out = run(["sbcl", "--script", "clients/lisp/embed.lisp", live_server.url], live_server)
     assert "vectors: 4, dimension: 384" in out
+    assert_model_lines(out.splitlines()[3:])
     same, other = similarities(out)
     assert same > 0.5 > other  # real vectors: the two cat sentences are close, the markets one is not
 
@@ -70,6 +106,7 @@ def test_emacs_lisp_url_and_json(live_server):
     need("emacs")
     out = run(["emacs", "--batch", "-Q", "-l", "clients/emacs/smls.el", "-f", "smls-demo"], live_server)
     assert "vectors: 3, dimension: 384" in out
+    assert_model_lines(out.splitlines()[3:])
     same, other = similarities(out)
     assert same > 0.5 > other
 
@@ -78,13 +115,22 @@ def test_python_requests(live_server):
     out = run([sys.executable, "clients/python/embed_requests.py", live_server.url], live_server).splitlines()
     assert out[0] == "model: all-MiniLM-L6-v2, vectors: 2, dimension: 384"
     assert out[1].startswith("int8 base64: ")
-    assert len(out) == 5 and all(re.match(r"0\.\d{3}  \S", line) for line in out[2:])
+    assert len(out) == 9 and all(re.match(r"0\.\d{3}  \S", line) for line in out[2:5])
+    assert_model_lines(out[5:])
 
 
 def test_python_openai_package(live_server):
     out = run([sys.executable, "clients/python/embed_openai.py", live_server.url], live_server).splitlines()
-    assert re.fullmatch(r"model: all-MiniLM-L6-v2, vectors: 2, dimension: 384, tokens: \d+", out[0]), out[0]
-    assert out[1] == "dimensions=128: 128 values, norm 1.000"
+    assert out[0] == "models: all-MiniLM-L6-v2, tiny, judge"
+    assert re.fullmatch(r"model: all-MiniLM-L6-v2, vectors: 2, dimension: 384, tokens: \d+", out[1]), out[1]
+    assert out[2:] == ["dimensions=128: 128 values, norm 1.000", "model tiny: dimension 32"]
+
+
+def test_cohere_and_infinity_rerank_clients_unchanged(live_server):
+    out = run([sys.executable, "clients/python/rerank_clients.py", live_server.url], live_server).splitlines()
+    assert re.fullmatch(r"cohere v1: [012] '.{20}', [012] '.{20}'", out[0]), out[0]  # top_n=2 of the cross-encoder
+    assert re.fullmatch(r"cohere v2: [012] [012] [012]", out[1]), out[1]
+    assert re.fullmatch(r"infinity: [012] '.{20}', [012] '.{20}', [012] '.{20}'", out[2]), out[2]
 
 
 def chromium() -> str:
@@ -105,5 +151,5 @@ def test_docs_page_renders_the_endpoints_in_headless_chromium(live_server, tmp_p
     dom = run(cmd, live_server, timeout=120)
     # Swagger UI built the page from /openapi.json: one operation block per endpoint.
     paths = set(re.findall(r'data-path="([^"]+)"', dom))
-    assert {"/embed", "/v1/embeddings", "/documents/{doc_id}", "/metrics", "/ready"} <= paths, sorted(paths)
+    assert {"/embed", "/v1/embeddings", "/rerank", "/documents/{doc_id}", "/metrics", "/ready"} <= paths, sorted(paths)
     assert "opblock-summary-method" in dom

@@ -18,3 +18,20 @@ curl -sS --fail-with-body "$SMLS/embed" -H 'Content-Type: application/json' \
 # A stored document: the first three sentences with their page numbers.
 curl -sS --fail-with-body "$SMLS/documents/demo" |
   jq -r '"\(.doc_id): \(.count) sentences", (.sentences[:3][] | "\(.index)\tpages \([.pages[].number] | join(","))\t\(.text[:60])")'
+
+# Several models: the served ones, then the last embedding model listed, picked by name.
+curl -sS --fail-with-body "$SMLS/models" | jq -r '"models: \([.models[] | "\(.name) (\(.kind))"] | join(", "))"'
+MODEL=$(curl -sS --fail-with-body "$SMLS/models" | jq -r '[.models[] | select(.kind == "embedding")][-1].name')
+curl -sS --fail-with-body "$SMLS/embed" --data-urlencode "message=Hello world!" --data-urlencode "model=$MODEL" |
+  jq -c '{model, dimension}'
+
+# Reranking: by default a cross-encoder if the server has one, else the default model's
+# cosine; then the default embedding model by name (jq builds the JSON, quoting included).
+DOCS='["Stock markets fell sharply.", "Cats sleep up to sixteen hours a day.", "Paris is the capital of France."]'
+curl -sS --fail-with-body "$SMLS/rerank" -H 'Content-Type: application/json' \
+  -d "{\"query\": \"How long do cats sleep?\", \"documents\": $DOCS, \"top_n\": 2}" |
+  jq -c '{model, scorer, order: [.results[].index]}'
+DEFAULT=$(curl -sS --fail-with-body "$SMLS/models" | jq -r .default)
+jq -n --arg model "$DEFAULT" --argjson docs "$DOCS" '{query: "How long do cats sleep?", documents: $docs, model: $model}' |
+  curl -sS --fail-with-body "$SMLS/rerank" -H 'Content-Type: application/json' -d @- |
+  jq -c '{model, scorer, order: [.results[].index], best: (.results[0].relevance_score * 1000 | round / 1000)}'

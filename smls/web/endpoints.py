@@ -52,6 +52,8 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/embeddings", "openai", "openai_embeddings", "OpenAI-compatible embeddings (unit-length vectors)", model=True),
     Endpoint("GET", "/v1/models", "openai", "openai_models", "OpenAI-compatible model list"),
     Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True),
+    Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True),
+    Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True),
     Endpoint("GET", "/documents", "documents", "list_documents", "the documents in the data folder"),
     Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True),
     Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k", "model"}), model=True),

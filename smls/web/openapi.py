@@ -189,12 +189,9 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
                     "responses": {"200": _json(_ref("OpenAIModels"), "models")},
                 }
             },
-            "/rerank": {
-                "post": {
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _rerank_request(settings.max_messages)}}},
-                    "responses": {"200": _json(_ref("RerankResponse"), "the documents' scores, best first"), **_errors(400, 404, 408, 413, 415, 503)},
-                }
-            },
+            "/rerank": _rerank(settings.max_messages),
+            "/v1/rerank": _rerank(settings.max_messages, openai=True),
+            "/v2/rerank": _rerank(settings.max_messages),
             "/documents": {
                 "get": {
                     "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
@@ -252,6 +249,15 @@ def _paths(operations: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     if undescribed:
         raise RuntimeError(f"openapi.py describes operations the endpoint table lacks: {sorted(undescribed)}")
     return paths
+
+
+def _rerank(max_documents: int, openai: bool = False) -> dict[str, Any]:
+    return {
+        "post": {
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _rerank_request(max_documents)}}},
+            "responses": {"200": _json(_ref("RerankResponse"), "the documents' scores, best first"), **_errors(400, 404, 408, 413, 415, 503, openai=openai)},
+        }
+    }
 
 
 def _rerank_request(max_documents: int) -> dict[str, Any]:
@@ -399,10 +405,11 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         },
         "RerankResponse": {
             "type": "object",
-            "required": ["object", "id", "model", "scorer", "results", "usage"],
+            "required": ["object", "id", "created", "model", "scorer", "results", "usage"],
             "properties": {
                 "object": {"const": "rerank"},
                 "id": {"type": "string", "description": "the request id (X-Request-Id)"},
+                "created": {"type": "integer", "description": "Unix time of the answer"},
                 "model": {"type": "string"},
                 "scorer": {"type": "string", "enum": ["cross-encoder", "cosine"]},
                 "results": {

@@ -38,4 +38,5 @@ def _default_reranker() -> str:
     return cross[0].name if cross else app.default
 
 
-register(blueprint, {"rerank": rerank_view})
+# Cohere's clients call {base_url}/v1/rerank and /v2/rerank; Infinity's and TEI's call /rerank.
+register(blueprint, {"rerank": rerank_view, "rerank_v1": rerank_view, "rerank_v2": rerank_view})

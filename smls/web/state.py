@@ -15,6 +15,10 @@ from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Encoder, PairScorer
 from smls.errors import ModelNotFound, WrongModelKind
 
+# What Infinity's generated client sends as `model` when its user names none: the default.
+# (A served name cannot contain "/", so no model is shadowed.)
+UNSPECIFIED = "default/not-specified"
+
 
 @dataclass(frozen=True)
 class EmbeddingModel:
@@ -67,6 +71,8 @@ class State:
 
     def model(self, name: str | None, *, listed_at: str = "GET /models") -> Served:
         """The model a request names (None: the default), or ModelNotFound listing the served names."""
+        if name == UNSPECIFIED:
+            name = None
         found = self.models.get(self.default if name is None else name)
         if found is None:
             raise ModelNotFound(f"model {name!r} is not served here; {listed_at} lists: {', '.join(self.models)}")
