@@ -44,7 +44,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 bind = [_settings.bind_address]
 workers = _settings.workers
 worker_class = "smls.worker.ThreadWorker"  # gthread, with a deadline for receiving each request
-threads = _settings.threads
+threads = _settings.effective_threads
 preload_app = True
 timeout = _settings.timeout
 graceful_timeout = 30

@@ -23,7 +23,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +154,7 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     startup_s: float = 0.0
+    model: str | None = None  # a served model's name, sent in every request (smls only)
 
     @property
     def url(self) -> str:
@@ -202,7 +205,8 @@ class Server:
         groups = [[texts[(i + j) % len(texts)] for j in range(size)] for i in range(len(texts))]
         if self.body == "openai":
             return [json.dumps({"model": "minilm", "input": g}) for g in groups]
-        return [json.dumps({"message": g}) for g in groups]
+        extra = {"model": self.model} if self.model else {}
+        return [json.dumps({"message": g, **extra}) for g in groups]
 
 
 LUA = """local bodies = {
@@ -398,6 +402,7 @@ def main() -> None:
         say("| workers | PSS MB | vs 1 worker |")
         say("|---|---|---|")
         base = None
+        by_workers: dict[int, float] = {}
         for workers in (1, 2, 4):
             srv = smls_server(f"smls-{workers}w", workers=workers, SMLS_BACKEND=backends[0])
             try:
@@ -407,9 +412,54 @@ def main() -> None:
             finally:
                 srv.stop()
             base = base or pss
+            by_workers[workers] = pss
             say(f"| {workers} | {pss:.0f} | {pss / base:.2f}x |")
+        say()
+        two_models(say, backends[0], seconds, work, by_workers[2])
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")
+
+
+def second_model(work: Path) -> tuple[str, str]:
+    """all-mpnet-base-v2 when `make models` installed it, else a random-weight model of MiniLM's shape (built here)."""
+    mpnet = ROOT / "data" / "models" / "all-mpnet-base-v2"
+    if mpnet.is_dir():
+        return str(mpnet), "all-mpnet-base-v2 (make models)"
+    folder = work / "random-minilm"
+    subprocess.run([sys.executable, "-m", "scripts.tiny_models", "minilm-shaped", str(folder)], cwd=ROOT, check=True, capture_output=True)
+    return str(folder), "a random-weight model of MiniLM's shape (all-mpnet-base-v2 is not installed: make models)"
+
+
+def two_models(say: Callable[[str], None], backend: str, seconds: float, work: Path, one_model_pss: float) -> None:
+    """Two models in one server (2 workers): each alone at c=32, then both hot at once at c=16 each."""
+    path, about = second_model(work)
+    srv = smls_server("smls two models", workers=2, SMLS_BACKEND=backend, SMLS_MODELS=f"mini=embedded,second={path}")
+    try:
+        srv.start(work / "two-models.log")
+        mini, second = replace(srv, name="two-mini", model="mini"), replace(srv, name="two-second", model="second")
+        alone = {}
+        for m in (mini, second):
+            alone[m.model] = load(m, 1, 32, seconds, work)
+            # wrk stops sending, but up to 32 requests are still queued in the server: let them
+            # finish, or they would run into (and slow down) the next cell.
+            time.sleep(min(30.0, alone[m.model]["p99"] / 1000 + 1))
+        with ThreadPoolExecutor(2) as pool:
+            both = dict(zip(("mini", "second"), pool.map(lambda m: load(m, 1, 16, seconds, work), (mini, second)), strict=True))
+        pss = srv.pss_mb()
+    finally:
+        srv.stop()
+    say(f"## Two models in one server ({backend}, 2 workers; the second model is {about})")
+    say()
+    say("| model | alone, c=32: sentences/s | both hot, c=16 each: sentences/s | p99 ms (both hot) | share of its alone figure | errors |")
+    say("|---|---|---|---|---|---|")
+    for name in ("mini", "second"):
+        a, b = alone[name], both[name]
+        say(f"| {name} | {a['sps']:.0f} | {b['sps']:.0f} | {b['p99']:.1f} | {b['sps'] / a['sps']:.2f} | {a['errors'] + b['errors']} |")
+    shares = sum(both[n]["sps"] / alone[n]["sps"] for n in both)
+    say()
+    say(f"- sum of the shares: {shares:.2f} (1.00: the two models split the cores with nothing lost; above 1 would mean one alone left cores idle)")
+    say(f"- sum of both models' sentences/s, both hot, against mini alone: {(both['mini']['sps'] + both['second']['sps']) / alone['mini']['sps']:.2f}x")
+    say(f"- whole-server PSS with both models, 2 workers: {pss:.0f} MB (one model, 2 workers: {one_model_pss:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -131,8 +131,11 @@ class Settings:
     # SMLS_WORKERS: gunicorn worker processes. Default: one per core.
     workers: int = field(default_factory=cpu_count)
     # SMLS_THREADS: request threads per worker (parsing and I/O; inference runs on the batcher's
-    # threads). More than 4 measured slower on 2 cores: more threads, more fighting over the GIL.
-    threads: int = 4
+    # threads). Default 4 with one model: more measured slower on 2 cores (more fighting over
+    # the GIL). 16 with several: a request holds its thread while it waits for its model, so
+    # a slow model's backlog took most of 4 or 8 threads and starved a fast model's requests
+    # (bench/results.md, "Two models"); 16 restored the fair split the stream budget makes.
+    threads: int | None = None
     # SMLS_TORCH_THREADS: torch intra-op threads per worker. Default: cores // workers, at least 1,
     # so that workers x torch threads never oversubscribe the cores.
     torch_threads: int | None = None
@@ -156,7 +159,7 @@ class Settings:
     access_log_format: str = "text"
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "threads", "timeout"):
+        for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "timeout"):
             if getattr(self, name) < 1:
                 raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
@@ -165,6 +168,8 @@ class Settings:
             raise StartupError(f"SMLS_CLIENT_TIMEOUT must be above 0, got {self.client_timeout}")
         if self.batch_wait_ms < 0 or self.request_timeout <= 0:
             raise StartupError("SMLS_BATCH_WAIT_MS must be >= 0 and SMLS_REQUEST_TIMEOUT > 0")
+        if self.threads is not None and self.threads < 1:
+            raise StartupError(f"SMLS_THREADS must be at least 1, got {self.threads}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise StartupError(f"SMLS_TORCH_THREADS must be at least 1, got {self.torch_threads}")
         if self.inference_streams is not None and self.inference_streams < 1:
@@ -185,6 +190,14 @@ class Settings:
             raise StartupError("SMLS_DEFAULT_MODEL needs SMLS_MODELS (it names one of its entries)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
+
+    @property
+    def effective_threads(self) -> int:
+        """Request threads per worker: the setting, else 4 with one model and 16 with several."""
+        if self.threads is not None:
+            return self.threads
+        several = self.models is not None and len(parse_models(self.models, BACKENDS)) > 1
+        return 16 if several else 4
 
     @property
     def effective_torch_threads(self) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from smls.catalog import default_name
+from smls.encoders.slots import Budget, Slots
 from smls.errors import StartupError
 from smls.vectors import unit_rows
 
@@ -50,31 +51,6 @@ class Encoded:
     def normalized(self) -> Encoded:
         """The same result with every vector scaled to unit length (zero vectors stay zero)."""
         return Encoded(unit_rows(self.vectors), self.truncated_flags, self.token_counts)
-
-
-Budget = threading.BoundedSemaphore
-
-
-class Slots:
-    """A model's own limit on concurrent forward passes, and the worker-wide budget it shares with other models.
-
-    The model's own slot is taken first and the budget's second, by every model: a
-    thread holding a budget slot never waits for anything else, so no two can deadlock.
-    """
-
-    def __init__(self, n: int, budget: Budget | None = None) -> None:
-        self._own = threading.Semaphore(n)
-        self._budget = budget
-
-    def __enter__(self) -> None:
-        self._own.acquire()
-        if self._budget is not None:
-            self._budget.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._budget is not None:
-            self._budget.release()
-        self._own.release()
 
 
 class Encoder(Protocol):
@@ -146,7 +122,7 @@ class SentenceEncoder:
         if n > 1 and not self.parallel_safe:
             raise StartupError(f"the {self.backend} backend runs one forward pass at a time; SMLS_INFERENCE_STREAMS must be 1")
         self.streams = n
-        self._slots = Slots(n, budget)
+        self._slots = Slots(n, budget, self.name)
 
     def info(self) -> dict[str, Any]:
         """Model name, path, backend, dimension, max sequence length, device and fingerprint."""

@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from smls.catalog import default_name
-from smls.encoders.base import Budget, EncodedHook, Slots, model_fingerprint
+from smls.encoders.base import EncodedHook, model_fingerprint
+from smls.encoders.slots import Budget, Slots
 from smls.encoders.torch import set_torch_threads
 from smls.errors import StartupError
 
@@ -97,7 +98,7 @@ class CrossEncoderModel:
 
     def set_streams(self, n: int, budget: Budget | None = None) -> None:
         """One pass at a time (torch), holding a slot of the worker's budget when there is one."""
-        self._slots = Slots(1, budget)
+        self._slots = Slots(1, budget, self.name)
 
     def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> Scores:
         """How well each document answers the query; `raw`: the model's logits, else its activation (0 to 1)."""

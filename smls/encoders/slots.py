@@ -1,0 +1,88 @@
+"""How many forward passes may run at once: each model's own limit, and the worker's budget shared by all models.
+
+A worker has SMLS_INFERENCE_STREAMS streams (each a share of the cores). With several
+models, every pass of every model holds one slot of the worker's Budget, so two busy
+models never run more passes at once than the cores were shared out for.
+
+The budget hands a free slot to the waiting model that has used the least inference
+time lately (seconds of forward passes, halved every HALF_LIFE seconds): fair by time,
+not by turns. A model whose passes take six times longer (all-mpnet-base-v2 beside
+all-MiniLM-L6-v2) would otherwise get six times the cores by taking turns, and starve
+the small model's short requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+HALF_LIFE = 1.0  # seconds: the window over which the budget is fair
+
+
+class Budget:
+    """At most n forward passes at once over all of a worker's models, handed out fairly by recent inference time."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._cond = threading.Condition()
+        self._free = n
+        self._usage: dict[str, tuple[float, float]] = {}  # model -> (decayed seconds used, as of when)
+        self._waiting: dict[str, int] = {}
+
+    def used(self, model: str, now: float | None = None) -> float:
+        """The model's recent inference seconds (decayed with HALF_LIFE)."""
+        now = time.monotonic() if now is None else now
+        seconds, since = self._usage.get(model, (0.0, now))
+        return seconds * 0.5 ** ((now - since) / HALF_LIFE)
+
+    def acquire(self, model: str) -> None:
+        """Wait for a slot; when several models wait, the one with the least recent use goes first."""
+        with self._cond:
+            self._waiting[model] = self._waiting.get(model, 0) + 1
+            try:
+                while not (self._free > 0 and self._next() == model):
+                    self._cond.wait()
+                self._free -= 1
+            finally:
+                self._waiting[model] -= 1
+                if not self._waiting[model]:
+                    del self._waiting[model]
+            if self._free > 0 and self._waiting:
+                self._cond.notify_all()  # another slot is free: let the next model in
+
+    def release(self, model: str, seconds: float) -> None:
+        """Give the slot back, counting the pass's seconds against the model."""
+        with self._cond:
+            now = time.monotonic()
+            self._usage[model] = (self.used(model, now) + seconds, now)
+            self._free += 1
+            self._cond.notify_all()
+
+    def _next(self) -> str:
+        now = time.monotonic()
+        return min(self._waiting, key=lambda m: (self.used(m, now), m))
+
+
+class Slots:
+    """A model's own limit on concurrent forward passes, and the worker-wide budget it shares with other models.
+
+    The model's own slot is taken first and the budget's second, by every model: a
+    thread holding a budget slot never waits for anything else, so no two can deadlock.
+    """
+
+    def __init__(self, n: int, budget: Budget | None = None, model: str = "") -> None:
+        self._own = threading.Semaphore(n)
+        self._budget = budget
+        self._model = model
+        self._local = threading.local()
+
+    def __enter__(self) -> None:
+        self._own.acquire()
+        if self._budget is not None:
+            self._budget.acquire(self._model)
+            self._local.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._budget is not None:
+            self._budget.release(self._model, time.monotonic() - self._local.started)
+        self._own.release()
