@@ -70,3 +70,21 @@ def test_precompute_bad_setting_is_one_line(tmp_path, value):
     proc = run_precompute(env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.startswith("smls: SMLS_DOC_BATCH") and "Traceback" not in err
+
+
+def test_precompute_with_a_named_model_fills_that_models_cache(tmp_path, tiny_models):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_document(data, "doc", 20)
+    env = server_env(SMLS_DATA_DIR=str(data), SMLS_CACHE_DIR=str(cache), SMLS_MODELS=f"mini=embedded,tiny={tiny_models['tiny']}")
+    proc = run_precompute(env, "--model", "tiny")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "doc: 20 sentences cached" in out
+    import smls
+
+    tiny = smls.ml_services.get("SentenceEncoder", model=str(tiny_models["tiny"]), name="tiny", cache_dir=str(cache))
+    embedder = DocumentEmbedder.from_settings(tiny, Settings(data_dir=data, cache_dir=cache))
+    assert embedder.is_cached(documents.load_document(data, "doc"))
+    bad = run_precompute(env, "--model", "nope")
+    _, err = bad.communicate(timeout=600)
+    assert bad.returncode == 2 and "smls: no model named 'nope'; SMLS_MODELS has mini, tiny" in err
