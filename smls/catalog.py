@@ -9,8 +9,9 @@ settings of that model alone:
   kind        embedding or cross-encoder; found from the folder when not given
               (sentence-transformers writes it into config_sentence_transformers.json).
   batch_size  sentences (or pairs) per forward pass (default SMLS_BATCH_SIZE).
-`path` is a model folder, the word `embedded` for the shipped all-MiniLM-L6-v2, or
-left out (`mpnet` alone): then the folder <SMLS_DATA_DIR>/models/<name>.
+`path` is a model folder (a bare folder name that is not found where smls starts is
+looked for in <SMLS_DATA_DIR>/models/), the word `embedded` for the shipped
+all-MiniLM-L6-v2, or left out (`mpnet` alone): then the folder <SMLS_DATA_DIR>/models/<name>.
 The first embedding model is the default unless SMLS_DEFAULT_MODEL names another.
 
 Pure parsing plus file checks; no torch, no flask (gunicorn.conf.py validates with it).
@@ -50,7 +51,10 @@ class ModelEntry:
             return embedded_model_path()
         if not self.source:
             return data_dir / "models" / self.name
-        return Path(self.source).expanduser()
+        path = Path(self.source).expanduser()
+        if not path.exists() and "/" not in self.source and (data_dir / "models" / self.source).exists():
+            return data_dir / "models" / self.source  # mpnet=all-mpnet-base-v2: a folder name under data/models
+        return path
 
 
 def parse_models(raw: str, backends: tuple[str, ...]) -> list[ModelEntry]:

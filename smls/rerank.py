@@ -9,7 +9,6 @@ The request speaks the dialects clients already send: Cohere v1 and Infinity
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,8 @@ def parse_request(body: bytes, max_documents: int) -> RerankRequest:
         raise InvalidInput(f"'{field}' is {parsing.type_name(raw)}; it must be a list of texts", code="missing_documents")
     texts = parsing.check_messages([_text_of(item, field, i) for i, item in enumerate(raw)], max_documents, field)
     top_n = doc.get("top_n")
+    if isinstance(top_n, float) and top_n.is_integer():
+        top_n = int(top_n)  # 3.0 is JSON's 3 (JSON Schema agrees); 3.5 is refused below
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
         raise InvalidOption(f"'top_n' must be a whole number of at least 1, got {fields.show(top_n)}")
     model = doc.get("model")
@@ -134,7 +135,6 @@ def response(req: RerankRequest, scores: Scores, query_tokens: int, *, model: st
     return {
         "object": "rerank",
         "id": request_id,
-        "created": int(time.time()),
         "model": model,
         "scorer": scorer,
         "results": results,

@@ -102,7 +102,9 @@ def test_onnx_backends_load_from_the_cache_folder_on_the_second_start(tmp_path, 
     env = server_env(SMLS_BACKEND=backend, SMLS_CACHE_DIR=str(cache))
     first = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     onnx_file, imported_torch = first.stdout.split()
-    assert onnx_file.startswith(str(cache)) and imported_torch == "True"  # the export needs torch
+    # The export needs torch, and runs in a child process: this one never imports it (a torch
+    # thread pool started in the gunicorn master hangs the forked workers' torch models).
+    assert onnx_file.startswith(str(cache)) and imported_torch == "False"
     stamp = (cache / onnx_file).stat().st_mtime_ns
     second = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.stdout.split() == [onnx_file, "False"]  # loaded from the cache: no export, no torch at all

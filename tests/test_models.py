@@ -85,6 +85,8 @@ def test_folders_kinds_and_the_default_are_checked_against_the_files(tmp_path, t
     # The first entry is a cross-encoder, so the default is the first embedding model.
     assert [(m.name, m.kind) for m in catalog.models] == [("judge", "cross-encoder"), ("tiny", "embedding")]
     assert catalog.default == "tiny" and catalog.models[1].path == (models / "tiny").resolve()
+    # A bare folder name is looked for in data/models too.
+    assert Settings(models="t=tiny", data_dir=tmp_path / "data").catalog().models[0].path == (models / "tiny").resolve()
     with pytest.raises(StartupError, match=r"model path .*models/gone.* \(from SMLS_MODELS entry 'gone'\) does not exist"):
         Settings(models="gone", data_dir=tmp_path / "data").catalog()
     with pytest.raises(StartupError, match="SMLS_DEFAULT_MODEL='judge' is a cross-encoder"):
@@ -385,3 +387,26 @@ def test_two_busy_models_never_run_more_passes_than_the_worker_has_streams(tmp_p
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: app.test_client().post("/embed", json={"message": f"t{i}", "model": "a"}).status_code, range(16)))
     assert Counting.most == 2  # one model alone may use the whole budget
+
+
+def test_the_budget_goes_to_the_model_that_used_least_and_gives_up_after_a_timeout():
+    from smls.encoders.slots import Budget, Slots
+    from smls.errors import Overloaded
+
+    budget = Budget(1)
+    assert budget.acquire("busy")
+    assert budget.acquire("small", timeout=0.05) is False  # the one slot is taken
+    budget.release("busy", 2.0)  # "busy" ran 2 s lately; "small" nothing
+    assert budget.acquire("holder")
+    order: list[str] = []
+    waiters = [threading.Thread(target=lambda m=m: (budget.acquire(m), order.append(m), budget.release(m, 0.001))) for m in ("busy", "small")]
+    for w in waiters:
+        w.start()
+        time.sleep(0.05)  # "busy" asks first
+    budget.release("holder", 0.0)
+    for w in waiters:
+        w.join(5)
+    assert order == ["small", "busy"]  # the least used goes first, whoever asked first
+    slots = Slots(1, Budget(1), "m")
+    with slots.hold(), pytest.raises(Overloaded, match="no free inference stream within 0.05 s"), slots.hold(timeout=0.05):
+        pass

@@ -159,7 +159,7 @@ class SentenceEncoder:
         tokens = np.zeros(len(texts), dtype=np.int64)
         # Like SentenceTransformer.encode: similar lengths share a batch, so padding is small.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with self._slots:
+        with self._slots.hold():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 part = None if prepared is None else [prepared[i] for i in idx]

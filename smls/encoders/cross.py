@@ -53,8 +53,11 @@ class PairScorer(Protocol):
         """Let up to `n` passes run at once, each also holding a slot of the worker's `budget`."""
         ...
 
-    def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> Scores:
-        """How well each document answers the query; `raw`: the model's logits, else its activation (0 to 1)."""
+    def score(self, query: str, documents: Sequence[str], *, raw: bool = False, timeout: float | None = None) -> Scores:
+        """How well each document answers the query; `raw`: the model's logits, else its activation (0 to 1).
+
+        Overloaded if no inference stream is free within `timeout` seconds.
+        """
         ...
 
 
@@ -100,14 +103,14 @@ class CrossEncoderModel:
         """One pass at a time (torch), holding a slot of the worker's budget when there is one."""
         self._slots = Slots(1, budget, self.name)
 
-    def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> Scores:
+    def score(self, query: str, documents: Sequence[str], *, raw: bool = False, timeout: float | None = None) -> Scores:
         """How well each document answers the query; `raw`: the model's logits, else its activation (0 to 1)."""
         import torch
 
         docs = list(documents)
         lengths = np.array([len(ids) for ids in self._tokenizer([query] * len(docs), docs, truncation=False)["input_ids"]], dtype=np.int64)
         activation = torch.nn.Identity() if raw else None  # None: the model's own (sigmoid for one output)
-        with self._slots:
+        with self._slots.hold(timeout):
             scores = self._model.predict([(query, d) for d in docs], batch_size=self.batch_size, activation_fn=activation, show_progress_bar=False)
         self.sentences_encoded += len(docs)
         result = Scores(np.asarray(scores, dtype=np.float32).reshape(-1), lengths > self.max_seq_length, np.minimum(lengths, self.max_seq_length))

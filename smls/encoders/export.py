@@ -153,7 +153,8 @@ def _export_in_a_child(path: Path, target: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "smls.encoders.export", str(path), str(target)], capture_output=True, text=True)
     if done.returncode != 0 or not target.is_file():
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise StartupError(f"could not export {str(path)!r} to ONNX: {lines[-1] if lines else f'exit status {done.returncode}'}")
+        # The same words as a load that fails in this process (smls.encoders.build_encoder).
+        raise StartupError(f"could not load the model at {str(path)!r}: {lines[-1] if lines else f'its ONNX export exited with {done.returncode}'}")
 
 
 def _export_fp32(path: Path, target: Path) -> None:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from smls.errors import Overloaded
 
 HALF_LIFE = 1.0  # seconds: the window over which the budget is fair
 
@@ -35,20 +39,25 @@ class Budget:
         seconds, since = self._usage.get(model, (0.0, now))
         return seconds * 0.5 ** ((now - since) / HALF_LIFE)
 
-    def acquire(self, model: str) -> None:
-        """Wait for a slot; when several models wait, the one with the least recent use goes first."""
+    def acquire(self, model: str, timeout: float | None = None) -> bool:
+        """Wait for a slot (at most `timeout` seconds: then False); when several models wait, the least used goes first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._waiting[model] = self._waiting.get(model, 0) + 1
             try:
                 while not (self._free > 0 and self._next() == model):
-                    self._cond.wait()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
                 self._free -= 1
             finally:
                 self._waiting[model] -= 1
                 if not self._waiting[model]:
                     del self._waiting[model]
-            if self._free > 0 and self._waiting:
-                self._cond.notify_all()  # another slot is free: let the next model in
+                if self._free > 0 and self._waiting:
+                    self._cond.notify_all()  # a slot is free: let the next model in
+            return True
 
     def release(self, model: str, seconds: float) -> None:
         """Give the slot back, counting the pass's seconds against the model."""
@@ -74,15 +83,23 @@ class Slots:
         self._own = threading.Semaphore(n)
         self._budget = budget
         self._model = model
-        self._local = threading.local()
 
-    def __enter__(self) -> None:
-        self._own.acquire()
-        if self._budget is not None:
-            self._budget.acquire(self._model)
-            self._local.started = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._budget is not None:
-            self._budget.release(self._model, time.monotonic() - self._local.started)
-        self._own.release()
+    @contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold one of the model's own slots and one of the budget's for a pass; Overloaded after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._own.acquire(timeout=timeout):
+            raise Overloaded(f"no free inference stream within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+        try:
+            if self._budget is not None:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._budget.acquire(self._model, remaining):
+                    raise Overloaded(f"no free inference stream within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+            started = time.monotonic()
+            try:
+                yield
+            finally:
+                if self._budget is not None:
+                    self._budget.release(self._model, time.monotonic() - started)
+        finally:
+            self._own.release()

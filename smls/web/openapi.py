@@ -285,7 +285,11 @@ def _rerank_request(max_documents: int) -> dict[str, Any]:
             "raw_scores": {**flag, "default": False, "description": "a cross-encoder's logits instead of 0..1 scores"},
             "truncate": {**flag, "default": True, "description": "false: refuse texts longer than the model takes instead of cutting them"},
         },
-        "oneOf": [{"required": ["documents"]}, {"required": ["texts"]}],
+        # Exactly one of the two names holds the list (the other absent or null).
+        "oneOf": [
+            {"required": ["documents"], "properties": {"documents": {"type": "array"}}},
+            {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+        ],
     }
 
 
@@ -405,11 +409,10 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         },
         "RerankResponse": {
             "type": "object",
-            "required": ["object", "id", "created", "model", "scorer", "results", "usage"],
+            "required": ["object", "id", "model", "scorer", "results", "usage"],
             "properties": {
                 "object": {"const": "rerank"},
                 "id": {"type": "string", "description": "the request id (X-Request-Id)"},
-                "created": {"type": "integer", "description": "Unix time of the answer"},
                 "model": {"type": "string"},
                 "scorer": {"type": "string", "enum": ["cross-encoder", "cosine"]},
                 "results": {

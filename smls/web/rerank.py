@@ -25,7 +25,7 @@ def rerank_view() -> Response:
         rerank.check_length(req, encoded.truncated_flags, limit, rerank.COSINE)
         scorer = rerank.COSINE
     else:
-        scores, query_tokens, limit = model.scorer.score(req.query, req.texts, raw=req.raw_scores), 0, model.scorer.max_seq_length
+        scores, query_tokens, limit = model.scorer.score(req.query, req.texts, raw=req.raw_scores, timeout=time_left()), 0, model.scorer.max_seq_length
         rerank.check_length(req, scores.truncated_flags, limit, rerank.CROSS)
         scorer = rerank.CROSS
     return json_response(rerank.response(req, scores, query_tokens, model=model.name, scorer=scorer, request_id=g.request_id))
