@@ -207,6 +207,8 @@ def test_model_lists(c):
     assert [(m["id"], m["object"], m["kind"]) for m in v1] == [("mini", "model", "embedding"), ("tiny", "model", "embedding"), ("judge", "model", "cross-encoder")]
     index = orjson.loads(c.get("/").data)
     assert index["models"] == ["mini", "tiny", "judge"] and index["model"]["name"] == "mini"
+    metrics = c.get("/metrics").get_data(as_text=True)
+    assert 'smls_http_requests_total{method="GET",model="",route="/",status="200"}' in metrics  # describing a model is not running it
 
 
 def test_documents_and_search_take_the_model(c):

@@ -32,7 +32,7 @@ def index() -> Response:
         {
             "name": "smls",
             "version": smls.__version__,
-            "model": app.embedding(None).info(),
+            "model": app.models[app.default].info(),
             "models": list(app.models),
             "limits": {"max_messages": app.settings.max_messages, "max_body_bytes": app.settings.max_body_bytes},
             "endpoints": endpoint_index(),
