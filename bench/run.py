@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -416,6 +417,8 @@ def main() -> None:
             say(f"| {workers} | {pss:.0f} | {pss / base:.2f}x |")
         say()
         two_models(say, backends[0], seconds, work, by_workers[2])
+        say()
+        documents(say, backends[0], work, args.short)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")
 
@@ -464,3 +467,101 @@ def two_models(say: Callable[[str], None], backend: str, seconds: float, work: P
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------- documents
+
+
+def document_ceiling(backend: str, texts: list[str], chunk: int) -> tuple[float, str]:
+    """Best in-process sentences/s over the texts in chunks, over the layouts a worker may use: (rate, "streams x threads")."""
+    import smls
+    from smls.config import Settings
+
+    path = smls.ml_services.get("SentenceEncoder", backend=backend).path
+    n_cores = cores()
+    layouts = [(1, n_cores)] + ([(n_cores, 1)] if backend != "torch" else [])
+    best = (0.0, "")
+    for streams, threads in layouts:
+        enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
+        enc.set_streams(streams)
+        enc.run(texts[:8])
+        best = max(best, (_drain(enc, texts, chunk, streams), f"{streams}x{threads}"))
+    return best
+
+
+def _drain(enc, texts: list[str], chunk: int, streams: int) -> float:
+    """Sentences/s of `streams` threads taking the texts chunk by chunk, in order, until none is left."""
+    parts = iter(range(0, len(texts), chunk))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                start = next(parts, None)
+            if start is None:
+                return
+            enc.run(texts[start : start + chunk])
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=work) for _ in range(streams)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return len(texts) / (time.perf_counter() - began)
+
+
+def documents(say: Callable[[str], None], backend: str, work: Path, short: bool) -> None:
+    """First GET /documents/<id> and precompute against the in-process ceiling on the same sentences; /embed p99 meanwhile."""
+    from bench.corpora import stdlib, write_document
+
+    texts = stdlib()[: 1000 if short else None]
+    data = work / "doc-data"
+    write_document(data, "stdlib", texts)
+    from smls.config import Settings
+
+    chunk = Settings().doc_batch
+    ceiling, layout = document_ceiling(backend, texts, chunk)
+
+    env = {"SMLS_BACKEND": backend, "SMLS_DATA_DIR": str(data)}
+    pre_cache = work / "precompute-cache"
+    began = time.perf_counter()
+    done = subprocess.run([str(VENV_BIN / "python"), "-m", "smls", "precompute", "stdlib", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                          env={**smls_server("x").env, **env, "SMLS_CACHE_DIR": str(pre_cache)}, timeout=3600)
+    whole = time.perf_counter() - began
+    seconds = float(re.search(r"cached in ([0-9.]+) s", done.stdout).group(1)) if done.returncode == 0 else float("nan")
+
+    srv = smls_server("smls documents", SMLS_CACHE_DIR=str(work / "doc-cache"), **env)
+    try:
+        srv.start(work / "documents.log")
+        began = time.perf_counter()
+        first = requests.get(f"{srv.url}/documents/stdlib", timeout=3600)
+        first.raise_for_status()
+        first_s = time.perf_counter() - began
+        quiet = load(srv, 1, 4, 5 if short else 10, work)
+        # The same document again, uncached (normalised vectors are a separate cache entry),
+        # with small requests at c=4 beside it for as long as it runs.
+        result: dict[str, float] = {}
+
+        def fetch() -> None:
+            t = time.perf_counter()
+            requests.get(f"{srv.url}/documents/stdlib?normalize=true", timeout=3600).raise_for_status()
+            result["s"] = time.perf_counter() - t
+
+        getter = threading.Thread(target=fetch)
+        getter.start()
+        busy = load(srv, 1, 4, max(2, int(first_s * 0.8)), work)
+        getter.join()
+    finally:
+        srv.stop()
+    n = len(texts)
+    say(f"## Documents ({backend}; {n} sentences of Python's standard-library docstrings, chunks of {chunk}; default server layout)")
+    say()
+    say("| path | seconds | sentences/s | in-process ceiling on the same sentences | ratio |")
+    say("|---|---|---|---|---|")
+    say(f"| first GET /documents/<id> | {first_s:.1f} | {n / first_s:.0f} | {ceiling:.0f} ({layout}) | {n / first_s / ceiling:.2f} |")
+    say(f"| python -m smls precompute (process: {whole:.1f} s) | {seconds:.1f} | {n / seconds:.0f} | {ceiling:.0f} ({layout}) | {n / seconds / ceiling:.2f} |")
+    say(f"| first GET with /embed at c=4 beside it | {result['s']:.1f} | {n / result['s']:.0f} | {ceiling:.0f} | {n / result['s'] / ceiling:.2f} |")
+    say()
+    say(f"- one-sentence /embed at c=4: alone {quiet['rps']:.0f} requests/s, p50 {quiet['p50']:.1f} ms, p99 {quiet['p99']:.1f} ms; "
+        f"while the document is computed {busy['rps']:.0f} requests/s, p50 {busy['p50']:.1f} ms, p99 {busy['p99']:.1f} ms, errors {busy['errors']}")

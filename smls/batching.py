@@ -1,28 +1,51 @@
-"""Cross-request micro-batching inside one worker.
+"""One scheduler per model and worker: short requests batched together, bulk work in pieces beside them.
 
-Request threads put jobs on a bounded queue and wait; a batcher thread (one per
-inference stream) takes whatever is queued (up to max_batch sentences, waiting at
-most max_wait for more), runs one forward pass for all of it, and hands each job
-its slice, in order.
-A full queue is refused at once (503 + Retry-After) instead of letting latency grow;
-a job whose requester stopped waiting is skipped, so it costs no inference.
+Two lanes feed the model's inference streams (one batcher thread per stream):
+
+- **Requests** (`encode`): request threads put jobs on a bounded queue and wait; a
+  batcher thread takes whatever is queued (up to max_batch sentences, waiting at most
+  max_wait for more), runs one forward pass for all of it, and hands each job its slice,
+  in order. A full queue is refused at once (503 + Retry-After) instead of letting
+  latency grow; a job whose requester stopped waiting is skipped, so it costs no inference.
+- **Bulk** (`submit_bulk`): a document chunk is sorted by length and cut into pieces of
+  the encoder's batch size, and every stream takes pieces, so one document uses all the
+  worker's streams (the whole machine on one worker) instead of one.
+
+When both lanes have work, the streams alternate between them pass by pass: a long
+document cannot starve short requests (one waits at most for the pass in progress), and
+a flood of short requests cannot stall a document (it keeps every other pass). A piece
+is one forward pass of batch-size sentences, about as long as a batch of requests.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from smls.encoders import Encoded
 from smls.errors import Overloaded
 
 log = logging.getLogger("smls")
+
+
+class BatchEncoder(Protocol):
+    """What the batcher needs of a model: tokenising in the caller's thread, and forward passes."""
+
+    def prepare(self, texts: Sequence[str]) -> list[Any] | None:
+        """Work that may run in the caller's thread (tokenising); None if none."""
+        ...
+
+    def encode(self, texts: Sequence[str], *, normalize: bool = False, prepared: list[Any] | None = None) -> Encoded:
+        """Vectors for texts, in order."""
+        ...
 
 
 @dataclass(eq=False)
@@ -35,48 +58,129 @@ class _Job:
     abandoned: bool = False
 
 
+class BulkJob:
+    """Many texts encoded piece by piece in the bulk lane; `wait()` gives them all, in input order."""
+
+    def __init__(self, texts: list[str], prepared: list[Any] | None, piece_size: int) -> None:
+        self.texts = texts
+        self.prepared = prepared
+        # Longest first, as SentenceEncoder.encode does: similar lengths share a pass.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        self.pieces = [order[i : i + piece_size] for i in range(0, len(order), piece_size)]
+        self._parts: list[tuple[list[int], Encoded]] = []
+        self._left = len(self.pieces)
+        self._running = 0
+        self._lock = threading.Condition()
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+        self.cancelled = False
+        if not self.pieces:
+            self._done.set()
+
+    def cancel(self) -> None:
+        """Nobody will wait for this job: pieces not yet started are skipped; returns once none is running."""
+        with self._lock:
+            self.cancelled = True
+            while self._running:
+                self._lock.wait()
+
+    def _start_piece(self) -> bool:
+        """Whether a piece may run (the job is not cancelled); counted as running until _piece_done."""
+        with self._lock:
+            if self.cancelled:
+                return False
+            self._running += 1
+            return True
+
+    def wait(self, timeout: float | None = None) -> Encoded:
+        """Block until every piece is done; the result in input order (Overloaded after `timeout` seconds)."""
+        if not self._done.wait(timeout):
+            self.cancel()
+            raise Overloaded(f"a document chunk was not computed within {timeout:g} s; retry shortly")
+        if self.error is not None:
+            raise self.error
+        n = len(self.texts)
+        dim = self._parts[0][1].vectors.shape[1] if self._parts else 0
+        vectors = np.empty((n, dim), dtype=np.float32)
+        flags = np.zeros(n, dtype=bool)
+        tokens = np.zeros(n, dtype=np.int64)
+        for idx, part in self._parts:
+            vectors[idx], flags[idx], tokens[idx] = part.vectors, part.truncated_flags, part.token_counts
+        return Encoded(vectors, flags, tokens)
+
+    def _piece_done(self, idx: list[int], result: Encoded | None, error: BaseException | None) -> None:
+        with self._lock:
+            if result is not None:
+                self._parts.append((idx, result))
+            if error is not None and self.error is None:
+                self.error, self.cancelled = error, True  # the other pieces need not run
+            self._left -= 1
+            self._running -= 1
+            self._lock.notify_all()
+            if self._left == 0 or error is not None:
+                self._done.set()
+
+
+@dataclass(eq=False)
+class _Piece:
+    job: BulkJob
+    index: list[int]
+
+
 class MicroBatcher:
-    """Gathers concurrent encode calls into shared forward passes; one thread per inference stream."""
+    """Gathers concurrent encode calls into shared forward passes, and runs bulk jobs beside them; one thread per stream."""
 
     def __init__(
         self,
-        encoder: Any,
+        encoder: BatchEncoder,
         *,
         max_batch: int = 16,
         max_wait: float = 0.0,
         queue_size: int = 64,
         streams: int = 1,
+        piece_size: int = 8,
         on_depth: Callable[[int], Any] | None = None,
         on_batch: Callable[[int], Any] | None = None,
     ) -> None:
         self.encoder = encoder
         self.streams = streams
+        self.piece_size = piece_size
         # Hooks for metrics: the queue grew or shrank by n; a pass of n sentences ran.
         self._on_depth = on_depth or (lambda n: None)
         self._on_batch = on_batch or (lambda n: None)
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
-        self._carry: _Job | None = None
+        self.queue_size = queue_size
+        self._jobs: deque[_Job] = deque()
+        self._pieces: deque[_Piece] = deque()
+        self._cond = threading.Condition()
+        self._bulk_turn = False  # with both lanes busy, whose pass is next
         self._threads: list[threading.Thread] = []
         self._pid = 0
         self._start_lock = threading.Lock()
         self._take_lock = threading.Lock()  # one thread at a time assembles a batch
         self._stats_lock = threading.Lock()
-        # For tests and metrics: how many forward passes ran, and their sizes.
+        # For tests and metrics: how many forward passes ran, their sizes, and the bulk pieces.
         self.batches = 0
         self.largest_batch = 0
+        self.pieces_run = 0
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting in the queue (bulk pieces not counted)."""
+        return len(self._jobs)
 
     def encode(self, texts: list[str], *, normalize: bool = False, timeout: float = 30.0) -> Encoded:
         """Encode texts as part of a shared batch; Overloaded if the queue is full or timeout passes."""
-        self._ensure_thread()
+        self._ensure_threads()
         # Tokenising here, in the request's thread, keeps the model's thread on the model.
         job = _Job(list(texts), self.encoder.prepare(texts))
-        try:
-            self._queue.put_nowait(job)
-            self._on_depth(1)
-        except queue.Full:
-            raise Overloaded(f"this worker has {self._queue.maxsize} requests waiting; retry shortly") from None
+        with self._cond:
+            if len(self._jobs) >= self.queue_size:
+                raise Overloaded(f"this worker has {self.queue_size} requests waiting; retry shortly")
+            self._jobs.append(job)
+            self._cond.notify()
+        self._on_depth(1)
         if not job.done.wait(timeout):
             job.abandoned = True  # the batcher skips it if it has not started it yet
             raise Overloaded(f"no result within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
@@ -85,7 +189,16 @@ class MicroBatcher:
         assert job.result is not None
         return job.result.normalized() if normalize else job.result
 
-    def _ensure_thread(self) -> None:
+    def submit_bulk(self, texts: list[str]) -> BulkJob:
+        """Queue many texts in the bulk lane (tokenised here, in the caller's thread); wait on the job for the vectors."""
+        self._ensure_threads()
+        job = BulkJob(list(texts), self.encoder.prepare(texts), self.piece_size)
+        with self._cond:
+            self._pieces.extend(_Piece(job, idx) for idx in job.pieces)
+            self._cond.notify(len(job.pieces))
+        return job
+
+    def _ensure_threads(self) -> None:
         # Started lazily in the process that uses it: a thread started in the gunicorn
         # master would not exist in the forked workers.
         if self._threads and self._pid == os.getpid():
@@ -93,32 +206,45 @@ class MicroBatcher:
         with self._start_lock:
             if not self._threads or self._pid != os.getpid():
                 if self._pid != os.getpid():
-                    self._queue = queue.Queue(maxsize=self._queue.maxsize)
-                    self._carry = None
+                    self._jobs, self._pieces = deque(), deque()
+                    self._cond = threading.Condition()
                 self._pid = os.getpid()
                 self._threads = [threading.Thread(target=self._run, name=f"smls-batcher-{i}", daemon=True) for i in range(self.streams)]
                 for thread in self._threads:
                     thread.start()
 
-    def _next_batch(self) -> list[_Job]:
-        """Block for one job, then take what else fits: queued now, or arriving within max_wait."""
-        if self._carry:
-            first, self._carry = self._carry, None
-        else:
-            first = self._queue.get()
-            self._on_depth(-1)
+    def _take(self) -> list[_Job] | _Piece:
+        """Block for work; a batch of requests or one bulk piece, taking turns when both wait."""
+        with self._cond:
+            while True:
+                while self._pieces and self._pieces[0].job.cancelled:
+                    self._pieces.popleft()
+                if self._jobs and not (self._pieces and self._bulk_turn):
+                    self._bulk_turn = bool(self._pieces)
+                    return self._gather()
+                if self._pieces:
+                    self._bulk_turn = False
+                    return self._pieces.popleft()
+                self._cond.wait()
+
+    def _gather(self) -> list[_Job]:
+        """The first queued job, and what else fits: queued now, or arriving within max_wait (holding the condition)."""
+        first = self._jobs.popleft()
+        self._on_depth(-1)
         batch, size = [first], len(first.texts)
         deadline = time.monotonic() + self.max_wait
         while size < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._on_depth(-1)
+            if not self._jobs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+                continue
+            job = self._jobs[0]
             if size + len(job.texts) > self.max_batch:
-                self._carry = job  # first in the next batch, so order and fairness hold
-                break
+                break  # first in the next batch, so order and fairness hold
+            self._jobs.popleft()
+            self._on_depth(-1)
             batch.append(job)
             size += len(job.texts)
         return [job for job in batch if not job.abandoned]
@@ -126,27 +252,48 @@ class MicroBatcher:
     def _run(self) -> None:
         while True:
             with self._take_lock:
-                batch = self._next_batch()
-            if not batch:
-                continue
-            try:
-                texts = [t for job in batch for t in job.texts]
-                prepared: list[Any] | None = []
-                for job in batch:  # tokenised by every requester, or by none: then the encoder does it
-                    prepared = None if prepared is None or job.prepared is None else prepared + job.prepared
-                result = self.encoder.encode(texts, prepared=prepared)
-                with self._stats_lock:
-                    self.batches += 1
-                    self.largest_batch = max(self.largest_batch, len(texts))
-                self._on_batch(len(texts))
-                start = 0
-                for job in batch:
-                    job.result = result.slice(start, start + len(job.texts))
-                    start += len(job.texts)
-            except BaseException as exc:  # hand every failure to the waiting requests
-                log.exception("batch of %d requests failed", len(batch))
-                for job in batch:
-                    job.error = exc
-            finally:
-                for job in batch:
-                    job.done.set()
+                work = self._take()
+            if isinstance(work, _Piece):
+                self._run_piece(work)
+            elif work:
+                self._run_batch(work)
+
+    def _run_piece(self, piece: _Piece) -> None:
+        job = piece.job
+        if not job._start_piece():
+            return
+        texts = [job.texts[i] for i in piece.index]
+        prepared = None if job.prepared is None else [job.prepared[i] for i in piece.index]
+        try:
+            result = self.encoder.encode(texts, prepared=prepared)
+        except BaseException as exc:  # handed to the waiting request
+            log.exception("a bulk piece of %d sentences failed", len(texts))
+            job._piece_done(piece.index, None, exc)
+            return
+        with self._stats_lock:
+            self.pieces_run += 1
+        self._on_batch(len(texts))
+        job._piece_done(piece.index, result, None)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        try:
+            texts = [t for job in batch for t in job.texts]
+            prepared: list[Any] | None = []
+            for job in batch:  # tokenised by every requester, or by none: then the encoder does it
+                prepared = None if prepared is None or job.prepared is None else prepared + job.prepared
+            result = self.encoder.encode(texts, prepared=prepared)
+            with self._stats_lock:
+                self.batches += 1
+                self.largest_batch = max(self.largest_batch, len(texts))
+            self._on_batch(len(texts))
+            start = 0
+            for job in batch:
+                job.result = result.slice(start, start + len(job.texts))
+                start += len(job.texts)
+        except BaseException as exc:  # hand every failure to the waiting requests
+            log.exception("batch of %d requests failed", len(batch))
+            for job in batch:
+                job.error = exc
+        finally:
+            for job in batch:
+                job.done.set()

@@ -103,6 +103,10 @@ class VectorCache:
             return None
         return np.frombuffer(data, dtype=np.float32).reshape(n, dimension)
 
+    def stored(self, key: str) -> set[int]:
+        """The numbers of the chunks of `key` that are stored."""
+        return {row[0] for row in self._run("SELECT chunk FROM chunks WHERE key = ?", (key,))}
+
     def put(self, key: str, chunk: int, vectors: np.ndarray) -> None:
         """Store one chunk (replacing any earlier copy)."""
         data = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()

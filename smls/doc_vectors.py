@@ -1,15 +1,12 @@
 """Embeddings of whole documents: computed in chunks, stored in the cache, searched in chunks.
 
-Memory stays bounded by one chunk of vectors whatever the document's size: vectors are
-produced, cached and handed on one chunk at a time, and search keeps only the top k.
+Memory stays bounded by a few chunks of vectors whatever the document's size: vectors
+are produced, cached and handed on one chunk at a time, and search keeps only the top k.
 
-Why documents reach the model around the batch queue (encoder.run in the request's own
-thread) while /embed goes through smls.batching: a chunk is already a full batch, so
-there is nothing to gather, and the batch queue is bounded for short requests (a chunk
-of 256 sentences there would hold back every small request behind it, or be shed with
-503 when the queue is full). The cost is that one document uses one inference stream,
-about half of a 2-core machine; putting bulk work on the same scheduler with its own
-share is the open speed issue.
+A chunk goes to the model's scheduler (smls.batching) as bulk work: cut into pieces that
+every inference stream of the worker takes, beside short requests and never ahead of
+them. The next missing chunk is queued while the current one is stored and sent, so the
+streams never wait for the cache or the client.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smls.batching import BulkJob, MicroBatcher
 from smls.cache import VectorCache
 from smls.config import Settings
 from smls.documents import Document
@@ -38,15 +36,18 @@ class Hit:
 class DocumentEmbedder:
     """Vectors for documents, from the cache when it has them, else from the encoder."""
 
-    def __init__(self, encoder: Encoder, cache: VectorCache, chunk_size: int = 256) -> None:
+    def __init__(self, batcher: MicroBatcher, encoder: Encoder, cache: VectorCache, chunk_size: int = 256, timeout: float = 30.0) -> None:
+        self.batcher = batcher
         self.encoder = encoder
         self.cache = cache
         self.chunk_size = chunk_size
+        self.timeout = timeout  # seconds a query may wait for the model (search)
 
     @classmethod
     def from_settings(cls, encoder: Encoder, settings: Settings) -> DocumentEmbedder:
-        """An embedder over the cache file in SMLS_CACHE_DIR, in SMLS_DOC_BATCH chunks."""
-        return cls(encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch)
+        """An embedder over the cache file in SMLS_CACHE_DIR, in SMLS_DOC_BATCH chunks, on all of the encoder's streams."""
+        batcher = MicroBatcher(encoder, streams=encoder.streams, piece_size=encoder.batch_size, queue_size=settings.queue_size)
+        return cls(batcher, encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch, settings.request_timeout)
 
     def _model_key(self, normalize: bool) -> str:
         return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}"
@@ -63,18 +64,36 @@ class DocumentEmbedder:
         """Yield (first sentence index, vectors) chunk by chunk, computing and caching what is missing."""
         key, dim = self.key(doc, normalize), self.encoder.dimension
         complete = self.cache.is_complete(key)
+        starts = list(range(0, len(doc.sentences), self.chunk_size))
         if not complete:
             self.cache.begin(key, doc.doc_id, self._model_key(normalize), len(doc.sentences), dim)
-        for number, start in enumerate(range(0, len(doc.sentences), self.chunk_size)):
-            vectors = self.cache.get(key, number, dim)
-            expected = min(self.chunk_size, len(doc.sentences) - start)
-            if vectors is None or len(vectors) != expected:
-                texts = [s.text for s in doc.sentences[start : start + expected]]
-                vectors = self.encoder.run(texts, normalize=normalize)
-                self.cache.put(key, number, vectors)
-            yield start, vectors
+        stored = set() if complete else self.cache.stored(key)
+        missing = iter([] if complete else [n for n in range(len(starts)) if n not in stored])
+        pending: dict[int, BulkJob] = {}
+        try:
+            for number, start in enumerate(starts):
+                expected = min(self.chunk_size, len(doc.sentences) - start)
+                vectors = None if number in pending else self.cache.get(key, number, dim)
+                if vectors is None or len(vectors) != expected:
+                    job = pending.pop(number, None) or self._submit(doc, start, expected)
+                    # The next missing chunk waits in the queue while this one is finished,
+                    # so the streams do not idle while it is stored and sent.
+                    nxt = next((n for n in missing if n > number), None)
+                    if nxt is not None:
+                        pending[nxt] = self._submit(doc, starts[nxt], min(self.chunk_size, len(doc.sentences) - starts[nxt]))
+                    vectors = job.wait().vectors
+                    if normalize:
+                        vectors = unit_rows(vectors)
+                    self.cache.put(key, number, vectors)
+                yield start, vectors
+        finally:
+            for job in pending.values():  # the client went away: queued pieces cost nothing
+                job.cancel()
         if not complete:
             self.cache.finish(key)
+
+    def _submit(self, doc: Document, start: int, count: int) -> BulkJob:
+        return self.batcher.submit_bulk([s.text for s in doc.sentences[start : start + count]])
 
     def fill(self, doc: Document, normalize: bool = False) -> Iterator[int]:
         """Compute and cache a whole document, yielding how many sentences each step covered."""
@@ -83,7 +102,7 @@ class DocumentEmbedder:
 
     def search(self, doc: Document, query: str, k: int) -> list[Hit]:
         """The k sentences most similar to query (cosine), best first."""
-        q = self.encoder.run([query], normalize=True)[0]
+        q = self.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
         best_scores = np.empty(0, dtype=np.float32)
         best_index = np.empty(0, dtype=np.int64)
         for start, vectors in self.chunks(doc):

@@ -27,6 +27,7 @@ class StandInEncoder:
     kind = "embedding"
     name, backend, fingerprint, path = "stand-in", "stand-in", "0" * 16, Path("/nonexistent")
     dimension, max_seq_length = 384, 256
+    batch_size, streams = 8, 1
     parallel_safe = False  # one pass at a time
     sentences_encoded = 0
     on_encoded = None

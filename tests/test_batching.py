@@ -112,7 +112,7 @@ def test_full_queue_is_refused_at_once(encoder):
     running = pool.submit(batcher.encode, ["first, being encoded"])
     assert gated.entered.wait(10)
     waiting = [pool.submit(batcher.encode, [f"queued {i}"]) for i in range(2)]
-    while batcher._queue.qsize() < 2:
+    while batcher.depth < 2:
         threading.Event().wait(0.01)
     with pytest.raises(Overloaded, match="2 requests waiting") as info:
         batcher.encode(["one too many"], timeout=30)  # would block 30 s if it waited
@@ -146,7 +146,7 @@ def test_overload_over_http_is_503_with_retry_after_in_the_error_shape(encoder):
     first = pool.submit(app.test_client().post, "/embed", json={"message": "one"})
     assert gated.entered.wait(10)
     second = pool.submit(app.test_client().post, "/embed", json={"message": "two"})
-    while app.extensions["smls"].embedding(None).batcher._queue.qsize() < 1:
+    while app.extensions["smls"].embedding(None).batcher.depth < 1:
         threading.Event().wait(0.01)
     response = client.post("/embed", json={"message": "three"})
     assert_error(response, 503, "overloaded")
@@ -186,3 +186,104 @@ def test_the_wait_for_a_thread_counts_against_the_request_deadline(encoder):
     assert "no result within 0.2 s" in response.get_json()["error"]["message"]
     assert time.monotonic() - started < 5  # the 0.2 s left, not a fresh 30
     gated.gate.set()
+
+
+# ---------------------------------------------------------------- the bulk lane (document chunks)
+
+
+class Passes(StandInEncoder):
+    """Records every forward pass (its texts) in order; each pass waits for the test to let it through."""
+
+    def __init__(self):
+        self.passes: list[list[str]] = []
+        self.turnstile = threading.Semaphore(0)
+        self.inside = threading.Semaphore(0)
+
+    def encode(self, texts, *, normalize=False, prepared=None):
+        self.passes.append(list(texts))
+        self.inside.release()
+        assert self.turnstile.acquire(timeout=30)
+        vectors = np.array([[len(t), i, 1.0] for i, t in enumerate(texts)], dtype=np.float32)
+        return Encoded(vectors, np.zeros(len(texts), bool), np.full(len(texts), 3))
+
+    def let_through(self, n=1):
+        for _ in range(n):
+            assert self.inside.acquire(timeout=10)
+            self.turnstile.release()
+
+
+def test_a_bulk_job_runs_on_every_stream_at_once():
+    both_inside = threading.Barrier(2, timeout=10)
+
+    class Meeting(StandInEncoder):
+        def encode(self, texts, *, normalize=False, prepared=None):
+            both_inside.wait()  # times out unless two pieces run side by side
+            return Encoded(np.ones((len(texts), 3), np.float32), np.zeros(len(texts), bool), np.ones(len(texts), np.int64))
+
+    batcher = MicroBatcher(Meeting(), streams=2, piece_size=4)
+    assert batcher.submit_bulk([f"sentence {i}" for i in range(8)]).wait(20).vectors.shape == (8, 3)
+    assert batcher.pieces_run == 2
+
+
+def test_a_bulk_job_gives_the_same_vectors_as_the_encoder_in_input_order(encoder):
+    encoder.set_streams(2)
+    batcher = MicroBatcher(encoder, streams=2, piece_size=3)
+    texts = [("a long sentence about ships and harbours " * (i % 5 + 1)).strip() + f" {i}" for i in range(20)]
+    result = batcher.submit_bulk(texts).wait(60)
+    alone = encoder.encode(texts)
+    assert np.allclose(result.vectors, alone.vectors, atol=1e-5)
+    assert result.token_counts.tolist() == alone.token_counts.tolist()
+    assert batcher.pieces_run == 7  # 20 sentences in pieces of 3, longest first
+    encoder.set_streams(1)
+
+
+def test_short_requests_and_bulk_pieces_take_turns():
+    passes = Passes()
+    batcher = MicroBatcher(passes, streams=1, max_batch=1, piece_size=1)
+    job = batcher.submit_bulk([f"piece {i}" for i in range(6)])
+    assert passes.inside.acquire(timeout=10)  # the first piece is running; requests arrive behind the rest
+    pool = ThreadPoolExecutor(max_workers=3)
+    asked = [pool.submit(batcher.encode, [f"request {i}"]) for i in range(3)]
+    while batcher.depth < 3:
+        threading.Event().wait(0.01)
+    passes.turnstile.release()
+    passes.let_through(8)
+    assert [r.result(10).vectors.shape for r in asked] == [(1, 3)] * 3
+    assert job.wait(10).vectors.shape == (6, 3)
+    kinds = ["r" if p[0].startswith("request") else "b" for p in passes.passes]
+    # A request waits for at most one piece, and the document still gets every other pass.
+    assert "".join(kinds) == "brbrbrbbb"
+    pool.shutdown()
+
+
+def test_a_cancelled_bulk_job_runs_no_more_pieces():
+    passes = Passes()
+    batcher = MicroBatcher(passes, streams=1, piece_size=2)
+    job = batcher.submit_bulk([f"piece {i}" for i in range(10)])
+    assert passes.inside.acquire(timeout=10)
+    canceller = threading.Thread(target=job.cancel)
+    canceller.start()
+    canceller.join(0.2)
+    assert canceller.is_alive()  # cancel returns only once the running piece is done
+    passes.turnstile.release()
+    canceller.join(10)
+    assert not canceller.is_alive()
+    pool = ThreadPoolExecutor(max_workers=1)
+    after = pool.submit(batcher.encode, ["after"])
+    passes.let_through()
+    assert after.result(10).vectors.shape == (1, 3)
+    assert passes.passes == [["piece 0", "piece 1"], ["after"]]  # the other four pieces never ran
+    pool.shutdown()
+
+
+def test_a_failing_piece_fails_the_job_with_its_error():
+    class Broken(StandInEncoder):
+        def encode(self, texts, *, normalize=False, prepared=None):
+            if "bad" in texts:
+                raise RuntimeError("the model broke")
+            return Encoded(np.ones((len(texts), 3), np.float32), np.zeros(len(texts), bool), np.ones(len(texts), np.int64))
+
+    batcher = MicroBatcher(Broken(), piece_size=1)
+    with pytest.raises(RuntimeError, match="the model broke"):
+        batcher.submit_bulk(["good", "bad", "good too"]).wait(10)
+    assert batcher.encode(["still serving"], timeout=10).vectors.shape == (1, 3)

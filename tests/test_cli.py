@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from smls import documents
-from smls.cache import VectorCache
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from tests.conftest import ROOT, server_env
@@ -38,7 +37,7 @@ def test_precompute_one_good_one_broken_twice_at_once(tmp_path, encoder):
         assert "Traceback" not in err
 
     settings = Settings(data_dir=data, cache_dir=cache, doc_batch=64)
-    embedder = DocumentEmbedder(encoder, VectorCache(cache / "documents.sqlite3"), settings.doc_batch)
+    embedder = DocumentEmbedder.from_settings(encoder, settings)
     doc = documents.load_document(data, "good")
     assert embedder.is_cached(doc)
     before = encoder.sentences_encoded

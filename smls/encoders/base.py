@@ -63,6 +63,10 @@ class Encoder(Protocol):
     fingerprint: str
     dimension: int
     max_seq_length: int
+    #: Sentences per forward pass when a call carries many.
+    batch_size: int
+    #: Forward passes of this model allowed at once in this process (set_streams).
+    streams: int
     #: Whether forward passes may run in several threads at once (see set_streams).
     parallel_safe: bool
     #: Sentences run through the model so far (tests and metrics see cache hits by it).

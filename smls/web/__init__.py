@@ -107,10 +107,11 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings) -> di
             max_wait=settings.batch_wait_ms / 1000,
             queue_size=settings.queue_size,
             streams=own,
+            piece_size=encoder.batch_size,
             on_depth=hooks.queue_depth,
             on_batch=hooks.batch_size,
         )
-        documents_ = DocumentEmbedder(encoder, cache, settings.doc_batch)
+        documents_ = DocumentEmbedder(batcher, encoder, cache, settings.doc_batch, settings.request_timeout)
         served[name] = EmbeddingModel(name, encoder, batcher, documents_, outputs.Calibration(encoder, settings.cache_dir))
     if not any(isinstance(m, EmbeddingModel) for m in served.values()):
         raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")
