@@ -180,12 +180,17 @@ def test_a_request_that_overflowed_or_waited_out_its_deadline_for_a_thread_is_sh
 def test_the_wait_for_a_thread_counts_against_the_request_deadline(encoder):
     gated = Gated(encoder)
     app = smls.create_app(Settings(request_timeout=30), encoder=gated)
+    pool = ThreadPoolExecutor(max_workers=1)
+    running = pool.submit(app.test_client().post, "/embed", json={"message": "holding the model"})
+    assert gated.entered.wait(10)  # the worker's one stream is busy: the next request has to wait
     started = time.monotonic()
     response = app.test_client().post("/embed", json={"message": "late"}, environ_base={QUEUE_WAIT_KEY: 29.8})
     assert_error(response, 503, "overloaded")
     assert "no result within 0.2 s" in response.get_json()["error"]["message"]
     assert time.monotonic() - started < 5  # the 0.2 s left, not a fresh 30
     gated.gate.set()
+    assert running.result(10).status_code == 200
+    pool.shutdown()
 
 
 # ---------------------------------------------------------------- the bulk lane (document chunks)

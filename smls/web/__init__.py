@@ -108,6 +108,7 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings) -> di
             queue_size=settings.queue_size,
             streams=own,
             piece_size=encoder.batch_size,
+            direct=budget is None,
             on_depth=hooks.queue_depth,
             on_batch=hooks.batch_size,
         )
