@@ -86,11 +86,13 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
             enc.run(texts[:8])
             rates = {bs: _rate(enc, texts, bs, streams, seconds) for bs in (1, 2, 4, 8, 16, 32)}
             lat = []
-            for i in range(max(20, int(seconds * 40))):
+            cpu = time.thread_time()  # one thread per pass: ONNX Runtime runs it in the calling thread
+            for i in range(max(100, int(seconds * 40))):
                 t = time.perf_counter()
                 enc.run([texts[i % len(texts)]])
                 lat.append(time.perf_counter() - t)
-            result[(streams, threads)] = {"rates": rates, "p50_ms": statistics.median(lat) * 1000}
+            cpu_ms = (time.thread_time() - cpu) / len(lat) * 1000
+            result[(streams, threads)] = {"rates": rates, "p50_ms": statistics.median(lat) * 1000, "cpu_ms": cpu_ms}
         best_layout = max(result, key=lambda k: max(result[k]["rates"].values()))
         best = result[best_layout]
         out[backend] = {
@@ -100,6 +102,7 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
             "at32": max(r["rates"][32] for r in result.values()),
             "p50_ms_all_cores": result[(1, n_cores)]["p50_ms"],
             "p50_ms_one_thread": result[(1, 1)]["p50_ms"],
+            "cpu_ms_one_thread": result[(1, 1)]["cpu_ms"],  # CPU time of one single-sentence pass, as a server stream runs it
         }
     return out
 
@@ -187,15 +190,28 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
-    def pss_mb(self) -> float:
-        """Sum of PSS over the server's whole process tree."""
+    def pids(self) -> list[int]:
+        """The server's whole process tree (master and workers)."""
+        assert self.proc is not None
         pids = [self.proc.pid]
         for pid in pids:
             children = Path(f"/proc/{pid}/task/{pid}/children")
             if children.exists():
                 pids += [int(p) for p in children.read_text().split()]
+        return pids
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the whole process tree."""
+        ticks = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def pss_mb(self) -> float:
+        """Sum of PSS over the server's whole process tree."""
         total = 0
-        for pid in pids:
+        for pid in self.pids():
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
@@ -236,7 +252,7 @@ def load(server: Server, size: int, concurrency: int, seconds: float, workdir: P
     line = next(row for row in out.splitlines() if row.startswith("RESULT"))
     n, duration_us, p50, p99, sock_err, status_err = map(int, line.split()[1:])
     rps = n / (duration_us / 1e6)
-    return {"rps": rps, "sps": rps * size, "p50": p50 / 1000, "p99": p99 / 1000, "errors": sock_err + status_err}
+    return {"rps": rps, "sps": rps * size, "p50": p50 / 1000, "p99": p99 / 1000, "errors": sock_err + status_err, "n": n}
 
 
 def smls_server(name: str, workers: int | None = None, **env: str) -> Server:
@@ -354,7 +370,9 @@ def main() -> None:
                 cells = {}
                 for size in SIZES:
                     for conc in CONCURRENCY:
+                        cpu = srv.cpu_s()
                         cells[(size, conc)] = load(srv, size, conc, seconds, work)
+                        cells[(size, conc)]["cpu_ms"] = (srv.cpu_s() - cpu) / max(1, cells[(size, conc)]["n"]) * 1000
                 results[srv.name] = {"cells": cells, "startup": srv.startup_s, "pss": srv.pss_mb()}
             finally:
                 srv.stop()
@@ -389,6 +407,20 @@ def main() -> None:
             vs_best = f"{best / inf_best:.2f}x" if inf_best else "n/a"
             say(f"| {b} | {one['sps'] / ceil[b]['best']:.2f} | {many['sps'] / ceil[b]['at32']:.2f} | "
                 f"{c1['p50'] / ceil[b]['p50_ms_one_thread']:.2f}; {c1['p50'] / ceil[b]['p50_ms_all_cores']:.2f} | {vs_same} | {vs_best} |")
+        say()
+
+        say("## CPU time per request (one sentence)")
+        say()
+        say("Server CPU (master and workers, user + system, from /proc) over a cell, divided by its requests; inference is the in-process CPU "
+            "time of one single-sentence pass on one thread, as a server stream runs it. What is left is the request path: HTTP, parsing, "
+            "tokenising, hand-offs, rendering.")
+        say()
+        say("| server | c=1: CPU ms/request | c=1: outside inference | c=32: CPU ms/request |")
+        say("|---|---|---|---|")
+        for name, r in results.items():
+            inference = ceil.get(name.removeprefix("smls "), {}).get("cpu_ms_one_thread") if name.startswith("smls ") else None
+            outside = f"{r['cells'][(1, 1)]['cpu_ms'] - inference:.2f} (inference {inference:.2f})" if inference is not None else "n/a"
+            say(f"| {name} | {r['cells'][(1, 1)]['cpu_ms']:.2f} | {outside} | {r['cells'][(1, 32)]['cpu_ms']:.2f} |")
         say()
 
         say("## Start-up and memory")
@@ -464,9 +496,6 @@ def two_models(say: Callable[[str], None], backend: str, seconds: float, work: P
     say(f"- sum of both models' sentences/s, both hot, against mini alone: {(both['mini']['sps'] + both['second']['sps']) / alone['mini']['sps']:.2f}x")
     say(f"- whole-server PSS with both models, 2 workers: {pss:.0f} MB (one model, 2 workers: {one_model_pss:.0f} MB)")
 
-
-if __name__ == "__main__":
-    main()
 
 
 # ---------------------------------------------------------------- documents
@@ -565,3 +594,7 @@ def documents(say: Callable[[str], None], backend: str, work: Path, short: bool)
     say()
     say(f"- one-sentence /embed at c=4: alone {quiet['rps']:.0f} requests/s, p50 {quiet['p50']:.1f} ms, p99 {quiet['p99']:.1f} ms; "
         f"while the document is computed {busy['rps']:.0f} requests/s, p50 {busy['p50']:.1f} ms, p99 {busy['p99']:.1f} ms, errors {busy['errors']}")
+
+
+if __name__ == "__main__":
+    main()

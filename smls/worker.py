@@ -33,6 +33,7 @@ gunicorn.conf.py refuses to start on a gunicorn outside TESTED_GUNICORN (check_g
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import threading
 import time
@@ -137,6 +138,15 @@ class _Listener:
 QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
 _PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
+_LINGER = 0.002  # seconds a free thread waits on its kept-alive connection for the next request
+
+
+def _next_request_within(conn: Any, seconds: float) -> bool:
+    """Whether the connection has more to read (the next request, or its end) within `seconds`."""
+    if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+        return True  # read ahead already
+    readable, _, _ = select.select([conn.sock], [], [], seconds)
+    return bool(readable)
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """Answer an HTTP request gunicorn could not parse, as {"error": {"status", "code", "message"}}."""
     body = orjson.dumps(error_body(status, protocol_code(status), message or reason))
@@ -156,6 +166,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.client_timeout = settings.client_timeout
         self.max_waiting = settings.queue_size
         self._waiting = 0  # connections queued for the request threads, not yet taken
+        self._handling = 0  # connections a request thread is on
         self._waiting_lock = threading.Lock()
         self._current = threading.local()  # what the request this thread is handling waited
         self._last_beat = 0.0
@@ -210,7 +221,26 @@ class ThreadWorker(gthread.ThreadWorker):
             # A request that arrived whole but waited out SMLS_CLIENT_TIMEOUT in the queue is
             # read (and answered, if only with a 503), not dropped; a slow one still is, soon.
             conn.sock.grant(_PICKUP_GRACE)
-        return super().handle(conn)
+        with self._waiting_lock:
+            self._handling += 1
+        try:
+            result = super().handle(conn)
+            # A client on a kept-alive connection often sends its next request at once (a
+            # loop in a script, a load generator). Waiting a moment for it on this thread
+            # saves handing the socket to the event loop and back to a thread: three thread
+            # wake-ups, about a millisecond per request on a small machine. Only while
+            # nothing is queued and another thread is free, so no one waits for this one.
+            while result is True and not conn.smls_overflow and not conn.is_http2 and self._may_linger() and _next_request_within(conn, _LINGER):
+                self._current.wait, self._current.overflow = 0.0, False
+                result = super().handle(conn)
+            return result
+        finally:
+            with self._waiting_lock:
+                self._handling -= 1
+
+    def _may_linger(self) -> bool:
+        with self._waiting_lock:
+            return self.alive and self._waiting == 0 and self._handling < self.cfg.threads
 
     def load_wsgi(self) -> None:
         """Load the app and put each request's wait for a thread into its environ."""

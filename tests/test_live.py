@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -13,7 +14,7 @@ import pytest
 import requests
 from sentence_transformers import SentenceTransformer
 
-from tests.conftest import GUNICORN, ROOT, free_port, server_env
+from tests.conftest import GUNICORN, ROOT, free_port, server_env, start_server
 
 pytestmark = pytest.mark.live
 
@@ -143,3 +144,43 @@ def test_bad_setting_fails_startup_with_one_clear_line(tmp_path):
     done = run_gunicorn_expecting_failure(tmp_path, SMLS_MAX_MESSAGES="lots")
     assert done.returncode != 0
     assert done.stderr.strip() == "smls: SMLS_MAX_MESSAGES must be an integer, got 'lots'"
+
+
+def test_kept_alive_connections_take_turns_with_a_waiting_thread(tmp_path):
+    """A thread that waits a moment on its connection for the next request (smls.worker) never holds up another client."""
+    server = start_server(tmp_path, workers=1, SMLS_THREADS="2")
+    try:
+        body = b'{"message": "kept alive"}'
+        request = b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        host, port = server.url.removeprefix("http://").split(":")
+        idle = socket.create_connection((host, int(port)), timeout=10)
+        idle_in = idle.makefile("rb")
+        idle.sendall(request)
+        assert _status(idle_in) == 200  # then it stays open and quiet
+        with requests.Session() as busy:
+            started = time.monotonic()
+            for i in range(30):
+                assert busy.post(server.url + "/embed", json={"message": f"turn {i}"}, timeout=10).status_code == 200
+            assert time.monotonic() - started < 30
+        pipelined = socket.create_connection((host, int(port)), timeout=10)
+        pipelined_in = pipelined.makefile("rb")
+        pipelined.sendall(request + request)  # two requests in one write: the second is read ahead
+        assert [_status(pipelined_in), _status(pipelined_in)] == [200, 200]
+        idle.sendall(request)  # the quiet connection went back to the event loop, and still works
+        assert _status(idle_in) == 200
+        for sock in (idle, pipelined):
+            sock.close()
+    finally:
+        server.stop()
+
+
+def _status(stream) -> int:
+    """Read one whole HTTP response (head, then its Content-Length body) from a socket's file; its status."""
+    status = int(stream.readline().split()[1])
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    assert len(stream.read(length)) == length
+    return status
