@@ -430,29 +430,37 @@ def main() -> None:
         for name, r in results.items():
             say(f"| {name} | {r['startup']:.1f} | {r['pss']:.0f} |")
         say()
-        say(f"smls ({backends[0]}) whole-server PSS (master + workers) after a short load, by worker count:")
-        say()
-        say("| workers | PSS MB | vs 1 worker |")
-        say("|---|---|---|")
-        base = None
-        by_workers: dict[int, float] = {}
-        for workers in (1, 2, 4):
-            srv = smls_server(f"smls-{workers}w", workers=workers, SMLS_BACKEND=backends[0])
-            try:
-                srv.start(work / f"mem{workers}.log")
-                load(srv, 1, 8, 1 if args.short else 3, work)
-                pss = srv.pss_mb()
-            finally:
-                srv.stop()
-            base = base or pss
-            by_workers[workers] = pss
-            say(f"| {workers} | {pss:.0f} | {pss / base:.2f}x |")
-        say()
+        by_workers = memory_by_workers(say, backends[0], work, 1 if args.short else 3)
         two_models(say, backends[0], seconds, work, by_workers[2])
         say()
         documents(say, backends[0], work, args.short)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")
+
+
+def memory_by_workers(say: Callable[[str], None], backend: str, work: Path, seconds: float, runs: int = 3) -> dict[int, float]:
+    """Whole-server PSS by worker count, at rest after a load at c=8 (three fresh servers each, interleaved); the medians."""
+    counts = (1, 2, 4)
+    samples: dict[int, list[float]] = {w: [] for w in counts}
+    for _ in range(runs):
+        for workers in counts:
+            srv = smls_server(f"smls-{workers}w", workers=workers, SMLS_BACKEND=backend)
+            try:
+                srv.start(work / f"mem{workers}.log")
+                load(srv, 1, 8, seconds, work)
+                time.sleep(3)  # at rest: a worker gives freed memory back 2 s after its last request (smls.memory)
+                samples[workers].append(srv.pss_mb())
+            finally:
+                srv.stop()
+    medians = {w: statistics.median(v) for w, v in samples.items()}
+    say(f"smls ({backend}) whole-server PSS (master + workers), at rest after {seconds:g} s at c=8; {runs} fresh servers per row, interleaved:")
+    say()
+    say("| workers | PSS MB, median | runs | spread (max - min) | median vs 1 worker |")
+    say("|---|---|---|---|---|")
+    for w in counts:
+        say(f"| {w} | {medians[w]:.0f} | {', '.join(f'{x:.0f}' for x in samples[w])} | {max(samples[w]) - min(samples[w]):.0f} | {medians[w] / medians[1]:.2f}x |")
+    say()
+    return medians
 
 
 def second_model(work: Path) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
-from smls import auth, fields, forms, logs, metrics, outputs
+from smls import auth, fields, forms, logs, memory, metrics, outputs
 from smls.batching import MicroBatcher
 from smls.body import CompleteBody
 from smls.cache import VectorCache
@@ -127,6 +127,8 @@ def warm_up(app: Flask) -> None:
             model.batcher.encode(["warm up"])
         else:
             model.scorer.score("warm up", ["warm up"])
+    memory.trim()
+    state.trimmer.start()
     state.ready.set()
 
 
@@ -158,6 +160,7 @@ def _after(response: Response) -> Response:
         del response.headers["Content-Type"]
     # Routing errors never reach before_request.
     response.headers[logs.REQUEST_ID_HEADER] = g.get("request_id") or logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+    responses.state().trimmer.touch()
     route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
     metrics.REQUESTS.labels(route, request.method, str(response.status_code), g.get("model", "")).inc()
     if "started" in g:

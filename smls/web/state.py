@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import g, has_request_context
 
-from smls import auth, outputs
+from smls import auth, memory, outputs
 from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
@@ -63,6 +63,8 @@ class State:
     description: dict[str, Any]  # the OpenAPI document, built once
     # Set by warm_up in each worker: an Event set in the master would be copied into every fork.
     ready: threading.Event = field(default_factory=threading.Event)
+    # Gives the memory a burst of requests freed back to the system once the worker is quiet.
+    trimmer: memory.Trimmer = field(default_factory=memory.Trimmer)
 
     @property
     def embedders(self) -> list[EmbeddingModel]:

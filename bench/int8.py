@@ -1,0 +1,118 @@
+"""The table the int8 quantiser settings are chosen from: quality against fp32 on two corpora, and speed side by side.
+
+    .venv/bin/python -m bench.int8              # every variant (a few minutes)
+    .venv/bin/python -m bench.int8 current ffn-out-fp32
+
+Each variant is ONNX Runtime's dynamic quantisation of smls's fp32 export with other
+settings. Quality: mean and min cosine to fp32, and top-10 neighbour overlap, on the demo
+corpus and on 2,000 sentences of the standard library's docstrings (bench/corpora.py),
+which nothing was tuned on. Speed: sentences/s with the server's layout (two streams of
+one thread), batch 1 and 8, three rounds interleaved with fp32, as ratios to fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = {
+    "current": {"reduce_range": True},
+    "no-reduce-range": {"reduce_range": False},
+    "u8-weights": {"reduce_range": False, "weight_type": "QUInt8"},
+    "matmul-only": {"reduce_range": True, "op_types_to_quantize": ["MatMul"]},
+    "ffn-out-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out"},
+    "ffn-out-fp32-layers-0-2": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2"},
+    "last-layer-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "layer:5"},
+}
+
+
+def quantize(fp32: Path, target: Path, settings: dict) -> None:
+    """One variant of dynamic int8 quantisation of the fp32 file."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    matmuls = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "MatMul"]
+    exclude: list[str] = []
+    rule = settings.get("exclude", "")
+    if rule.startswith("ffn-out"):
+        layers = rule.partition(":")[2]
+        wanted = [f"layer.{n}/" for n in layers.split(",")] if layers else ["layer."]
+        exclude = [m for m in matmuls if "/output/dense" in m and "attention" not in m and any(w in m for w in wanted)]
+    elif rule.startswith("layer:"):
+        exclude = [m for m in matmuls if f"layer.{rule.partition(':')[2]}/" in m]
+    logging.getLogger().disabled = True  # it logs advice to the root logger
+    quantize_dynamic(str(fp32), str(target), weight_type=getattr(QuantType, settings.get("weight_type", "QInt8")), per_channel=True,
+                     reduce_range=settings["reduce_range"], op_types_to_quantize=settings.get("op_types_to_quantize"), nodes_to_exclude=exclude)
+
+
+def quality(vectors: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    """Mean cosine, min cosine and top-10 neighbour overlap against the reference (both unit rows)."""
+    cos = (vectors * reference).sum(axis=1)
+    ref_nn = np.argsort(-(reference @ reference.T), axis=1)[:, 1:11]
+    nn = np.argsort(-(vectors @ vectors.T), axis=1)[:, 1:11]
+    return float(cos.mean()), float(cos.min()), float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_nn, nn, strict=True)]))
+
+
+def rate(enc, texts: list[str], batch: int, seconds: float = 3.0) -> float:
+    """Sentences/s of two threads, each running passes of `batch` sentences (two streams of one thread, as a server worker)."""
+    enc.set_streams(2)
+    counts = [0, 0]
+    start = time.perf_counter()
+
+    def work(k: int) -> None:
+        i = k * 97
+        while time.perf_counter() - start < seconds:
+            enc.run([texts[(i + j) % len(texts)] for j in range(batch)])
+            i, counts[k] = i + batch, counts[k] + batch
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def main(names: list[str]) -> None:
+    import smls
+    from bench.corpora import demo, stdlib
+
+    base = smls.build_encoder(model=str(smls.ml_services.get("SentenceEncoder").path), backend="onnx", threads=1)
+    std = stdlib()
+    corpora = {"demo": demo(), "stdlib": std[:: max(1, len(std) // 2000)][:2000]}
+    reference = {k: base.run(v, normalize=True) for k, v in corpora.items()}
+    encoders = {"fp32": base}
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            target = Path(tmp) / f"{name}.onnx"
+            quantize(base.onnx_path, target, VARIANTS[name])
+            enc = smls.build_encoder(model=str(base.path), backend="onnx", threads=1)
+            enc.onnx_path, enc._session, enc._shared = target, None, False
+            encoders[name] = enc
+            rows[name] = {k: quality(enc.run(v, normalize=True), reference[k]) for k, v in corpora.items()}
+        speeds: dict[str, dict[int, list[float]]] = {n: {1: [], 8: []} for n in encoders}
+        for batch in (1, 8):
+            for _ in range(3):
+                fp32 = rate(base, corpora["demo"], batch)
+                for name, enc in encoders.items():
+                    if name != "fp32":
+                        speeds[name][batch].append(rate(enc, corpora["demo"], batch) / fp32)
+    print("| variant | demo: mean cos | min cos | top-10 | stdlib: mean cos | min cos | top-10 | speed vs fp32, batch 1 | batch 8 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        d, s = rows[name]["demo"], rows[name]["stdlib"]
+        sp = speeds[name]
+        print(f"| {name} | {d[0]:.4f} | {d[1]:.4f} | {d[2]:.3f} | {s[0]:.4f} | {s[1]:.4f} | {s[2]:.3f} | "
+              f"{statistics.median(sp[1]):.2f}x | {statistics.median(sp[8]):.2f}x |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(VARIANTS))

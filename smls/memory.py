@@ -1,0 +1,61 @@
+"""Giving freed memory back to the system, so that workers stay small and PSS measures what is really in use.
+
+glibc's malloc keeps memory freed by a request (tokens, activations, response buffers)
+in its arenas, one per thread that allocated, for reuse; a worker that served a burst
+keeps a burst's worth of private pages long after. `malloc_trim(0)` hands free pages
+back. A worker calls it after warm-up, and then, from a background thread, a few
+seconds after it last served something.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+
+log = logging.getLogger("smls")
+
+_libc: ctypes.CDLL | None
+try:
+    # glibc's own name; ctypes.util.find_library would run ldconfig in a subprocess.
+    _libc = ctypes.CDLL("libc.so.6")
+    _libc.malloc_trim  # noqa: B018  (not glibc: no trimming)
+except (OSError, AttributeError):
+    _libc = None
+
+
+def trim() -> bool:
+    """Return free heap pages to the system (glibc's malloc_trim); False where there is no glibc."""
+    if _libc is None:
+        return False
+    return bool(_libc.malloc_trim(0))
+
+
+class Trimmer:
+    """A daemon thread that trims once the worker has been quiet for `quiet` seconds after serving something."""
+
+    def __init__(self, quiet: float = 2.0) -> None:
+        self.quiet = quiet
+        self._last = 0.0  # monotonic time of the last activity not yet trimmed after; 0: nothing to trim
+        self._thread: threading.Thread | None = None
+
+    def touch(self) -> None:
+        """Note that a request was served (cheap: called for every request)."""
+        self._last = time.monotonic()
+
+    def start(self) -> None:
+        """Start the thread (in the worker process, after fork)."""
+        if _libc is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="smls-trim", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.quiet)
+            last = self._last
+            if last and time.monotonic() - last >= self.quiet:
+                if self._last == last:  # (a request that came meanwhile is trimmed after next time)
+                    self._last = 0.0
+                trim()
