@@ -28,6 +28,7 @@ VARIANTS = {
     "u8-weights": {"reduce_range": False, "weight_type": "QUInt8"},
     "matmul-only": {"reduce_range": True, "op_types_to_quantize": ["MatMul"]},
     "ffn-out-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out"},
+    "ffn-out-fp32-layers-0-4": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2,3,4"},
     "ffn-out-fp32-layers-0-2": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2"},
     "last-layer-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "layer:5"},
 }
