@@ -100,7 +100,8 @@ class Settings:
     backend: str = "onnx"
     # SMLS_DEVICE: torch device for inference ("cpu", "cuda", "cuda:1", "mps").
     device: str = "cpu"
-    # SMLS_BATCH_SIZE: sentences per forward pass when a request carries many. Small, because
+    # SMLS_BATCH_SIZE: sentences per forward pass when a request carries many, and per piece of a
+    # document (smls.batching). Small, because
     # real sentences vary in length and padding to the longest costs more than a pass saves
     # (measured on the demo text: 255 sentences/s at 4 per pass, 106 at 32).
     batch_size: int = 8
