@@ -9,11 +9,12 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from smls import documents
 from smls.config import Settings, cpu_count
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import SentenceEncoder, encoder_for
 from smls.errors import SmlsError
+from smls.library import Library
+from smls.store import open_store
 
 
 def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = False, progress: bool = True, model: str | None = None) -> int:
@@ -21,7 +22,8 @@ def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = Fals
 
     Returns the number that failed.
     """
-    ids = doc_ids or documents.list_documents(settings.data_dir)
+    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
+    ids = doc_ids or [entry.doc_id for entry in library.listing()]
     if not ids:
         print(f"no documents in {settings.data_dir}", file=sys.stderr)
         return 0
@@ -29,7 +31,7 @@ def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = Fals
     failed = 0
     for doc_id in ids:
         try:
-            doc = documents.load_document(settings.data_dir, doc_id)
+            doc = library.load(doc_id)
             if embedder.is_cached(doc, normalize):
                 print(f"{doc_id}: {len(doc.sentences)} sentences, already cached")
                 continue

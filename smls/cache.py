@@ -8,16 +8,13 @@ one writes; writes are single-row upserts, so racing workers cannot corrupt an e
 
 from __future__ import annotations
 
-import logging
-import os
-import sqlite3
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("smls")
+from smls.store.sqlite import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -28,53 +25,22 @@ CREATE TABLE IF NOT EXISTS chunks (
     key TEXT NOT NULL, chunk INTEGER NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (key, chunk)
 );
+-- The version of each document the search index holds, per model: a new id for every
+-- version, so an index's labels (id << 32 | sentence) never name two sentences.
+CREATE TABLE IF NOT EXISTS published (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, doc_id TEXT NOT NULL,
+    key TEXT NOT NULL, count INTEGER NOT NULL, UNIQUE (model, doc_id)
+);
 """
 
 
 class VectorCache:
-    """Chunks of float32 vectors by (key, chunk number) in one SQLite file."""
+    """Chunks of float32 vectors by (key, chunk number) in one SQLite file, and which entries the search index holds."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-
-    def _db(self) -> sqlite3.Connection:
-        # One connection per thread and per process: never reuse one across a fork.
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and not self.path.exists():  # deleted under us: start a fresh file
-            conn.close()
-            conn = None
-        if conn is None or self._local.pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
-
-    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Execute one statement; a corrupt or vanished file is moved aside and rebuilt once."""
-        for attempt in (1, 2):
-            try:
-                return self._db().execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as exc:
-                if attempt == 2 or isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    raise
-                log.warning("document cache %s is unusable (%s); starting a new one", self.path, exc)
-                self._reset()
-        raise AssertionError("unreachable")
-
-    def _reset(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                Path(f"{self.path}{suffix}").rename(f"{self.path}{suffix}.broken-{os.getpid()}-{int(time.time())}")
-            except FileNotFoundError:
-                pass
+        self.db = SqliteFile(path, _SCHEMA, rebuild=True)
+        self._run = self.db.run
 
     def begin(self, key: str, doc_id: str, model: str, count: int, dimension: int) -> None:
         """Record an entry about to be filled, and drop older versions of the same document and model."""
@@ -120,3 +86,34 @@ class VectorCache:
         """Sentence count of the newest complete entry for doc_id, if any (cheap, for listings)."""
         rows = self._run("SELECT count FROM entries WHERE doc_id = ? AND complete = 1 ORDER BY updated DESC LIMIT 1", (doc_id,))
         return rows[0][0] if rows else None
+
+    def vectors(self, key: str, dimension: int) -> Iterator[np.ndarray]:
+        """Every stored chunk of `key`, in order."""
+        for (number,) in self._run("SELECT chunk FROM chunks WHERE key = ? ORDER BY chunk", (key,)):
+            chunk = self.get(key, number, dimension)
+            if chunk is not None:
+                yield chunk
+
+    def publish(self, model: str, doc_id: str, key: str, count: int) -> None:
+        """Record that the search index of `model` should hold entry `key` as doc_id (replacing an older version)."""
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT key FROM published WHERE model = ? AND doc_id = ?", (model, doc_id)).fetchone()
+            if row and row[0] == key:
+                return
+            conn.execute("DELETE FROM published WHERE model = ? AND doc_id = ?", (model, doc_id))
+            conn.execute("INSERT INTO published (model, doc_id, key, count) VALUES (?, ?, ?, ?)", (model, doc_id, key, count))
+
+    def published(self, model: str) -> dict[int, tuple[str, str, int]]:
+        """What the search index of `model` should hold: id -> (doc_id, key, count)."""
+        return {row[0]: (row[1], row[2], row[3]) for row in self._run("SELECT id, doc_id, key, count FROM published WHERE model = ?", (model,))}
+
+    def unpublish(self, model: str, doc_id: str) -> None:
+        """Take doc_id out of the search index of `model` (its vectors stay cached)."""
+        self._run("DELETE FROM published WHERE model = ? AND doc_id = ?", (model, doc_id))
+
+    def drop(self, doc_id: str) -> None:
+        """Forget every vector of doc_id, for every model, and take it out of every search index."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM chunks WHERE key IN (SELECT key FROM entries WHERE doc_id = ?)", (doc_id,))
+            conn.execute("DELETE FROM entries WHERE doc_id = ?", (doc_id,))
+            conn.execute("DELETE FROM published WHERE doc_id = ?", (doc_id,))

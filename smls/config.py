@@ -90,6 +90,11 @@ class Settings:
     data_dir: Path = Path("data")
     # SMLS_CACHE_DIR: where computed document embeddings are kept (an SQLite file).
     cache_dir: Path = Path(".cache/smls")
+    # SMLS_STORE: where uploaded documents (PUT /documents/<id>) are kept: an SQLite file's
+    # path or sqlite:///path. Unset: <SMLS_DATA_DIR>/documents.sqlite3.
+    store: str | None = None
+    # SMLS_MAX_UPLOAD_BYTES: largest document upload accepted (PUT /documents/<id>; 413 above it).
+    max_upload_bytes: int = 64 * 1024 * 1024
     # SMLS_DOC_BATCH: sentences of a document encoded, cached and streamed out at a time.
     doc_batch: int = 256
     # SMLS_SEARCH_MAX_K: the largest k accepted by /documents/<id>/search.
@@ -160,7 +165,7 @@ class Settings:
     access_log_format: str = "text"
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "workers", "timeout"):
+        for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "max_upload_bytes", "workers", "timeout"):
             if getattr(self, name) < 1:
                 raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:
@@ -189,6 +194,8 @@ class Settings:
                 raise StartupError(f"SMLS_DEFAULT_MODEL={self.default_model!r} is not in SMLS_MODELS ({', '.join(names)})")
         elif self.default_model is not None:
             raise StartupError("SMLS_DEFAULT_MODEL needs SMLS_MODELS (it names one of its entries)")
+        if self.store is not None and "://" in self.store and not self.store.startswith("sqlite://"):
+            raise StartupError(f"SMLS_STORE must be an SQLite file's path or sqlite:///path, got {self.store.split('://')[0]}://...")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
 

@@ -54,7 +54,16 @@ class DocumentEmbedder:
 
     def key(self, doc: Document, normalize: bool = False) -> str:
         """The cache key: both files' contents, the model and the options."""
-        return hashlib.sha256(f"{doc.digest}\0{self._model_key(normalize)}".encode()).hexdigest()
+        return self.key_for(doc.digest, normalize)
+
+    def key_for(self, digest: str, normalize: bool = False) -> str:
+        """The cache key of a document with this digest."""
+        return hashlib.sha256(f"{digest}\0{self._model_key(normalize)}".encode()).hexdigest()
+
+    @property
+    def index_name(self) -> str:
+        """The model as the search index knows it: its vectors, whatever the options they were cached with."""
+        return f"{self.encoder.name}:{self.encoder.fingerprint}"
 
     def is_cached(self, doc: Document, normalize: bool = False) -> bool:
         """Whether every vector of doc is in the cache (a request would run no inference)."""
@@ -91,6 +100,7 @@ class DocumentEmbedder:
                 job.cancel()
         if not complete:
             self.cache.finish(key)
+            self.cache.publish(self.index_name, doc.doc_id, key, len(doc.sentences))  # search across documents finds it now
 
     def _submit(self, doc: Document, start: int, count: int) -> BulkJob:
         return self.batcher.submit_bulk([s.text for s in doc.sentences[start : start + count]])

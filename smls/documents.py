@@ -110,16 +110,48 @@ def count_sentences(data_dir: Path, doc_id: str) -> int | None:
 
 
 def load_document(data_dir: Path, doc_id: str) -> Document:
-    """Read, validate and join one document; DocumentNotFound or InvalidDocument on failure."""
+    """Read, validate and join one document from the data folder; DocumentNotFound or InvalidDocument on failure."""
     texts_path, pages_path = document_paths(data_dir, doc_id)
-    texts_bytes, pages_bytes = _read(texts_path, doc_id), _read(pages_path, doc_id)
-    pages = parse_pages(pages_bytes, pages_path.name)
-    sentences = parse_texts(texts_bytes, texts_path.name, pages)
-    digest = hashlib.sha256()
-    for part in (b"texts", texts_bytes, b"pages", pages_bytes):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return Document(doc_id, sentences, digest.hexdigest())
+    return parse_document(doc_id, _read(texts_path, doc_id), _read(pages_path, doc_id))
+
+
+def parse_document(doc_id: str, texts: bytes, pages: bytes) -> Document:
+    """Validate and join a document's two files, however they came (the data folder or an upload); InvalidDocument names the file."""
+    by_id = parse_pages(pages, f"pages_{doc_id}.csv")
+    return Document(doc_id, parse_texts(texts, f"texts_{doc_id}.json", by_id), digest(texts, pages))
+
+
+def digest(texts: bytes, pages: bytes) -> str:
+    """The digest of a document's two files: any change to either changes it."""
+    hashed = hashlib.sha256()
+    for part in (b"texts", texts, b"pages", pages):
+        hashed.update(len(part).to_bytes(8, "big"))
+        hashed.update(part)
+    return hashed.hexdigest()
+
+
+_digests: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def file_digest(data_dir: Path, doc_id: str) -> str:
+    """The digest of a document in the data folder, memoised by both files' size and time (DocumentNotFound if one is gone)."""
+    texts_path, pages_path = document_paths(data_dir, doc_id)
+    try:
+        a, b = texts_path.stat(), pages_path.stat()
+    except FileNotFoundError:
+        raise DocumentNotFound(f"no document {doc_id!r} in the data folder") from None
+    stamp = (a.st_mtime_ns, a.st_size, b.st_mtime_ns, b.st_size)
+    memo = _digests.get(str(texts_path))
+    if memo and memo[0] == stamp:
+        return memo[1]
+    value = digest(_read(texts_path, doc_id), _read(pages_path, doc_id))
+    _digests[str(texts_path)] = (stamp, value)
+    return value
+
+
+def has_files(data_dir: Path, doc_id: str) -> bool:
+    """Whether either file of doc_id is in the data folder."""
+    return any(path.exists() for path in document_paths(data_dir, doc_id))
 
 
 def _read(path: Path, doc_id: str) -> bytes:

@@ -139,6 +139,13 @@ class DocumentNotFound(SmlsError):
     code = "document_not_found"
 
 
+class DocumentConflict(SmlsError):
+    """An upload or delete aimed at a document that lives as files in the data folder."""
+
+    status = 409
+    code = "document_conflict"
+
+
 class InvalidDocument(SmlsError):
     """A document's files exist but are malformed; the message names the file and the item or row."""
 

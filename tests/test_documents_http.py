@@ -100,8 +100,8 @@ def test_corrupt_cache_file_is_rebuilt(client, data, settings):
     get_doc(client)
     cache_file = settings.cache_dir / "documents.sqlite3"
     app_cache = client.application.extensions["smls"].embedders[0].documents.cache
-    app_cache._local.conn.close()
-    app_cache._local.conn = None
+    app_cache.db._local.conn.close()
+    app_cache.db._local.conn = None
     for suffix in ("-wal", "-shm"):
         (settings.cache_dir / f"documents.sqlite3{suffix}").unlink(missing_ok=True)
     cache_file.write_bytes(b"this is not a database" * 100)
@@ -124,7 +124,7 @@ def test_deleted_cache_file_is_recreated(client, data, settings):
 def test_list_documents(client, data, settings):
     write(settings.data_dir, "second", texts=TEXTS[:1])
     body = orjson.loads(client.get("/documents").data)
-    assert body == {"documents": [{"id": "doc", "sentences": 4}, {"id": "second", "sentences": 1}]}
+    assert body == {"documents": [{"id": "doc", "source": "files", "sentences": 4}, {"id": "second", "source": "files", "sentences": 1}]}
     assert orjson.loads(client.get("/documents/").data) == body
 
 

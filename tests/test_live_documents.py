@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,92 @@ def test_search_on_the_big_document_uses_the_cache(big_server):
     assert r.status_code == 200
     results = r.json()["results"]
     assert len(results) == 5 and all(len(h["pages"]) == 1 for h in results)
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("uploads")
+    write_document(tmp / "data", "files", 300, seed=5)
+    env = {"SMLS_DATA_DIR": str(tmp / "data"), "SMLS_CACHE_DIR": str(tmp / "cache")}
+    server = start_server(tmp, workers=2, **env)
+    yield server, tmp, env
+    server.stop()
+
+
+VOLCANO = {
+    "texts": [
+        {"text": "Molten lava poured down the side of the volcano.", "pages": ["p1"]},
+        {"text": "The committee approved the annual budget.", "pages": ["p2"]},
+    ],
+    "pages": [{"id": "p1", "page_number": 1}, {"id": "p2", "page_number": 2}],
+}
+
+
+def answering_pids(server: LiveServer, since: int) -> set[str]:
+    """The worker pids of the access log's lines after the first `since`."""
+    return {line.split()[0] for line in server.access_log.read_text().splitlines()[since:]}
+
+
+def test_an_upload_through_one_worker_is_found_by_every_worker(two_workers):
+    server, _, _ = two_workers
+    files = {"texts": ("t.json", json.dumps(VOLCANO["texts"])), "pages": ("p.csv", "id,page_number\np1,1\np2,2\n")}
+    r = requests.put(server.url + "/documents/volcano", files=files, timeout=60)
+    assert r.status_code == 201, r.text
+    requests.get(server.url + "/search", params={"q": "warm up"}, timeout=300)  # the 300-sentence file document, computed once
+    lines = len(server.access_log.read_text().splitlines())
+    found = everywhere(server, {"q": "lava from a volcano", "k": 2})
+    assert {(h[0]["doc_id"], h[0]["index"], h[0]["pages"][0]["number"]) for h in found} == {("volcano", 0, 1)}
+    time.sleep(0.5)  # the access log is written after the response
+    assert len(answering_pids(server, lines)) == 2, "one worker answered every search"
+    # Replaced through one worker: no worker finds the old text any more.
+    r = requests.put(server.url + "/documents/volcano", json={"texts": VOLCANO["texts"][1:], "pages": VOLCANO["pages"]}, timeout=60)
+    assert r.status_code == 200
+    found = everywhere(server, {"q": "lava", "k": 5, "doc": "volcano"})
+    assert {tuple(h["text"] for h in hits) for hits in found} == {("The committee approved the annual budget.",)}
+    assert requests.delete(server.url + "/documents/volcano", timeout=60).json() == {"doc_id": "volcano", "deleted": True}
+    assert {h["doc_id"] for hits in everywhere(server, {"q": "lava", "k": 5}) for h in hits} == {"files"}
+
+
+def everywhere(server: LiveServer, params: dict) -> list[list[dict]]:
+    """The results of 24 concurrent searches on fresh connections (so both workers answer some)."""
+
+    def one(_: int) -> list[dict]:
+        r = requests.get(server.url + "/search", params=params, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()["results"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, range(24)))
+
+
+def test_a_cut_off_upload_leaves_the_old_version_whole(two_workers):
+    import socket
+
+    server, _, _ = two_workers
+    assert requests.put(server.url + "/documents/keep", json=VOLCANO, timeout=60).status_code == 201
+    body = json.dumps({"texts": VOLCANO["texts"][:1], "pages": VOLCANO["pages"]}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"PUT /documents/keep HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-20])
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(30)
+        answer = b""
+        while not answer.endswith(b"}") and (more := s.recv(65536)):
+            answer += more
+    assert b" 400 " in answer.split(b"\r\n")[0] and b"incomplete_body" in answer
+    doc = requests.get(server.url + "/documents/keep", timeout=60).json()
+    assert [s["text"] for s in doc["sentences"]] == [t["text"] for t in VOLCANO["texts"]]
+
+
+def test_the_search_index_is_loaded_after_a_restart(two_workers, tmp_path):
+    server, tmp, env = two_workers
+    hits = requests.get(server.url + "/search", params={"q": "a sentence", "k": 3}, timeout=300).json()["results"]
+    time.sleep(2.5)  # the index is saved a second after its last change
+    saved = list((tmp / "cache" / "index").glob("*.hnsw"))
+    assert saved, "no index file was written"
+    again = start_server(tmp_path, workers=1, **env)
+    try:
+        assert requests.get(again.url + "/search", params={"q": "a sentence", "k": 3}, timeout=60).json()["results"] == hits
+        assert "rebuilding" not in again.error_log.read_text()
+    finally:
+        again.stop()

@@ -26,6 +26,10 @@ from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Budget, Encoder, PairScorer, load_model
 from smls.errors import Overloaded, StartupError
+from smls.index import SearchIndex
+from smls.library import Library
+from smls.search import CrossSearch
+from smls.store import open_store
 from smls.web import documents, embed, openai, ops, rerank, responses
 from smls.web.endpoints import BY_ENDPOINT
 from smls.web.errors import error_response
@@ -61,12 +65,14 @@ def create_app(
     # "/documents//demo" is a 404 in JSON, not a 308 redirect with an HTML body.
     app.url_map.merge_slashes = False
     # Forms are parsed by smls.forms (strict UTF-8), so werkzeug's form limits play no part.
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
-    app.wsgi_app = CompleteBody(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
-    served = _serve(models, settings)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)  # uploads: SMLS_MAX_UPLOAD_BYTES, set in _before
+    app.wsgi_app = CompleteBody(app.wsgi_app, max(settings.max_body_bytes, settings.max_upload_bytes))  # type: ignore[method-assign]
+    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
+    served = _serve(models, settings, library)
     default = settings.default_model if settings.default_model in served else next(m.name for m in served.values() if isinstance(m, EmbeddingModel))
     app.extensions["smls"] = State(
         settings=settings,
+        library=library,
         models=served,
         default=default,
         keys=auth.KeyRing(settings.api_key, settings.api_key_file),
@@ -80,7 +86,7 @@ def create_app(
     return app
 
 
-def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings) -> dict[str, Served]:
+def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings, library: Library) -> dict[str, Served]:
     """Each model with what serving it takes: embedding models get a batch queue, document vectors and int8 ranges.
 
     Every model may run its own passes, but all of them together hold at most the worker's
@@ -113,7 +119,11 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings) -> di
             on_batch=hooks.batch_size,
         )
         documents_ = DocumentEmbedder(batcher, encoder, cache, settings.doc_batch, settings.request_timeout)
-        served[name] = EmbeddingModel(name, encoder, batcher, documents_, outputs.Calibration(encoder, settings.cache_dir))
+        # Loaded here, in the master: the workers share its pages until they change them.
+        index = SearchIndex(cache, documents_.index_name, encoder.dimension, settings.cache_dir / "index")
+        index.load()
+        search = CrossSearch(library, documents_, index, settings.request_timeout)
+        served[name] = EmbeddingModel(name, encoder, batcher, documents_, search, outputs.Calibration(encoder, settings.cache_dir))
     if not any(isinstance(m, EmbeddingModel) for m in served.values()):
         raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")
     return served
@@ -142,6 +152,8 @@ def _before() -> None:
         state.keys.check(request.headers.get("Authorization"))
     if endpoint is None:
         return  # no such route: the error handler answers 404 or 405
+    if endpoint.upload:
+        request.max_content_length = state.settings.max_upload_bytes
     # Health, readiness and metrics are cheap and still answered: a flood should not make a
     # load balancer or an orchestrator think the server is dead.
     if endpoint.model:

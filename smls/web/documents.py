@@ -1,4 +1,4 @@
-"""GET /documents, /documents/<id> (streamed, cached) and /documents/<id>/search."""
+"""/documents: list, get (streamed, cached), upload, delete, search one; /search: across every document."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import orjson
 from flask import Blueprint, Response, request
 
-from smls import documents, fields, metrics, outputs
-from smls.errors import InvalidInput, InvalidOption
+from smls import documents, fields, forms, metrics, outputs, parsing, uploads
+from smls.errors import InvalidInput, InvalidOption, MissingMessage, UnsupportedMediaType
+from smls.web.embed import check_charset
 from smls.web.endpoints import MODEL_OPTIONS, register
 from smls.web.responses import json_response, state
 
@@ -18,10 +19,58 @@ blueprint = Blueprint("documents", __name__)
 
 
 def list_documents() -> Response:
-    """The documents in the data folder with their sentence counts."""
-    data_dir = state().settings.data_dir
-    ids = documents.list_documents(data_dir)
-    return json_response({"documents": [{"id": i, "sentences": documents.count_sentences(data_dir, i)} for i in ids]})
+    """Every document with where it lives and its sentence count."""
+    return json_response({"documents": [{"id": e.doc_id, "source": e.source, "sentences": e.sentences} for e in state().library.listing()]})
+
+
+def put_document(doc_id: str) -> Response:
+    """Store an uploaded document (validated whole, replaced atomically); with compute=true, fill its vectors before answering."""
+    app = state()
+    documents.check_doc_id(doc_id)
+    compute = parsing.parse_bool("compute", request.args.get("compute", "false"))
+    model = app.embedding(request.args.get("model"))
+    texts, pages = _read_upload()
+    before = app.library.store.summary(doc_id)
+    doc, replaced = app.library.put(doc_id, texts, pages)
+    if before is not None and before[0] != doc.digest:
+        model.documents.cache.drop(doc_id)  # the old version's vectors, for every model; searches stop finding it
+    if compute:
+        for _ in model.documents.fill(doc):
+            pass
+    summary = {
+        "doc_id": doc_id,
+        "source": "upload",
+        "sentences": len(doc.sentences),
+        "pages": len({p.id for s in doc.sentences for p in s.pages}),
+        "digest": doc.digest,
+        "replaced": replaced,
+        "computed": model.documents.is_cached(doc),
+        "model": model.name,
+    }
+    return json_response(summary, 200 if replaced else 201)
+
+
+def delete_document(doc_id: str) -> Response:
+    """Remove an uploaded document and every vector computed from it."""
+    app = state()
+    app.library.delete(doc_id)
+    app.embedders[0].documents.cache.drop(doc_id)  # one cache holds every model's vectors
+    return json_response({"doc_id": doc_id, "deleted": True})
+
+
+def _read_upload() -> tuple[bytes, bytes]:
+    """The two files of an upload, from multipart parts texts and pages or a JSON body."""
+    check_charset()
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        parts = forms.parse_multipart(request.get_data(cache=False), request.mimetype_params.get("boundary", ""), 8)
+        return uploads.from_parts(parts)
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        body = parsing.json_object(parsing.parse_json_body(request.get_data(cache=False)), uploads.EXAMPLE)
+        return uploads.from_json(body)
+    if not mimetype and not request.content_length:
+        raise MissingMessage("empty request; send the document as -F texts=@texts.json -F pages=@pages.csv, or as JSON " + uploads.EXAMPLE)
+    raise UnsupportedMediaType(f"content type {mimetype or 'none'!r} is not supported here; send multipart/form-data or application/json")
 
 
 def get_document(doc_id: str) -> Response:
@@ -30,7 +79,7 @@ def get_document(doc_id: str) -> Response:
     model = app.embedding(request.args.get("model"))
     query = list(request.args.items(multi=True))
     options = outputs.OutputOptions(**fields.collect([("query string", query, MODEL_OPTIONS)], outputs.OutputOptions.parsers(model.encoder.dimension)))
-    doc = documents.load_document(app.settings.data_dir, doc_id)
+    doc = app.library.load(doc_id)
     # The cache holds full-length vectors, raw or unit-length; a cut is normalised after
     # cutting, so it starts from the raw ones.
     cached_normalized = options.normalize and options.dimensions is None
@@ -52,13 +101,10 @@ def get_document(doc_id: str) -> Response:
 def search_document(doc_id: str) -> Response:
     """The k sentences of a document most similar to q, best first."""
     app = state()
-    query = request.args.get("q", "")
-    if not query.strip():
-        what = "missing" if "q" not in request.args else "empty" if not query else "only whitespace"
-        raise InvalidInput(f"the query parameter q is {what}: /documents/<id>/search?q=text&k=5", code="missing_query")
+    query = _query("/documents/<id>/search?q=text&k=5")
     k = _int_option("k", request.args.get("k", "5"), 1, app.settings.search_max_k)
     model = app.embedding(request.args.get("model"))
-    doc = documents.load_document(app.settings.data_dir, doc_id)
+    doc = app.library.load(doc_id)
     hits = model.documents.search(doc, query, k)
     return json_response(
         {
@@ -69,6 +115,32 @@ def search_document(doc_id: str) -> Response:
             "results": [{"score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])} for hit in hits],
         }
     )
+
+
+def search_all() -> Response:
+    """The k sentences most similar to q over every document (or those doc= names, comma-separated), best first."""
+    app = state()
+    query = _query("/search?q=text&k=10")
+    k = _int_option("k", request.args.get("k", "10"), 1, app.settings.search_max_k)
+    doc_ids = None
+    if "doc" in request.args:
+        doc_ids = list(dict.fromkeys(d.strip() for d in request.args["doc"].split(",") if d.strip()))
+        if not doc_ids:
+            raise InvalidOption("option 'doc' names no document; send doc=id or doc=id1,id2")
+        for doc_id in doc_ids:
+            documents.check_doc_id(doc_id)
+    model = app.embedding(request.args.get("model"))
+    found = model.search.search(query, k, doc_ids)
+    return json_response({"model": model.name, "query": query, "k": k, "results": found.hits, "skipped": found.skipped})
+
+
+def _query(example: str) -> str:
+    """The q parameter, or InvalidInput saying what is wrong with it."""
+    query = request.args.get("q", "")
+    if not query.strip():
+        what = "missing" if "q" not in request.args else "empty" if not query else "only whitespace"
+        raise InvalidInput(f"the query parameter q is {what}: {example}", code="missing_query")
+    return query
 
 
 def _stream_document(
@@ -103,4 +175,14 @@ def _int_option(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-register(blueprint, {"list_documents": list_documents, "get_document": get_document, "search_document": search_document})
+register(
+    blueprint,
+    {
+        "list_documents": list_documents,
+        "get_document": get_document,
+        "put_document": put_document,
+        "delete_document": delete_document,
+        "search_document": search_document,
+        "search_all": search_all,
+    },
+)

@@ -31,6 +31,7 @@ class Endpoint:
     query: frozenset[str] = frozenset()  # any other query parameter is refused
     model: bool = False  # runs the model: shed first when requests queue up
     public: bool = False  # answered without an API key
+    upload: bool = False  # takes a document: its body may reach SMLS_MAX_UPLOAD_BYTES, not SMLS_MAX_BODY_BYTES
 
     @property
     def endpoint(self) -> str:
@@ -54,9 +55,12 @@ ENDPOINTS = (
     Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True),
     Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True),
     Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True),
-    Endpoint("GET", "/documents", "documents", "list_documents", "the documents in the data folder"),
+    Endpoint("GET", "/documents", "documents", "list_documents", "the documents: uploaded ones and files in the data folder"),
     Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True),
+    Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True),
+    Endpoint("DELETE", "/documents/<doc_id>", "documents", "delete_document", "remove an uploaded document and its vectors"),
     Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k", "model"}), model=True),
+    Endpoint("GET", "/search", "documents", "search_all", "the k sentences most similar to q across every document (or those named by doc)", query=frozenset({"q", "k", "doc", "model"}), model=True),
     Endpoint("GET", "/metrics", "ops", "metrics_page", "Prometheus metrics, summed over all workers"),
     Endpoint("GET", "/openapi.json", "ops", "openapi_json", "the OpenAPI 3.1 description"),
     Endpoint("GET", "/docs", "ops", "docs", "API docs in the browser (Swagger UI, served locally)", public=True),

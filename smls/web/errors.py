@@ -8,6 +8,7 @@ from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
 from smls.errors import SmlsError, error_body, routing_code
+from smls.web.endpoints import BY_ENDPOINT
 from smls.web.responses import json_response
 
 log = logging.getLogger("smls")
@@ -39,5 +40,7 @@ def _http_message(status: int, exc: HTTPException) -> str:
         allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))  # a set: sorted, so the text is stable
         return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
     if status == 413:
-        return f"the request body is larger than {request.max_content_length} bytes (SMLS_MAX_BODY_BYTES)"
+        endpoint = BY_ENDPOINT.get(request.endpoint or "")
+        setting = "SMLS_MAX_UPLOAD_BYTES" if endpoint and endpoint.upload else "SMLS_MAX_BODY_BYTES"
+        return f"the request body is larger than {request.max_content_length} bytes ({setting})"
     return str(exc.description or exc.name)

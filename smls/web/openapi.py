@@ -95,6 +95,7 @@ def _errors(*statuses: int, openai: bool = False) -> dict[str, Any]:
         408: "the body did not arrive within SMLS_CLIENT_TIMEOUT",
         413: "body or message count over the limit",
         415: "unsupported content type or charset",
+        409: "the document is a pair of files in the data folder (change it there)",
         422: "the document's files are malformed",
         503: "overloaded or past the deadline; retry after Retry-After seconds",
     }
@@ -201,7 +202,33 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
                 "get": {
                     "parameters": [_doc_id(), *option_params],
                     "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
-                }
+                },
+                "put": {
+                    "parameters": [
+                        _doc_id(),
+                        _query("compute", {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"], "default": "false"}, "fill the vectors before answering"),
+                        _query("model", model_choice, model_about + " (the model compute=true uses)"),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {"schema": _UPLOAD_FORM},
+                            "application/json": {"schema": _UPLOAD_JSON},
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_ref("Upload"), "replaced an uploaded document"),
+                        "201": _json(_ref("Upload"), "stored a new document"),
+                        **_errors(400, 404, 408, 409, 413, 415, 422, 503),
+                    },
+                },
+                "delete": {
+                    "parameters": [_doc_id()],
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["doc_id", "deleted"], "properties": {"doc_id": {"type": "string"}, "deleted": {"const": True}}}, "deleted"),
+                        **_errors(400, 404, 409),
+                    },
+                },
             },
             "/documents/{doc_id}/search": {
                 "get": {
@@ -212,6 +239,17 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
                         _query("model", model_choice, model_about),
                     ],
                     "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
+                }
+            },
+            "/search": {
+                "get": {
+                    "parameters": [
+                        _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
+                        _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 10}, "how many results"),
+                        _query("doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"),
+                        _query("model", model_choice, model_about),
+                    ],
+                    "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
                 }
             },
             "/metrics": {
@@ -293,13 +331,41 @@ def _rerank_request(max_documents: int) -> dict[str, Any]:
     }
 
 
+_UPLOAD_FORM = {
+    "type": "object",
+    "required": ["texts", "pages"],
+    "additionalProperties": False,
+    "properties": {
+        "texts": {"type": "string", "format": "binary", "description": "the texts file: a JSON list of {\"text\", \"pages\": [page id, ...]}"},
+        "pages": {"type": "string", "format": "binary", "description": "the pages file: CSV, a header row, then page id, page number, metadata"},
+    },
+}
+_UPLOAD_JSON = {
+    "type": "object",
+    "required": ["texts", "pages"],
+    "additionalProperties": False,
+    "properties": {
+        "texts": {"type": "array", "items": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}, "pages": {"type": "array", "items": {"type": "string"}}}}},
+        "pages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "page_number"],
+                "properties": {"id": {"type": "string"}, "page_number": {"type": "integer"}},
+                "additionalProperties": {"type": ["string", "number", "null"]},
+            },
+        },
+    },
+}
+
+
 def _doc_id() -> dict[str, Any]:
     return {
         "name": "doc_id",
         "in": "path",
         "required": True,
         "schema": {"type": "string", "pattern": f"^{DOC_ID_PATTERN}$"},
-        "description": "the <id> of data/texts_<id>.json and data/pages_<id>.csv",
+        "description": "an uploaded document's id, or the <id> of data/texts_<id>.json and data/pages_<id>.csv",
     }
 
 
@@ -320,6 +386,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             "embedding": _VECTOR,
         },
     }
+    hit = {**sentence, "required": ["score", *sentence["required"]], "properties": {"score": {"type": "number"}, **sentence["properties"]}}
     return {
         "Error": _ERROR,
         "OpenAIError": _OPENAI_ERROR,
@@ -440,7 +507,11 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             "properties": {
                 "documents": {
                     "type": "array",
-                    "items": {"type": "object", "required": ["id", "sentences"], "properties": {"id": {"type": "string"}, "sentences": {"type": "integer"}}},
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "source", "sentences"],
+                        "properties": {"id": {"type": "string"}, "source": {"enum": ["upload", "files"]}, "sentences": {"type": ["integer", "null"]}},
+                    },
                 }
             },
         },
@@ -459,6 +530,38 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "sentences": {"type": "array", "items": {**sentence, "required": [*sentence["required"], "embedding"]}},
             },
         },
+        "Upload": {
+            "type": "object",
+            "required": ["doc_id", "source", "sentences", "pages", "digest", "replaced", "computed", "model"],
+            "properties": {
+                "doc_id": {"type": "string"},
+                "source": {"const": "upload"},
+                "sentences": {"type": "integer"},
+                "pages": {"type": "integer", "description": "distinct pages the sentences name"},
+                "digest": {"type": "string", "description": "SHA-256 over both files"},
+                "replaced": {"type": "boolean"},
+                "computed": {"type": "boolean", "description": "whether its vectors (by model) are cached"},
+                "model": {"type": "string"},
+            },
+        },
+        "SearchAllResult": {
+            "type": "object",
+            "required": ["model", "query", "k", "results", "skipped"],
+            "properties": {
+                "model": {"type": "string"},
+                "query": {"type": "string"},
+                "k": {"type": "integer"},
+                "results": {
+                    "type": "array",
+                    "items": {**hit, "required": ["doc_id", *hit["required"]], "properties": {"doc_id": {"type": "string"}, **hit["properties"]}},
+                },
+                "skipped": {
+                    "type": "array",
+                    "description": "documents that could not be searched (malformed files), with the error each one gives",
+                    "items": {"type": "object", "required": ["doc_id", "code", "message"], "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
+                },
+            },
+        },
         "SearchResult": {
             "type": "object",
             "required": ["doc_id", "model", "query", "k", "results"],
@@ -467,10 +570,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "model": {"type": "string"},
                 "query": {"type": "string"},
                 "k": {"type": "integer"},
-                "results": {
-                    "type": "array",
-                    "items": {**sentence, "required": ["score", *sentence["required"]], "properties": {"score": {"type": "number"}, **sentence["properties"]}},
-                },
+                "results": {"type": "array", "items": hit},
             },
         },
     }

@@ -14,6 +14,8 @@ from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Encoder, PairScorer
 from smls.errors import ModelNotFound, WrongModelKind
+from smls.library import Library
+from smls.search import CrossSearch
 
 # What Infinity's generated client sends as `model` when its user names none: the default.
 # (A served name cannot contain "/", so no model is shadowed.)
@@ -22,12 +24,13 @@ UNSPECIFIED = "default/not-specified"
 
 @dataclass(frozen=True)
 class EmbeddingModel:
-    """An embedding model as served: its encoder, its own batch queue, its document vectors and int8 ranges."""
+    """An embedding model as served: its encoder, its own batch queue, its document vectors, its search index and int8 ranges."""
 
     name: str
     encoder: Encoder
     batcher: MicroBatcher
     documents: DocumentEmbedder
+    search: CrossSearch
     calibration: outputs.Calibration
     kind = "embedding"
 
@@ -54,9 +57,10 @@ Served = EmbeddingModel | ScoringModel
 
 @dataclass(frozen=True)
 class State:
-    """The app's settings, models (by name, in the configured order), default model, keys and OpenAPI document."""
+    """The app's settings, documents, models (by name, in the configured order), default model, keys and OpenAPI document."""
 
     settings: Settings
+    library: Library
     models: dict[str, Served]
     default: str  # an embedding model's name
     keys: auth.KeyRing

@@ -1,0 +1,132 @@
+"""Search across documents: bring every document in scope into the index, then find the k best sentences.
+
+Before a search, each document in scope is checked against what the index holds, by
+digest (cheap: the store keeps it, and a data-folder file's is memoised by size and
+time): a new or changed document is computed first, through the model's bulk lane, as
+its first GET would; one whose vectors are cached is only published. So an upload is
+searchable at once, however it was made, and nothing a search returns is out of date:
+each hit is checked against the document's current version before it is shown.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from smls import documents
+from smls.doc_vectors import DocumentEmbedder
+from smls.documents import Document
+from smls.errors import SmlsError
+from smls.index import Neighbour, SearchIndex
+from smls.library import Library
+
+# A search restricted to at most this many sentences compares the query with each of them
+# (exact, a few ms per 100,000); above it, the index is asked for more and filtered.
+EXACT_LIMIT = 200_000
+
+
+@dataclass
+class Found:
+    """A search's results, best first, and the documents it could not search (their errors)."""
+
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+class CrossSearch:
+    """Search over every document (or some) with one model's index."""
+
+    def __init__(self, library: Library, embedder: DocumentEmbedder, index: SearchIndex, timeout: float) -> None:
+        self.library, self.embedder, self.index, self.timeout = library, embedder, index, timeout
+        self._docs: OrderedDict[tuple[str, str], Document] = OrderedDict()  # recently shown documents
+        self._lock = threading.Lock()
+
+    def search(self, query: str, k: int, doc_ids: list[str] | None = None) -> Found:
+        """The k sentences most similar to query over doc_ids (None: every document), best first."""
+        found = Found()
+        scope = self._bring_up_to_date(doc_ids, found)
+        self.index.sync()
+        published = self.index.cache.published(self.index.model)
+        vector = self.embedder.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
+        mine = {v: row for v, row in published.items() if row[0] in scope}
+        if doc_ids is None:
+            neighbours = self.index.search(vector, k)
+        elif sum(row[2] for row in mine.values()) <= EXACT_LIMIT:
+            neighbours = self.index.exact(vector, list(mine), k)
+        else:
+            neighbours = self._filtered(vector, k, set(mine))
+        for hit in neighbours:
+            row = mine.get(hit.version)
+            if row is not None and (shown := self._hit(row[0], row[1], hit)) is not None:
+                found.hits.append(shown)
+            if len(found.hits) == k:
+                break
+        return found
+
+    def _bring_up_to_date(self, doc_ids: list[str] | None, found: Found) -> set[str]:
+        """Compute or publish each document in scope that the index lacks; the ids in scope."""
+        explicit = doc_ids is not None
+        scope = doc_ids if doc_ids is not None else [e.doc_id for e in self.library.listing()]
+        cache, model = self.index.cache, self.index.model
+        held = {row[0]: row[1] for row in cache.published(model).values()}
+        if not explicit:
+            for gone in set(held) - set(scope):  # files removed from the data folder
+                cache.unpublish(model, gone)
+        for doc_id in scope:
+            try:
+                digest = self.library.digest(doc_id)
+                keys = [self.embedder.key_for(digest, normalize) for normalize in (False, True)]
+                if held.get(doc_id) in keys:
+                    continue
+                complete = next((key for key in keys if cache.is_complete(key)), None)
+                if complete is None:
+                    for _ in self.embedder.fill(self.library.load(doc_id)):  # publishes once complete
+                        pass
+                else:
+                    cache.publish(model, doc_id, complete, self._count(doc_id))
+            except SmlsError as exc:
+                if explicit:
+                    raise
+                found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
+        return set(scope)
+
+    def _count(self, doc_id: str) -> int:
+        return len(self._document(doc_id, self.library.digest(doc_id)).sentences)
+
+    def _filtered(self, vector: Any, k: int, versions: set[int]) -> list[Neighbour]:
+        """The index's nearest, asked for more and more until k of them lie in versions."""
+        want = k * 4
+        while True:
+            neighbours = [n for n in self.index.search(vector, want) if n.version in versions]
+            if len(neighbours) >= k or want >= len(self.index.ann):
+                return neighbours
+            want *= 4
+
+    def _hit(self, doc_id: str, key: str, hit: Neighbour) -> dict[str, Any] | None:
+        """A neighbour as clients see it, or None if its document changed or went since it was indexed."""
+        try:
+            digest = self.library.digest(doc_id)
+            if key not in (self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)):
+                return None
+            doc = self._document(doc_id, digest)
+        except SmlsError:
+            return None
+        if hit.index >= len(doc.sentences):
+            return None
+        return {"doc_id": doc_id, "score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
+
+    def _document(self, doc_id: str, digest: str) -> Document:
+        """The parsed document, kept for the next few searches (results cluster in few documents)."""
+        with self._lock:
+            doc = self._docs.get((doc_id, digest))
+            if doc is not None:
+                self._docs.move_to_end((doc_id, digest))
+                return doc
+        doc = self.library.load(doc_id)
+        with self._lock:
+            self._docs[(doc_id, doc.digest)] = doc
+            while len(self._docs) > 8:
+                self._docs.popitem(last=False)
+        return doc

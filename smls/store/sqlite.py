@@ -1,0 +1,119 @@
+"""SQLite: one connection per thread and per process over a WAL file; the embedded document store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from smls.store import StoredDocument
+
+log = logging.getLogger("smls")
+
+
+class SqliteFile:
+    """An SQLite file with its schema, shared safely by threads and forked processes."""
+
+    def __init__(self, path: Path, schema: str, *, rebuild: bool = False) -> None:
+        self.path, self.schema = path, schema
+        self.rebuild = rebuild  # a disposable file (a cache): a corrupt one is moved aside and started afresh
+        self._local = threading.local()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork, or when the file was deleted under us)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not self.path.exists():
+            conn.close()
+            conn = None
+        if conn is None or self._local.pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(self.schema)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Execute one statement and fetch its rows."""
+        for attempt in (1, 2):
+            try:
+                return self.connection().execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not self.rebuild or attempt == 2 or isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise
+                log.warning("%s is unusable (%s); starting a new one", self.path, exc)
+                self._reset()
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: every statement in it lands, or none does."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _reset(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                Path(f"{self.path}{suffix}").rename(f"{self.path}{suffix}.broken-{os.getpid()}-{int(time.time())}")
+            except FileNotFoundError:
+                pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, texts BLOB NOT NULL, pages BLOB NOT NULL,
+    digest TEXT NOT NULL, sentences INTEGER NOT NULL, updated REAL NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    """Uploaded documents in one SQLite file (the embedded default)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = SqliteFile(path, _SCHEMA)
+
+    def get(self, doc_id: str) -> StoredDocument | None:
+        """The stored document, or None."""
+        rows = self.db.run("SELECT texts, pages, digest, sentences FROM documents WHERE doc_id = ?", (doc_id,))
+        return StoredDocument(doc_id, bytes(rows[0][0]), bytes(rows[0][1]), rows[0][2], rows[0][3]) if rows else None
+
+    def summary(self, doc_id: str) -> tuple[str, int] | None:
+        """(digest, sentence count) of a stored document without its bytes, or None."""
+        rows = self.db.run("SELECT digest, sentences FROM documents WHERE doc_id = ?", (doc_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def put(self, doc: StoredDocument) -> bool:
+        """Store doc, replacing any earlier version in one transaction; True if it replaced one."""
+        with self.db.transaction() as conn:
+            existed = conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone() is not None
+            conn.execute(
+                "INSERT OR REPLACE INTO documents (doc_id, texts, pages, digest, sentences, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences, time.time()),
+            )
+        return existed
+
+    def delete(self, doc_id: str) -> bool:
+        """Remove a document; False if there was none."""
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount > 0
+
+    def listing(self) -> dict[str, int]:
+        """Every stored id with its sentence count."""
+        return dict(self.db.run("SELECT doc_id, sentences FROM documents ORDER BY doc_id"))
