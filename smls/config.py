@@ -91,7 +91,8 @@ class Settings:
     # SMLS_CACHE_DIR: where computed document embeddings are kept (an SQLite file).
     cache_dir: Path = Path(".cache/smls")
     # SMLS_STORE: where uploaded documents (PUT /documents/<id>) are kept: an SQLite file's
-    # path or sqlite:///path. Unset: <SMLS_DATA_DIR>/documents.sqlite3.
+    # path or sqlite:///path (unset: <SMLS_DATA_DIR>/documents.sqlite3), or postgresql://...,
+    # which also keeps the computed vectors, shared by every instance that names it.
     store: str | None = None
     # SMLS_MAX_UPLOAD_BYTES: largest document upload accepted (PUT /documents/<id>; 413 above it).
     max_upload_bytes: int = 64 * 1024 * 1024
@@ -194,8 +195,8 @@ class Settings:
                 raise StartupError(f"SMLS_DEFAULT_MODEL={self.default_model!r} is not in SMLS_MODELS ({', '.join(names)})")
         elif self.default_model is not None:
             raise StartupError("SMLS_DEFAULT_MODEL needs SMLS_MODELS (it names one of its entries)")
-        if self.store is not None and "://" in self.store and not self.store.startswith("sqlite://"):
-            raise StartupError(f"SMLS_STORE must be an SQLite file's path or sqlite:///path, got {self.store.split('://')[0]}://...")
+        if self.store is not None and "://" in self.store and not self.store.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise StartupError(f"SMLS_STORE must be postgresql://..., an SQLite file's path or sqlite:///path, got {self.store.split('://')[0]}://...")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from smls.batching import BulkJob, MicroBatcher
-from smls.cache import VectorCache
 from smls.config import Settings
 from smls.documents import Document
 from smls.encoders import Encoder
+from smls.store import VectorStore, open_vectors
 from smls.vectors import unit_rows
 
 
@@ -36,7 +36,7 @@ class Hit:
 class DocumentEmbedder:
     """Vectors for documents, from the cache when it has them, else from the encoder."""
 
-    def __init__(self, batcher: MicroBatcher, encoder: Encoder, cache: VectorCache, chunk_size: int = 256, timeout: float = 30.0) -> None:
+    def __init__(self, batcher: MicroBatcher, encoder: Encoder, cache: VectorStore, chunk_size: int = 256, timeout: float = 30.0) -> None:
         self.batcher = batcher
         self.encoder = encoder
         self.cache = cache
@@ -45,9 +45,9 @@ class DocumentEmbedder:
 
     @classmethod
     def from_settings(cls, encoder: Encoder, settings: Settings) -> DocumentEmbedder:
-        """An embedder over the cache file in SMLS_CACHE_DIR, in SMLS_DOC_BATCH chunks, on all of the encoder's streams."""
+        """An embedder over the vector store (SMLS_STORE's database, else SMLS_CACHE_DIR), in SMLS_DOC_BATCH chunks, on all of the encoder's streams."""
         batcher = MicroBatcher(encoder, streams=encoder.streams, piece_size=encoder.batch_size, queue_size=settings.queue_size)
-        return cls(batcher, encoder, VectorCache(settings.cache_dir / "documents.sqlite3"), settings.doc_batch, settings.request_timeout)
+        return cls(batcher, encoder, open_vectors(settings.store, settings.cache_dir), settings.doc_batch, settings.request_timeout)
 
     def _model_key(self, normalize: bool) -> str:
         return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}"

@@ -153,6 +153,14 @@ class InvalidDocument(SmlsError):
     code = "invalid_document"
 
 
+class StoreUnavailable(SmlsError):
+    """The document store (PostgreSQL) cannot be reached or failed; the request can be retried."""
+
+    status = 503
+    code = "store_unavailable"
+    headers = {"Retry-After": "1"}
+
+
 class ModelNotFound(SmlsError):
     """The request names a model this server does not serve."""
 

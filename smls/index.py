@@ -30,7 +30,7 @@ import hnswlib
 import numpy as np
 import orjson
 
-from smls.cache import VectorCache
+from smls.store import VectorStore
 from smls.vectors import unit_rows
 
 log = logging.getLogger("smls")
@@ -130,7 +130,7 @@ class AnnIndex:
 class SearchIndex:
     """One model's index over its published document versions, caught up with the cache before each search and saved after changes."""
 
-    def __init__(self, cache: VectorCache, model: str, dimension: int, folder: Path) -> None:
+    def __init__(self, cache: VectorStore, model: str, dimension: int, folder: Path) -> None:
         self.cache, self.model, self.dimension = cache, model, dimension
         stem = f"index-{uuid.uuid5(uuid.NAMESPACE_URL, model).hex[:16]}"
         self.manifest = folder / f"{stem}.json"

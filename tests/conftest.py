@@ -151,3 +151,13 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("models")
     return {"tiny": build_embedding(root / "tiny"), "judge": build_cross_encoder(root / "judge")}
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL 15 server for the whole run (tests.postgres); each test takes a fresh database of it."""
+    from tests.postgres import start_postgres
+
+    server = start_postgres(free_port())
+    yield server
+    server.stop()

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,67 +32,135 @@ def nginx_binary() -> str:
     return found
 
 
-def test_nginx_carries_the_load_when_an_instance_dies(tmp_path):
+def start_nginx(tmp_path: Path, a, b) -> tuple[subprocess.Popen, str]:
+    """deploy/nginx.conf with only the addresses changed, in front of a and b; (the process, its URL) once it answers."""
     nginx = nginx_binary()
-    for name in ("a", "b", "run"):
-        (tmp_path / name).mkdir()
-    a = start_server(tmp_path / "a", workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache-a"))
-    b = start_server(tmp_path / "b", workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache-b"))
+    (tmp_path / "run").mkdir(exist_ok=True)
     port = free_port()
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
-    # The shipped file, with only the addresses changed.
     conf = conf.replace("127.0.0.1:8001", a.url.removeprefix("http://")).replace("127.0.0.1:8002", b.url.removeprefix("http://"))
     conf = conf.replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{port};")
     (tmp_path / "nginx.conf").write_text(conf)
     proxy = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path / "run"), "-g", "daemon off;"],
                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "nginx.err", "w"))
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return proxy, url
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, (tmp_path / "nginx.err").read_text()
+        time.sleep(0.1)
+
+
+def kill_instance(server) -> None:
+    """An instance dies hard: master and workers at once."""
+    for pid in [server.proc.pid, *map(int, Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split())]:
+        os.kill(pid, signal.SIGKILL)
+    server.proc.wait()
+
+
+def load_and_kill(victim, clients: int, send: Callable[[requests.Session, int, int], int]) -> tuple[Counter[int], Counter[int]]:
+    """`clients` threads call send(session, client, i) for 8 s; the victim is SIGKILLed after 3 s. (Every status, the statuses after the kill.)"""
+    statuses: Counter[int] = Counter()
+    after_kill: Counter[int] = Counter()
+    killed = threading.Event()
+    stop = time.monotonic() + 8
+
+    def client(n: int) -> None:
+        session = requests.Session()
+        i = 0
+        while time.monotonic() < stop:
+            i += 1
             try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "nginx.err").read_text()
-            time.sleep(0.1)
+                status = send(session, n, i)
+            except requests.RequestException:
+                status = 0
+            statuses[status] += 1
+            if killed.is_set():
+                after_kill[status] += 1
 
-        statuses: Counter[int] = Counter()
-        after_kill: Counter[int] = Counter()
-        killed = threading.Event()
-        stop = time.monotonic() + 8
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    kill_instance(victim)  # mid-load
+    killed.set()
+    for t in threads:
+        t.join()
+    return statuses, after_kill
 
-        def client(n: int) -> None:
-            session = requests.Session()
-            i = 0
-            while time.monotonic() < stop:
-                i += 1
-                try:
-                    status = session.post(url + "/embed", data={"message": f"client {n} sentence {i}"}, timeout=30).status_code
-                except requests.RequestException:
-                    status = 0
-                statuses[status] += 1
-                if killed.is_set():
-                    after_kill[status] += 1
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        time.sleep(3)
-        # Instance a dies hard, mid-load: master and worker at once.
-        for pid in [a.proc.pid, *map(int, Path(f"/proc/{a.proc.pid}/task/{a.proc.pid}/children").read_text().split())]:
-            os.kill(pid, signal.SIGKILL)
-        a.proc.wait()
-        killed.set()
-        for t in threads:
-            t.join()
+def test_nginx_carries_the_load_when_an_instance_dies(tmp_path):
+    nginx_binary()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    a = start_server(tmp_path / "a", workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache-a"))
+    b = start_server(tmp_path / "b", workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache-b"))
+    proxy, url = start_nginx(tmp_path, a, b)
+    try:
+
+        def embed(session: requests.Session, n: int, i: int) -> int:
+            return session.post(url + "/embed", data={"message": f"client {n} sentence {i}"}, timeout=30).status_code
+
+        statuses, after_kill = load_and_kill(a, 6, embed)
         assert statuses[200] > 50, statuses
         assert after_kill[200] > 20, after_kill  # b carried the load on
         assert set(statuses) == {200}, f"requests that failed: {statuses}"
         served_by_b = len(re.findall(r'"POST /embed ', b.access_log.read_text()))
         served_by_a = len(re.findall(r'"POST /embed ', a.access_log.read_text()))
         assert served_by_a > 0 and served_by_b > after_kill[200] * 0.9, (served_by_a, served_by_b, after_kill)
+    finally:
+        proxy.send_signal(signal.SIGQUIT)
+        proxy.wait(10)
+        a.stop()
+        b.stop()
+
+
+def test_two_instances_on_one_postgresql_share_uploads_vectors_and_search(tmp_path, postgres):
+    nginx_binary()
+    dsn = postgres.fresh_database()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    env = {"SMLS_STORE": dsn, "SMLS_DATA_DIR": str(tmp_path / "no-files")}
+    a = start_server(tmp_path / "a", workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache-a"), **env)
+    b = start_server(tmp_path / "b", workers=1, SMLS_CACHE_DIR=str(tmp_path / "cache-b"), **env)
+    proxy, url = start_nginx(tmp_path, a, b)
+    try:
+        # Uploaded and computed through a; found through b, whose index follows a's changes.
+        body = {"texts": [{"text": "Molten lava poured down the side of the volcano.", "pages": ["p1"]}], "pages": [{"id": "p1", "page_number": 7}]}
+        assert requests.put(a.url + "/documents/volcano?compute=true", json=body, timeout=120).status_code == 201
+        hits = requests.get(b.url + "/search", params={"q": "an erupting volcano", "k": 1}, timeout=120).json()["results"]
+        assert [(h["doc_id"], h["pages"][0]["number"]) for h in hits] == [("volcano", 7)]
+        assert requests.get(b.url + "/documents/volcano", timeout=60).json()["cached"] is True  # computed once, by a
+        assert "volcano" in {d["id"] for d in requests.get(url + "/documents", timeout=60).json()["documents"]}
+
+        # Uploads through nginx while instance a dies: every one is acknowledged and kept.
+        acknowledged: dict[str, str] = {}
+
+        def upload(session: requests.Session, n: int, i: int) -> int:
+            doc_id, text = f"c{n}-{i}", f"client {n} wrote sentence number {i} about {['ships', 'tax', 'rain'][i % 3]}"
+            body = {"texts": [{"text": text, "pages": ["p"]}], "pages": [{"id": "p", "page_number": i}]}
+            status = session.put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
+            if status in (200, 201):
+                acknowledged[doc_id] = text
+            return status
+
+        statuses, _ = load_and_kill(a, 4, upload)
+        # 200: stored by a, which died before it answered; nginx sent the same PUT to b,
+        # which found it there and replaced it with itself.
+        assert set(statuses) <= {200, 201}, f"uploads that failed: {statuses}"
+        assert len(acknowledged) > 20, statuses
+        listed = {d["id"]: d["sentences"] for d in requests.get(url + "/documents", timeout=60).json()["documents"]}
+        assert set(acknowledged) <= set(listed)
+        for doc_id, text in list(acknowledged.items())[::5]:
+            doc = requests.get(f"{url}/documents/{doc_id}", timeout=60).json()
+            assert [s["text"] for s in doc["sentences"]] == [text]
+        doc_id, text = sorted(acknowledged.items())[-1]
+        hits = requests.get(url + "/search", params={"q": text, "k": 1}, timeout=300).json()["results"]
+        assert (hits[0]["doc_id"], hits[0]["text"]) == (doc_id, text) and hits[0]["score"] > 0.999
     finally:
         proxy.send_signal(signal.SIGQUIT)
         proxy.wait(10)

@@ -1,4 +1,4 @@
-"""PUT and DELETE /documents/<id>, and GET /search across documents, through Flask's test client on the real encoder."""
+"""PUT and DELETE /documents/<id>, and GET /search across documents, through Flask's test client on the real encoder, on both stores."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ OTHER = [
 OTHER_PAGES = [{"id": "v1", "page_number": 10}, {"id": "v2", "page_number": 11, "note": 3.5}]
 
 
-@pytest.fixture()
-def settings(settings):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request, settings):
+    """Every test here runs on both stores: SQLite files, and a real PostgreSQL (a fresh database per test)."""
     from dataclasses import replace
 
-    return replace(settings, max_upload_bytes=64 * 1024)
+    store = request.getfixturevalue("postgres").fresh_database() if request.param == "postgresql" else None
+    return replace(settings, max_upload_bytes=64 * 1024, store=store)
 
 
 def put_files(client, doc_id, texts=TEXTS, pages=PAGES, **query):
@@ -158,16 +160,16 @@ def test_files_in_the_data_folder_are_not_shadowed_or_deleted_over_http(client, 
     assert client.get("/documents/disk").status_code == 200
 
 
-def test_delete_removes_the_document_and_its_vectors(client, settings):
-    assert put_json(client, "gone", compute="true").status_code == 201
+def test_delete_removes_the_document_and_its_vectors(client):
+    r = put_json(client, "gone", compute="true")
+    embedder = client.application.extensions["smls"].embedders[0].documents
+    key = embedder.key_for(r.get_json()["digest"])
+    assert embedder.cache.is_complete(key) and len(embedder.cache.stored(key)) == 1
     r = client.delete("/documents/gone")
     assert r.status_code == 200 and r.get_json() == {"doc_id": "gone", "deleted": True}
+    assert not embedder.cache.is_complete(key) and embedder.cache.stored(key) == set()
     assert_error(client.get("/documents/gone"), 404, "document_not_found")
     assert_error(client.delete("/documents/gone"), 404, "document_not_found")
-    import sqlite3
-
-    rows = sqlite3.connect(settings.cache_dir / "documents.sqlite3").execute("SELECT count(*) FROM entries WHERE doc_id = 'gone'").fetchone()
-    assert rows == (0,)
 
 
 def test_upload_and_delete_need_the_api_key(settings, encoder):
@@ -261,6 +263,18 @@ def test_the_index_survives_a_restart_without_recomputing(settings, encoder):
     assert restarted.held == index.held and len(restarted.ann) == 3  # loaded from disk, not rebuilt
     assert restarted.sync() == 0  # nothing to catch up on
     assert search(again.test_client(), q="basalt", k=2)["results"] == first["results"]
+
+
+def test_a_store_that_cannot_be_reached_is_a_503_not_a_500(tmp_path, encoder):
+    import smls
+    from smls.config import Settings
+    from tests.conftest import free_port
+
+    dead = f"postgresql://smls@127.0.0.1:{free_port()}/none"
+    client = smls.create_app(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", store=dead), encoder=encoder).test_client()
+    for response in (client.get("/documents"), put_json(client, "x"), client.get("/search?q=x"), client.delete("/documents/x")):
+        error = assert_error(response, 503, "store_unavailable")
+        assert "PostgreSQL" in error["message"] and response.headers["Retry-After"] == "1"
 
 
 # --- the pure parts -----------------------------------------------------------------------

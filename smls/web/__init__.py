@@ -21,7 +21,6 @@ from flask import Flask, Response, g, request
 from smls import auth, fields, forms, logs, memory, metrics, outputs
 from smls.batching import MicroBatcher
 from smls.body import CompleteBody
-from smls.cache import VectorCache
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Budget, Encoder, PairScorer, load_model
@@ -29,7 +28,7 @@ from smls.errors import Overloaded, StartupError
 from smls.index import SearchIndex
 from smls.library import Library
 from smls.search import CrossSearch
-from smls.store import open_store
+from smls.store import is_postgres, open_store, open_vectors
 from smls.web import documents, embed, openai, ops, rerank, responses
 from smls.web.endpoints import BY_ENDPOINT
 from smls.web.errors import error_response
@@ -95,7 +94,7 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings, libra
     """
     streams = settings.effective_streams
     budget = Budget(streams) if len(models) > 1 else None
-    cache = VectorCache(settings.cache_dir / "documents.sqlite3")
+    cache = open_vectors(settings.store, settings.cache_dir)
     served: dict[str, Served] = {}
     for name, model in models.items():
         hooks = metrics.ModelMetrics(name)
@@ -137,6 +136,17 @@ def warm_up(app: Flask) -> None:
             model.batcher.encode(["warm up"])
         else:
             model.scorer.score("warm up", ["warm up"])
+    if is_postgres(state.settings.store):
+        # Other instances change what the search indexes hold: follow them as they do.
+        from smls.store.postgres import listen
+
+        indexes = [m.search.index for m in state.embedders]
+
+        def follow() -> None:
+            for index in indexes:
+                index.sync()
+
+        listen(str(state.settings.store), follow)
     memory.trim()
     state.trimmer.start()
     state.ready.set()

@@ -1,0 +1,253 @@
+"""PostgreSQL: documents, their vectors and what each search index holds, shared by every smls instance that names it.
+
+Set SMLS_STORE=postgresql://user@host:port/db. Uploads, computed vectors (bytea, float32
+rows; pgvector is not needed) and the `published` table live in the database, so an
+upload through one instance is served, computed once and found by search through all.
+Every change to `published` sends NOTIFY smls_published; each worker LISTENs and brings
+its in-memory index up to date at once (and checks again before each search anyway, so
+a lost notification costs nothing but a moment).
+
+Each thread of each process has its own connection, in autocommit mode; a write of
+several statements is one transaction. A database that cannot be reached is a 503
+(store_unavailable) for the request, and the next request connects again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from smls.errors import StoreUnavailable
+from smls.store import StoredDocument
+
+log = logging.getLogger("smls")
+
+CHANNEL = "smls_published"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS smls_documents (
+    doc_id TEXT PRIMARY KEY, texts BYTEA NOT NULL, pages BYTEA NOT NULL,
+    digest TEXT NOT NULL, sentences INTEGER NOT NULL, updated TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS smls_entries (
+    key TEXT PRIMARY KEY, doc_id TEXT NOT NULL, model TEXT NOT NULL, count INTEGER NOT NULL,
+    dimension INTEGER NOT NULL, complete BOOLEAN NOT NULL DEFAULT false, updated TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS smls_entries_doc ON smls_entries (doc_id, model);
+CREATE TABLE IF NOT EXISTS smls_chunks (
+    key TEXT NOT NULL, chunk INTEGER NOT NULL, rows INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (key, chunk)
+);
+CREATE SEQUENCE IF NOT EXISTS smls_versions;
+CREATE TABLE IF NOT EXISTS smls_published (
+    id BIGINT PRIMARY KEY DEFAULT nextval('smls_versions'), model TEXT NOT NULL, doc_id TEXT NOT NULL,
+    key TEXT NOT NULL, count INTEGER NOT NULL, UNIQUE (model, doc_id)
+);
+"""
+
+
+class Database:
+    """Connections to one PostgreSQL database: one per thread and per process, the schema made once."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._local = threading.local()
+        self._schema_made_by: int | None = None
+
+    def connection(self) -> psycopg.Connection:
+        """This thread's connection (a new one after a fork or a broken connection)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken or self._local.pid != os.getpid():
+            try:
+                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"the document store (PostgreSQL) cannot be reached: {_first_line(exc)}") from None
+            self._local.conn, self._local.pid = conn, os.getpid()
+            if self._schema_made_by != os.getpid():
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(72710)")  # one process at a time creates the tables
+                    conn.execute(_SCHEMA)
+                self._schema_made_by = os.getpid()
+        return conn
+
+    def run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Execute one statement and fetch its rows (none for a statement that returns none)."""
+        with self._errors():
+            cursor = self.connection().execute(sql, args)
+            return cursor.fetchall() if cursor.description else []
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """One transaction: every statement in it lands, or none does."""
+        with self._errors():
+            conn = self.connection()
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+            raise StoreUnavailable(f"the document store (PostgreSQL) failed: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class PostgresStore:
+    """Uploaded documents in PostgreSQL (smls_documents)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.db = Database(dsn)
+
+    def get(self, doc_id: str) -> StoredDocument | None:
+        """The stored document, or None."""
+        rows = self.db.run("SELECT texts, pages, digest, sentences FROM smls_documents WHERE doc_id = %s", (doc_id,))
+        return StoredDocument(doc_id, bytes(rows[0][0]), bytes(rows[0][1]), rows[0][2], rows[0][3]) if rows else None
+
+    def summary(self, doc_id: str) -> tuple[str, int] | None:
+        """(digest, sentence count) of a stored document without its bytes, or None."""
+        rows = self.db.run("SELECT digest, sentences FROM smls_documents WHERE doc_id = %s", (doc_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def put(self, doc: StoredDocument) -> bool:
+        """Store doc, replacing any earlier version in one statement; True if it replaced one."""
+        rows = self.db.run(
+            "INSERT INTO smls_documents (doc_id, texts, pages, digest, sentences) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (doc_id) DO UPDATE SET texts = excluded.texts, pages = excluded.pages, digest = excluded.digest, "
+            "sentences = excluded.sentences, updated = now() RETURNING (xmax <> 0)",
+            (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences),
+        )
+        return bool(rows[0][0])  # xmax is set on a row that was updated, not inserted
+
+    def delete(self, doc_id: str) -> bool:
+        """Remove a document; False if there was none."""
+        return bool(self.db.run("DELETE FROM smls_documents WHERE doc_id = %s RETURNING 1", (doc_id,)))
+
+    def listing(self) -> dict[str, int]:
+        """Every stored id with its sentence count."""
+        return dict(self.db.run("SELECT doc_id, sentences FROM smls_documents ORDER BY doc_id"))
+
+
+class PostgresVectors:
+    """Document vectors and the published versions in PostgreSQL, shared by every instance (smls.store.VectorStore)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.db = Database(dsn)
+
+    def begin(self, key: str, doc_id: str, model: str, count: int, dimension: int) -> None:
+        """Record an entry about to be filled, and drop older versions of the same document and model."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO smls_entries (key, doc_id, model, count, dimension) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET updated = now()",
+                (key, doc_id, model, count, dimension),
+            )
+            conn.execute("DELETE FROM smls_chunks WHERE key IN (SELECT key FROM smls_entries WHERE doc_id = %s AND model = %s AND key <> %s)", (doc_id, model, key))
+            conn.execute("DELETE FROM smls_entries WHERE doc_id = %s AND model = %s AND key <> %s", (doc_id, model, key))
+
+    def is_complete(self, key: str) -> bool:
+        """Whether every chunk of this entry is stored."""
+        rows = self.db.run("SELECT complete FROM smls_entries WHERE key = %s", (key,))
+        return bool(rows and rows[0][0])
+
+    def get(self, key: str, chunk: int, dimension: int) -> np.ndarray | None:
+        """Chunk `chunk` of `key`, or None if it is not stored."""
+        rows = self.db.run("SELECT rows, data FROM smls_chunks WHERE key = %s AND chunk = %s", (key, chunk))
+        return _vectors(rows[0], dimension) if rows else None
+
+    def stored(self, key: str) -> set[int]:
+        """The numbers of the chunks of `key` that are stored."""
+        return {row[0] for row in self.db.run("SELECT chunk FROM smls_chunks WHERE key = %s", (key,))}
+
+    def put(self, key: str, chunk: int, vectors: np.ndarray) -> None:
+        """Store one chunk (replacing any earlier copy)."""
+        data = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
+        self.db.run(
+            "INSERT INTO smls_chunks (key, chunk, rows, data) VALUES (%s, %s, %s, %s) ON CONFLICT (key, chunk) DO UPDATE SET rows = excluded.rows, data = excluded.data",
+            (key, chunk, len(vectors), data),
+        )
+
+    def finish(self, key: str) -> None:
+        """Mark an entry complete."""
+        self.db.run("UPDATE smls_entries SET complete = true, updated = now() WHERE key = %s", (key,))
+
+    def count(self, doc_id: str) -> int | None:
+        """Sentence count of the newest complete entry for doc_id, if any."""
+        rows = self.db.run("SELECT count FROM smls_entries WHERE doc_id = %s AND complete ORDER BY updated DESC LIMIT 1", (doc_id,))
+        return rows[0][0] if rows else None
+
+    def vectors(self, key: str, dimension: int) -> Iterator[np.ndarray]:
+        """Every stored chunk of `key`, in order (fetched one at a time: memory stays at one chunk)."""
+        for (number,) in self.db.run("SELECT chunk FROM smls_chunks WHERE key = %s ORDER BY chunk", (key,)):
+            chunk = self.get(key, number, dimension)
+            if chunk is not None:
+                yield chunk
+
+    def publish(self, model: str, doc_id: str, key: str, count: int) -> None:
+        """Record that the search index of `model` should hold entry `key` as doc_id; a new version gets a new id."""
+        with self.db.transaction() as conn:
+            changed = conn.execute(
+                "INSERT INTO smls_published (model, doc_id, key, count) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (model, doc_id) DO UPDATE SET id = nextval('smls_versions'), key = excluded.key, count = excluded.count "
+                "WHERE smls_published.key <> excluded.key RETURNING id",
+                (model, doc_id, key, count),
+            ).fetchall()
+            if changed:
+                conn.execute(f"NOTIFY {CHANNEL}")
+
+    def published(self, model: str) -> dict[int, tuple[str, str, int]]:
+        """What the search index of `model` should hold: version id -> (doc_id, key, count)."""
+        return {row[0]: (row[1], row[2], row[3]) for row in self.db.run("SELECT id, doc_id, key, count FROM smls_published WHERE model = %s", (model,))}
+
+    def unpublish(self, model: str, doc_id: str) -> None:
+        """Take doc_id out of the search index of `model` (its vectors stay)."""
+        with self.db.transaction() as conn:
+            if conn.execute("DELETE FROM smls_published WHERE model = %s AND doc_id = %s RETURNING 1", (model, doc_id)).fetchall():
+                conn.execute(f"NOTIFY {CHANNEL}")
+
+    def drop(self, doc_id: str) -> None:
+        """Forget every vector of doc_id, for every model, and take it out of every search index."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM smls_chunks WHERE key IN (SELECT key FROM smls_entries WHERE doc_id = %s)", (doc_id,))
+            conn.execute("DELETE FROM smls_entries WHERE doc_id = %s", (doc_id,))
+            conn.execute("DELETE FROM smls_published WHERE doc_id = %s", (doc_id,))
+            conn.execute(f"NOTIFY {CHANNEL}")
+
+
+def _vectors(row: tuple[Any, ...], dimension: int) -> np.ndarray | None:
+    n, data = row
+    if len(data) != n * dimension * 4:  # a torn or foreign row: recompute rather than trust it
+        return None
+    return np.frombuffer(bytes(data), dtype=np.float32).reshape(n, dimension)
+
+
+def listen(dsn: str, on_change: Callable[[], None]) -> threading.Thread:
+    """A daemon thread that calls on_change whenever another process changes what the search indexes hold (and on each reconnect)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    on_change()  # whatever changed while not listening
+                    for _ in conn.notifies():
+                        on_change()
+            except Exception as exc:  # noqa: BLE001 - the database went away: try again shortly, never die
+                log.warning("listening for index changes failed (%s); again in 2 s", _first_line(exc))
+            time.sleep(2)
+
+    thread = threading.Thread(target=loop, name="smls-index-listen", daemon=True)
+    thread.start()
+    return thread
