@@ -434,8 +434,9 @@ def main() -> None:
         two_models(say, backends[0], seconds, work, by_workers[2])
         say()
         documents(say, backends[0], work, args.short)
-    from bench import ann
+    from bench import ann, bigdoc
 
+    bigdoc.measure(say, args.short)
     ann.measure(say, args.short)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")

@@ -11,13 +11,16 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from smls import spill
 from smls.errors import DocumentNotFound, InvalidDocId, InvalidDocument
+from smls.parsing import type_name
 
 # ASCII letters, digits, '_', '-', '.'; starts with a letter or digit; never '..'.
 DOC_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}"  # also in the OpenAPI description
@@ -52,7 +55,7 @@ class Document:
     """A validated, joined document and the digest of both its files."""
 
     doc_id: str
-    sentences: list[Sentence]
+    sentences: Sequence[Sentence]  # a list, or for a big file its sentences on disk (smls.spill)
     digest: str = field(repr=False)
 
 
@@ -100,19 +103,41 @@ def count_sentences(data_dir: Path, doc_id: str) -> int | None:
     memo = _counts.get(str(texts_path))
     if memo and memo[0] == stamp:
         return memo[1]
-    try:
-        items = orjson.loads(texts_path.read_bytes())
-        count = len(items) if isinstance(items, list) else None
-    except (orjson.JSONDecodeError, OSError):
-        count = None
+    if stat.st_size > spill.STREAM_ABOVE:
+        count = spill.count_items(texts_path)
+    else:
+        try:
+            items = orjson.loads(texts_path.read_bytes())
+            count = len(items) if isinstance(items, list) else None
+        except (orjson.JSONDecodeError, OSError):
+            count = None
     _counts[str(texts_path)] = (stamp, count)
     return count
 
 
 def load_document(data_dir: Path, doc_id: str) -> Document:
-    """Read, validate and join one document from the data folder; DocumentNotFound or InvalidDocument on failure."""
+    """Read, validate and join one document from the data folder; DocumentNotFound or InvalidDocument on failure.
+
+    A texts file over spill.STREAM_ABOVE bytes is read as a stream (smls.spill): the same
+    checks and messages, the same digest, and memory that does not grow with the file.
+    """
     texts_path, pages_path = document_paths(data_dir, doc_id)
-    return parse_document(doc_id, _read(texts_path, doc_id), _read(pages_path, doc_id))
+    pages = _read(pages_path, doc_id)
+    try:
+        big = texts_path.stat().st_size > spill.STREAM_ABOVE
+    except FileNotFoundError:
+        big = False  # _read says so in the usual words
+    if not big:
+        return parse_document(doc_id, _read(texts_path, doc_id), pages)
+    by_id = parse_pages(pages, pages_path.name)
+    hashed = hashlib.sha256()
+    hashed.update(len(b"texts").to_bytes(8, "big"))
+    hashed.update(b"texts")
+    sentences = spill.spill(texts_path, texts_path.name, hashed, lambda i, item: _check_item(texts_path.name, i, item, by_id), lambda row: _sentence(row, by_id))
+    for part in (b"pages", pages):
+        hashed.update(len(part).to_bytes(8, "big"))
+        hashed.update(part)
+    return Document(doc_id, sentences, hashed.hexdigest())
 
 
 def parse_document(doc_id: str, texts: bytes, pages: bytes) -> Document:
@@ -217,26 +242,32 @@ def parse_texts(data: bytes, name: str, pages: dict[str, Page]) -> list[Sentence
     except orjson.JSONDecodeError as exc:
         raise InvalidDocument(f"{name} is not valid JSON: {exc}") from None
     if not isinstance(items, list):
-        raise InvalidDocument(f"{name} must hold a JSON list of sentence objects, not a {type(items).__name__}")
-    sentences = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise InvalidDocument(f"{name} item {i}: a sentence must be an object with \"text\" and \"pages\"")
-        text = item.get("text")
-        if "text" not in item:
-            raise InvalidDocument(f"{name} item {i}: \"text\" is missing")
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidDocument(f"{name} item {i}: \"text\" must be a string with some text (not empty or only whitespace)")
-        page_ids = item.get("pages", [])
-        if not isinstance(page_ids, list) or not all(isinstance(p, str) for p in page_ids):
-            raise InvalidDocument(f"{name} item {i}: \"pages\" must be a list of page id strings")
-        try:
-            resolved = tuple(pages[p] for p in page_ids)
-        except KeyError as exc:
-            raise InvalidDocument(f"{name} item {i}: page id {exc.args[0]!r} is not in the pages file") from None
-        metadata = {k: v for k, v in item.items() if k not in ("text", "pages")}
-        sentences.append(Sentence(text, resolved, metadata))
-    return sentences
+        raise InvalidDocument(f"{name} must hold a JSON list of sentence objects, not {type_name(items)}")
+    return [_sentence(_check_item(name, i, item, pages), pages) for i, item in enumerate(items)]
+
+
+def _check_item(name: str, i: int, item: Any, pages: dict[str, Page]) -> tuple[str, list[str], dict[str, Any]]:
+    """One item of a texts file, validated: (text, page ids, its own metadata); InvalidDocument names the file and the item."""
+    if not isinstance(item, dict):
+        raise InvalidDocument(f"{name} item {i}: a sentence must be an object with \"text\" and \"pages\"")
+    text = item.get("text")
+    if "text" not in item:
+        raise InvalidDocument(f"{name} item {i}: \"text\" is missing")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidDocument(f"{name} item {i}: \"text\" must be a string with some text (not empty or only whitespace)")
+    page_ids = item.get("pages", [])
+    if not isinstance(page_ids, list) or not all(isinstance(p, str) for p in page_ids):
+        raise InvalidDocument(f"{name} item {i}: \"pages\" must be a list of page id strings")
+    for page_id in page_ids:
+        if page_id not in pages:
+            raise InvalidDocument(f"{name} item {i}: page id {page_id!r} is not in the pages file")
+    return text, page_ids, {k: v for k, v in item.items() if k not in ("text", "pages")}
+
+
+def _sentence(row: tuple[str, list[str], dict[str, Any]] | list[Any], pages: dict[str, Page]) -> Sentence:
+    """A checked (text, page ids, metadata) as a Sentence, its pages resolved."""
+    text, page_ids, metadata = row
+    return Sentence(text, tuple(pages[p] for p in page_ids), metadata)
 
 
 def sentence_json(index: int, sentence: Sentence, embedding: Any = None) -> dict[str, Any]:

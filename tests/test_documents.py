@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smls import documents
+from smls import documents, spill
 from smls.errors import DocumentNotFound, InvalidDocId, InvalidDocument
 
 P1, P2, P3 = "0b7e5b1c-4c44-4a8c-9d3e-1f2a3b4c5d6e", "6f1d2e3c-8b9a-4d7e-a1b2-c3d4e5f60718", "a1b2c3d4-e5f6-4789-8abc-def012345678"
@@ -18,6 +18,14 @@ TEXTS = [
     {"text": "A heading with no page.", "pages": []},
     {"text": "Ünïcode survives, \"quotes\" too.", "pages": [P3], "nested": {"k": [1, 2]}},
 ]
+
+
+@pytest.fixture(autouse=True, params=["whole", "streamed"])
+def reading(request, monkeypatch):
+    """Every test here runs twice: texts files read whole, and read as a stream (smls.spill), as files over 32 MiB are."""
+    if request.param == "streamed":
+        monkeypatch.setattr(spill, "STREAM_ABOVE", 0)
+    return request.param
 
 
 def write(data: Path, doc_id: str = "doc", texts=None, pages: str | bytes = PAGES) -> Path:
@@ -136,3 +144,19 @@ def test_list_and_count(tmp_path):
     assert documents.count_sentences(tmp_path, "beta") == 2
     write(tmp_path, "beta", texts=TEXTS[:3])
     assert documents.count_sentences(tmp_path, "beta") == 3
+
+
+def test_a_streamed_document_equals_the_same_document_read_whole(tmp_path, monkeypatch):
+    many = [{"text": f"sentence {i} with ünïcode", "pages": [P1, P3][: i % 3], "n": i, "f": i / 7} for i in range(1000)]
+    write(tmp_path, texts=b"\xef\xbb\xbf" + json.dumps(many, ensure_ascii=False).encode() + b"\n  ")
+    monkeypatch.setattr(spill, "STREAM_ABOVE", 10**12)
+    whole = documents.load_document(tmp_path, "doc")
+    monkeypatch.setattr(spill, "STREAM_ABOVE", 0)
+    streamed = documents.load_document(tmp_path, "doc")
+    assert isinstance(streamed.sentences, spill.SpilledSentences) and isinstance(whole.sentences, list)
+    assert streamed.digest == whole.digest
+    assert len(streamed.sentences) == 1000 and list(streamed.sentences) == whole.sentences
+    assert streamed.sentences[300:310] == whole.sentences[300:310] and streamed.sentences[-1] == whole.sentences[-1]
+    assert documents.count_sentences(tmp_path, "doc") == 1000
+    with pytest.raises(IndexError):
+        streamed.sentences[1000]

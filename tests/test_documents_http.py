@@ -243,3 +243,15 @@ def test_a_bad_output_option_is_refused_before_anything_is_streamed(client, data
     r = client.get("/documents/doc", query_string=query)
     assert r.status_code == 400
     assert message in r.get_json()["error"]["message"]
+
+
+def test_a_streamed_texts_file_is_served_and_searched_like_a_small_one(client, data, monkeypatch):
+    from smls import spill
+
+    small = get_doc(client)
+    hits = client.get("/documents/doc/search", query_string={"q": "a page break", "k": 2}).get_json()["results"]
+    monkeypatch.setattr(spill, "STREAM_ABOVE", 0)  # as if the texts file were over 32 MiB
+    streamed = get_doc(client)
+    assert streamed == {**small, "cached": True}  # the same digest: the cached vectors serve it
+    assert client.get("/documents/doc/search", query_string={"q": "a page break", "k": 2}).get_json()["results"] == hits
+    assert client.get("/documents").get_json()["documents"][0]["sentences"] == 4
