@@ -38,8 +38,11 @@ class Found:
 class CrossSearch:
     """Search over every document (or some) with one model's index."""
 
-    def __init__(self, library: Library, embedder: DocumentEmbedder, index: SearchIndex, timeout: float) -> None:
+    def __init__(self, library: Library, embedder: DocumentEmbedder, index: SearchIndex, timeout: float, *, shared: bool = False) -> None:
         self.library, self.embedder, self.index, self.timeout = library, embedder, index, timeout
+        # A shared store (PostgreSQL) also holds other instances' data-folder documents, which
+        # this one cannot see: they are left in the index and kept out of this one's results.
+        self.shared = shared
         self._docs: OrderedDict[tuple[str, str], Document] = OrderedDict()  # recently shown documents
         self._lock = threading.Lock()
 
@@ -51,7 +54,7 @@ class CrossSearch:
         published = self.index.cache.published(self.index.model)
         vector = self.embedder.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
         mine = {v: row for v, row in published.items() if row[0] in scope}
-        if doc_ids is None:
+        if len(mine) == len(published):
             neighbours = self.index.search(vector, k)
         elif sum(row[2] for row in mine.values()) <= EXACT_LIMIT:
             neighbours = self.index.exact(vector, list(mine), k)
@@ -71,7 +74,7 @@ class CrossSearch:
         scope = doc_ids if doc_ids is not None else [e.doc_id for e in self.library.listing()]
         cache, model = self.index.cache, self.index.model
         held = {row[0]: row[1] for row in cache.published(model).values()}
-        if not explicit:
+        if not explicit and not self.shared:
             for gone in set(held) - set(scope):  # files removed from the data folder
                 cache.unpublish(model, gone)
         for doc_id in scope:

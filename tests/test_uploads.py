@@ -277,6 +277,23 @@ def test_a_store_that_cannot_be_reached_is_a_503_not_a_500(tmp_path, encoder):
         assert "PostgreSQL" in error["message"] and response.headers["Retry-After"] == "1"
 
 
+def test_instances_sharing_postgresql_keep_their_own_files_out_of_each_others_results(tmp_path, postgres, encoder):
+    import smls
+    from smls.config import Settings
+
+    dsn = postgres.fresh_database()
+    a, b = (smls.create_app(Settings(data_dir=tmp_path / n, cache_dir=tmp_path / f"cache-{n}", store=dsn), encoder=encoder).test_client() for n in "ab")
+    write(tmp_path / "a", "only-on-a", texts=OTHER, pages="page_id,page_number\nv1,1\nv2,2\n")
+    put_json(b, "shared")  # an upload: both see it
+    assert search(a, q="lava", k=1)["results"][0]["doc_id"] == "only-on-a"
+    index = a.application.extensions["smls"].embedders[0].search.index
+    versions = index.cache.published(index.model)
+    found_by_b = search(b, q="lava", k=3)["results"]
+    assert {h["doc_id"] for h in found_by_b} == {"shared"} and len(found_by_b) == 3  # still k results
+    assert index.cache.published(index.model) == versions  # b's search did not take a's file out of the index
+    assert search(a, q="lava", k=1)["results"][0]["doc_id"] == "only-on-a"
+
+
 # --- the pure parts -----------------------------------------------------------------------
 
 

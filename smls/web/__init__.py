@@ -121,7 +121,7 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings, libra
         # Loaded here, in the master: the workers share its pages until they change them.
         index = SearchIndex(cache, documents_.index_name, encoder.dimension, settings.cache_dir / "index")
         index.load()
-        search = CrossSearch(library, documents_, index, settings.request_timeout)
+        search = CrossSearch(library, documents_, index, settings.request_timeout, shared=is_postgres(settings.store))
         served[name] = EmbeddingModel(name, encoder, batcher, documents_, search, outputs.Calibration(encoder, settings.cache_dir))
     if not any(isinstance(m, EmbeddingModel) for m in served.values()):
         raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")
