@@ -1,8 +1,9 @@
-"""/documents through Flask's test client on the real encoder: streaming, cache, search, errors."""
+"""/documents through Flask's test client on the real encoder: streaming, cache, search, errors; on both stores."""
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import orjson
@@ -11,6 +12,16 @@ import pytest
 from smls import outputs
 from tests.test_documents import HOSTILE_IDS, P1, P2, PAGES, TEXTS, write
 from tests.test_http import assert_error
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request, settings):
+    """Every test here runs on both stores: the SQLite cache file, and a real PostgreSQL (a fresh database per test)."""
+    if request.param == "sqlite":
+        return settings
+    if request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("about the SQLite cache file itself")
+    return replace(settings, store=request.getfixturevalue("postgres").fresh_database())
 
 
 @pytest.fixture()
@@ -89,13 +100,20 @@ def test_an_interrupted_computation_resumes_with_only_the_missing_chunks(client,
 
     # A chunk lost from the middle is recomputed alone.
     key = embedder.key(doc)
-    sqlite3.connect(settings.cache_dir / "documents.sqlite3").execute("DELETE FROM chunks WHERE key = ? AND chunk = 1", (key,)).connection.commit()
+    if settings.store:
+        import psycopg
+
+        with psycopg.connect(settings.store, autocommit=True) as conn:
+            conn.execute("DELETE FROM smls_chunks WHERE key = %s AND chunk = 1", (key,))
+    else:
+        sqlite3.connect(settings.cache_dir / "documents.sqlite3").execute("DELETE FROM chunks WHERE key = ? AND chunk = 1", (key,)).connection.commit()
     before = encoder.sentences_encoded
     again = get_doc(client)
     assert encoder.sentences_encoded == before + 4
     assert again["sentences"] == body["sentences"]
 
 
+@pytest.mark.sqlite_only
 def test_corrupt_cache_file_is_rebuilt(client, data, settings):
     get_doc(client)
     cache_file = settings.cache_dir / "documents.sqlite3"
@@ -113,6 +131,7 @@ def test_corrupt_cache_file_is_rebuilt(client, data, settings):
     assert [p.name for p in settings.cache_dir.glob("documents.sqlite3.broken-*")]
 
 
+@pytest.mark.sqlite_only
 def test_deleted_cache_file_is_recreated(client, data, settings):
     get_doc(client)
     for path in settings.cache_dir.iterdir():
