@@ -97,6 +97,7 @@ def test_common_lisp_sbcl_drakma_yason(live_server):
             need(f"{system} (Debian cl-{system})")
     out = run(["sbcl", "--script", "clients/lisp/embed.lisp", live_server.url], live_server)
     assert "vectors: 4, dimension: 384" in out
+    assert "uploaded: lisp-notes, 1 sentence(s)\nsearch: lisp-notes, sentence 0, page 7\ndeleted: yes\n" in out
     assert_model_lines(out.splitlines()[3:])
     same, other = similarities(out)
     assert same > 0.5 > other  # real vectors: the two cat sentences are close, the markets one is not
@@ -106,6 +107,7 @@ def test_emacs_lisp_url_and_json(live_server):
     need("emacs")
     out = run(["emacs", "--batch", "-Q", "-l", "clients/emacs/smls.el", "-f", "smls-demo"], live_server)
     assert "vectors: 3, dimension: 384" in out
+    assert "uploaded: emacs-notes, 1 sentence(s)\nsearch: emacs-notes, sentence 0, page 7\ndeleted: yes\n" in out
     assert_model_lines(out.splitlines()[3:])
     same, other = similarities(out)
     assert same > 0.5 > other

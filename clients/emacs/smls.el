@@ -13,9 +13,9 @@
 (defvar smls-url (or (getenv "SMLS_URL") "http://127.0.0.1:8000")
   "Where the smls server listens.")
 
-(defun smls--request (path &optional body)
-  "POST BODY (a Lisp value, sent as JSON) to PATH, or GET PATH without BODY; return the parsed JSON answer."
-  (let* ((url-request-method (if body "POST" "GET"))
+(defun smls--request (path &optional body method)
+  "Send METHOD (default: POST with BODY, else GET) to PATH, with BODY (a Lisp value) as JSON; return the parsed JSON answer."
+  (let* ((url-request-method (or method (if body "POST" "GET")))
          (url-request-extra-headers (when body '(("Content-Type" . "application/json"))))
          (url-request-data (when body (encode-coding-string (json-encode body) 'utf-8)))
          (buffer (url-retrieve-synchronously (concat smls-url path) t nil 60)))
@@ -28,7 +28,7 @@
                  (json-array-type 'vector)
                  (text (decode-coding-string (buffer-substring-no-properties (point) (point-max)) 'utf-8))
                  (answer (json-read-from-string text)))
-            (unless (eq url-http-response-status 200)
+            (unless (<= 200 url-http-response-status 299)
               (error "smls answered %s: %s" url-http-response-status
                      (alist-get 'message (alist-get 'error answer))))
             answer))
@@ -60,6 +60,26 @@ Return (MODEL SCORER INDEXES): who ranked them, how, and the documents' indexes.
           (alist-get 'scorer answer)
           (mapcar (lambda (r) (alist-get 'index r)) (alist-get 'results answer)))))
 
+(defun smls-upload (doc-id texts pages)
+  "Store a document as DOC-ID: TEXTS a list of (TEXT . PAGE-IDS), PAGES a list of (PAGE-ID . NUMBER).
+Return the number of sentences stored."
+  (alist-get 'sentences
+             (smls--request (concat "/documents/" (url-hexify-string doc-id))
+                            `((texts . ,(vconcat (mapcar (lambda (x) `((text . ,(car x)) (pages . ,(vconcat (cdr x))))) texts)))
+                              (pages . ,(vconcat (mapcar (lambda (p) `((id . ,(car p)) (page_number . ,(cdr p)))) pages))))
+                            "PUT")))
+
+(defun smls-search (query &optional k)
+  "The K (default 10) sentences most like QUERY over every document, best first: a list of (DOC-ID INDEX TEXT PAGE-NUMBERS)."
+  (mapcar (lambda (hit)
+            (list (alist-get 'doc_id hit) (alist-get 'index hit) (alist-get 'text hit)
+                  (mapcar (lambda (p) (alist-get 'number p)) (alist-get 'pages hit))))
+          (alist-get 'results (smls--request (format "/search?q=%s&k=%d" (url-hexify-string query) (or k 10))))))
+
+(defun smls-delete (doc-id)
+  "Remove the uploaded document DOC-ID and its vectors."
+  (smls--request (concat "/documents/" (url-hexify-string doc-id)) nil "DELETE"))
+
 (defun smls-demo ()
   "Embed three sentences and print how similar they are."
   (let* ((texts '("The cat sits on the mat." "A cat is sitting on a rug." "Stock markets fell sharply."))
@@ -78,7 +98,14 @@ Return (MODEL SCORER INDEXES): who ranked them, how, and the documents' indexes.
     (princ (format "model %s: dimension %d\n" name (length (aref (smls-embed '("Hello world!") nil name) 0))))
     (dolist (model (list nil (smls-default-model)))
       (pcase-let ((`(,by ,scorer ,order) (smls-rerank "How long do cats sleep?" documents model)))
-        (princ (format "rerank (%s, %s): %s\n" by scorer (mapconcat #'number-to-string order " ")))))))
+        (princ (format "rerank (%s, %s): %s\n" by scorer (mapconcat #'number-to-string order " "))))))
+  ;; Documents over HTTP: upload one, search across every document, delete it.
+  (princ (format "uploaded: emacs-notes, %d sentence(s)\n"
+                 (smls-upload "emacs-notes" '(("Molten lava poured down the side of the volcano." "p1")) '(("p1" . 7)))))
+  (pcase-let ((`(,doc ,index ,_text ,pages) (car (smls-search "an erupting volcano" 1))))
+    (princ (format "search: %s, sentence %d, page %d\n" doc index (car pages))))
+  (smls-delete "emacs-notes")
+  (princ "deleted: yes\n"))
 
 (provide 'smls)
 ;;; smls.el ends here

@@ -19,7 +19,7 @@
   "The parsed JSON of an answer, or an error with smls's message."
   (declare (ignore more))
   (let ((json (yason:parse body)))
-    (unless (= status 200)
+    (unless (<= 200 status 299)
       (error "smls answered ~a: ~a" status (gethash "message" (gethash "error" json))))
     json))
 
@@ -41,11 +41,12 @@ Return the vectors and the dimension."
     (loop for (key value) on keys-and-values by #'cddr do (setf (gethash key table) value))
     table))
 
-(defun call-json (path &optional body)
-  "GET PATH, or POST BODY (a hash table, sent as JSON) to it; return the parsed answer."
+(defun call-json (path &key body (method (if body :post :get)) parameters)
+  "Send METHOD to PATH with BODY (a hash table, sent as JSON) or query PARAMETERS (an alist); return the parsed answer."
   (multiple-value-call #'answer
     (drakma:http-request (concatenate 'string (smls-url) path)
-                         :method (if body :post :get)
+                         :method method
+                         :parameters parameters
                          :content-type "application/json"
                          :content (when body (with-output-to-string (s) (yason:encode body s)))
                          :external-format-out :utf-8
@@ -53,9 +54,9 @@ Return the vectors and the dimension."
 
 (defun rerank (query documents &optional model)
   "The documents' indexes, best first, with the model and scorer that ranked them."
-  (let ((json (call-json "/rerank" (if model
-                                       (object "query" query "documents" documents "model" model)
-                                       (object "query" query "documents" documents)))))
+  (let ((json (call-json "/rerank" :body (if model
+                                             (object "query" query "documents" documents "model" model)
+                                             (object "query" query "documents" documents)))))
     (values (mapcar (lambda (r) (gethash "index" r)) (gethash "results" json))
             (gethash "model" json)
             (gethash "scorer" json))))
@@ -84,3 +85,13 @@ Return the vectors and the dimension."
   (dolist (model (list nil (gethash "default" listing)))
     (multiple-value-bind (order name scorer) (rerank "How long do cats sleep?" documents model)
       (format t "rerank (~a, ~a): ~{~d~^ ~}~%" name scorer order))))
+
+;; Documents over HTTP: upload one as JSON, search across every document, delete it.
+(let ((upload (call-json "/documents/lisp-notes"
+                         :method :put
+                         :body (object "texts" (list (object "text" "Molten lava poured down the side of the volcano." "pages" (list "p1")))
+                                       "pages" (list (object "id" "p1" "page_number" 7))))))
+  (format t "uploaded: ~a, ~d sentence(s)~%" (gethash "doc_id" upload) (gethash "sentences" upload)))
+(let ((hit (first (gethash "results" (call-json "/search" :parameters '(("q" . "an erupting volcano") ("k" . "1")))))))
+  (format t "search: ~a, sentence ~d, page ~d~%" (gethash "doc_id" hit) (gethash "index" hit) (gethash "number" (first (gethash "pages" hit)))))
+(format t "deleted: ~:[no~;yes~]~%" (gethash "deleted" (call-json "/documents/lisp-notes" :method :delete)))
