@@ -25,23 +25,6 @@ except (OSError, AttributeError):
     _libc = None
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
-
-
-def map_big_blocks(threshold: int = 1 << 20) -> bool:
-    """Serve allocations of `threshold` bytes and more from mmap, so that freeing one gives it back at once.
-
-    glibc raises its mmap threshold each time such a block is freed (up to 32 MiB), after
-    which a big document's multi-megabyte response pieces come from the heap, where they
-    fragment it and are not returned until a trim: measured on a 6,000-sentence document
-    with 10 KB of metadata each, the worker's peak RSS went from +114 MB to +84 MB with a
-    fixed 1 MiB threshold (bench/bigdoc.py). Setting it also turns the raising off.
-    """
-    if _libc is None:
-        return False
-    return bool(_libc.mallopt(_M_MMAP_THRESHOLD, threshold))
-
-
 def trim() -> bool:
     """Return free heap pages to the system (glibc's malloc_trim); False where there is no glibc."""
     if _libc is None:

@@ -147,7 +147,6 @@ def warm_up(app: Flask) -> None:
                 index.sync()
 
         listen(str(state.settings.store), follow)
-    memory.map_big_blocks()
     memory.trim()
     state.trimmer.start()
     state.ready.set()
