@@ -351,7 +351,7 @@ _UPLOAD_JSON = {
             "items": {
                 "type": "object",
                 "required": ["id", "page_number"],
-                "properties": {"id": {"type": "string"}, "page_number": {"type": "integer"}},
+                "properties": {"id": {"type": "string"}, "page_number": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}},
                 "additionalProperties": {"type": ["string", "number", "null"]},
             },
         },
