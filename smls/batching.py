@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from smls.encoders import Encoded
+from smls.encoders import Encoded, batches_by_length
 from smls.errors import Overloaded
 
 log = logging.getLogger("smls")
@@ -64,9 +64,7 @@ class BulkJob:
     def __init__(self, texts: list[str], prepared: list[Any] | None, piece_size: int) -> None:
         self.texts = texts
         self.prepared = prepared
-        # Longest first, as SentenceEncoder.encode does: similar lengths share a pass.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        self.pieces = [order[i : i + piece_size] for i in range(0, len(order), piece_size)]
+        self.pieces = batches_by_length(texts, piece_size)  # as SentenceEncoder.encode cuts its batches
         self._parts: list[tuple[list[int], Encoded]] = []
         self._left = len(self.pieces)
         self._running = 0

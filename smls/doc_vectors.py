@@ -81,15 +81,14 @@ class DocumentEmbedder:
         pending: dict[int, BulkJob] = {}
         try:
             for number, start in enumerate(starts):
-                expected = min(self.chunk_size, len(doc.sentences) - start)
                 vectors = None if number in pending else self.cache.get(key, number, dim)
-                if vectors is None or len(vectors) != expected:
-                    job = pending.pop(number, None) or self._submit(doc, start, expected)
+                if vectors is None or len(vectors) != len(self._chunk(doc, number)):
+                    job = pending.pop(number, None) or self._submit(doc, number)
                     # The next missing chunk waits in the queue while this one is finished,
                     # so the streams do not idle while it is stored and sent.
                     nxt = next((n for n in missing if n > number), None)
                     if nxt is not None:
-                        pending[nxt] = self._submit(doc, starts[nxt], min(self.chunk_size, len(doc.sentences) - starts[nxt]))
+                        pending[nxt] = self._submit(doc, nxt)
                     vectors = job.wait().vectors
                     if normalize:
                         vectors = unit_rows(vectors)
@@ -102,8 +101,14 @@ class DocumentEmbedder:
             self.cache.finish(key)
             self.cache.publish(self.index_name, doc.doc_id, key, len(doc.sentences))  # search across documents finds it now
 
-    def _submit(self, doc: Document, start: int, count: int) -> BulkJob:
-        return self.batcher.submit_bulk([s.text for s in doc.sentences[start : start + count]])
+    def _chunk(self, doc: Document, number: int) -> range:
+        """The sentence indexes of chunk `number`."""
+        return range(number * self.chunk_size, min((number + 1) * self.chunk_size, len(doc.sentences)))
+
+    def _submit(self, doc: Document, number: int) -> BulkJob:
+        """Queue chunk `number`'s sentences in the bulk lane."""
+        chunk = self._chunk(doc, number)
+        return self.batcher.submit_bulk([s.text for s in doc.sentences[chunk.start : chunk.stop]])
 
     def fill(self, doc: Document, normalize: bool = False) -> Iterator[int]:
         """Compute and cache a whole document, yielding how many sentences each step covered."""

@@ -19,13 +19,13 @@ from typing import Any
 
 from smls.catalog import EMBEDDED_MODEL_NAME, ModelSpec, default_name, detect_kind
 from smls.config import BACKENDS, Settings, check_model_dir
-from smls.encoders.base import Budget, Encoded, Encoder, SentenceEncoder, model_fingerprint
+from smls.encoders.base import Budget, Encoded, Encoder, SentenceEncoder, batches_by_length, model_fingerprint
 from smls.encoders.cross import CrossEncoderModel, PairScorer, Scores
 from smls.errors import StartupError
 
 __all__ = [
     "EMBEDDED_MODEL_NAME", "Budget", "CrossEncoderModel", "Encoded", "Encoder", "PairScorer", "Scores", "SentenceEncoder",
-    "build_encoder", "build_reranker", "encoder_for", "load_model", "model_fingerprint", "resolve_config", "resolve_reranker_config",
+    "batches_by_length", "build_encoder", "build_reranker", "encoder_for", "load_model", "model_fingerprint", "resolve_config", "resolve_reranker_config",
 ]
 
 _CONFIG_KEYS = frozenset({"model", "name", "device", "batch_size", "backend", "cache_dir", "threads"})

@@ -161,11 +161,8 @@ class SentenceEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         truncated = np.zeros(len(texts), dtype=bool)
         tokens = np.zeros(len(texts), dtype=np.int64)
-        # Like SentenceTransformer.encode: similar lengths share a batch, so padding is small.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         with self._slots.hold():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for idx in batches_by_length(texts, self.batch_size):
                 part = None if prepared is None else [prepared[i] for i in idx]
                 out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
                 with self._count_lock:
@@ -178,6 +175,15 @@ class SentenceEncoder:
     def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> BatchResult:
         """Vectors, truncated flags and token counts for one batch (called holding one of the streams)."""
         raise NotImplementedError
+
+
+def batches_by_length(texts: Sequence[str], size: int) -> list[list[int]]:
+    """The texts' indexes, longest first, in groups of `size`.
+
+    Like SentenceTransformer.encode: similar lengths share a pass, so padding is small.
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def model_fingerprint(path: Path) -> str:
