@@ -120,12 +120,6 @@ class AnnIndex:
         index.load_index(str(path), allow_replace_deleted=True)
         return cls(dimension, index, live)
 
-    @property
-    def memory(self) -> int:
-        """Bytes the index holds in memory (its vectors and links, as allocated)."""
-        per_element = self.dimension * 4 + CONNECTIVITY * 2 * 4 + 16  # vector, level-0 links, label and header
-        return int(self.index.get_max_elements() * per_element)
-
 
 class SearchIndex:
     """One model's index over its published document versions, caught up with the cache before each search and saved after changes."""
@@ -192,9 +186,7 @@ class SearchIndex:
     def search(self, query: np.ndarray, k: int) -> list[Neighbour]:
         """The k nearest sentences over every held version, best first."""
         with self._lock:
-            if not len(self.ann):
-                return []
-            keys, scores = self.ann.search(query, min(k, len(self.ann)))
+            keys, scores = self.ann.search(query, k)  # (it asks for no more than it holds)
         return [Neighbour(*split(int(key)), float(score)) for key, score in zip(keys, scores, strict=True)]
 
     def exact(self, query: np.ndarray, versions: list[int], k: int) -> list[Neighbour]:

@@ -80,7 +80,7 @@ class CrossSearch:
         for doc_id in scope:
             try:
                 digest = self.library.digest(doc_id)
-                keys = [self.embedder.key_for(digest, normalize) for normalize in (False, True)]
+                keys = self._keys(digest)
                 if held.get(doc_id) in keys:
                     continue
                 complete = next((key for key in keys if cache.is_complete(key)), None)
@@ -94,6 +94,10 @@ class CrossSearch:
                     raise
                 found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
         return set(scope)
+
+    def _keys(self, digest: str) -> tuple[str, str]:
+        """The cache keys a document with this digest may be indexed under: its raw vectors, or its unit-length ones."""
+        return self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)
 
     def _count(self, doc_id: str) -> int:
         return len(self._document(doc_id, self.library.digest(doc_id)).sentences)
@@ -111,7 +115,7 @@ class CrossSearch:
         """A neighbour as clients see it, or None if its document changed or went since it was indexed."""
         try:
             digest = self.library.digest(doc_id)
-            if key not in (self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)):
+            if key not in self._keys(digest):
                 return None
             doc = self._document(doc_id, digest)
         except SmlsError:
