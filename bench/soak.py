@@ -70,6 +70,9 @@ end
 """
 
 
+WORKERS = 2
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,6 +81,42 @@ def free_port() -> int:
 
 def workers(master: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+def serving(master: int, port: int, tries: int = 8) -> set[int]:
+    """The workers that accept connections now: those holding one of `tries` fresh connections, each answered once.
+
+    A worker accepts only once it has warmed up (post_worker_init), and /ready answers for one
+    worker only: load sent after the first 200 would go, kept alive, to that worker alone.
+    """
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(tries)]
+    try:
+        for client in clients:
+            client.sendall(b"GET /ready HTTP/1.1\r\nHost: soak\r\n\r\n")
+        peers = set()
+        for client in clients:
+            client.recv(4096)  # answered: accepted by some worker
+            peers.add(client.getsockname()[1])
+        # The server's side of each connection: local port `port`, remote port one of ours (/proc/net/tcp is hex).
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].split(":")[1], fields[2].split(":")[1]
+            if int(local, 16) == port and int(remote, 16) in peers:
+                inodes.add(f"socket:[{fields[9]}]")
+        found = set()
+        for pid in workers(master):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    if os.readlink(fd) in inodes:
+                        found.add(pid)
+                        break
+                except OSError:
+                    continue
+        return found
+    finally:
+        for client in clients:
+            client.close()
 
 
 def rss_mb(pid: int) -> float:
@@ -116,7 +155,7 @@ def main() -> int:
     script(lua)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}
-    env.update(SMLS_PORT=str(port), SMLS_WORKERS="2", SMLS_ACCESS_LOG="", SMLS_LOG_LEVEL="warning", SMLS_CACHE_DIR=str(work / "cache"))
+    env.update(SMLS_PORT=str(port), SMLS_WORKERS=str(WORKERS), SMLS_ACCESS_LOG="", SMLS_LOG_LEVEL="warning", SMLS_CACHE_DIR=str(work / "cache"))
     server = subprocess.Popen([str(GUNICORN), "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
     url = f"http://127.0.0.1:{port}"
@@ -131,6 +170,11 @@ def main() -> int:
             if time.monotonic() > deadline or server.poll() is not None:
                 sys.exit(f"soak: the server did not start:\n{(work / 'server.log').read_text()}")
             time.sleep(0.2)
+        while serving(server.pid, port) != set(workers(server.pid)) or len(workers(server.pid)) < WORKERS:
+            if time.monotonic() > deadline:
+                sys.exit(f"soak: not every worker accepts connections:\n{(work / 'server.log').read_text()}")
+            time.sleep(0.2)
+        print(f"soak: every worker accepting {time.monotonic() - deadline + 120:.1f} s after start", flush=True)
         print(f"soak: warm-up {args.warmup:g} s, then {args.seconds:g} s at concurrency {args.concurrency} against {url}", flush=True)
         warm = wrk(url, lua, args.warmup, args.concurrency)
         pids = workers(server.pid)
