@@ -17,7 +17,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import requests
+
+from bench.procs import children, free_port, wait_accepting
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -53,12 +54,6 @@ def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     mem = int(next(row.split()[1] for row in Path("/proc/meminfo").read_text().splitlines() if row.startswith("MemTotal"))) // 1024 // 1024
     return f"{model}, {cores()} cores, {mem} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- in-process ceilings and quality
@@ -159,6 +154,7 @@ class Server:
     proc: subprocess.Popen | None = None
     startup_s: float = 0.0
     model: str | None = None  # a served model's name, sent in every request (smls only)
+    workers: int = 0  # gunicorn workers to wait for: load starts once every one accepts connections
 
     @property
     def url(self) -> str:
@@ -175,6 +171,8 @@ class Server:
             try:
                 if requests.get(self.url + self.health, timeout=2).status_code == 200:
                     self.startup_s = time.perf_counter() - start
+                    if self.workers:
+                        wait_accepting(self.port, self.proc.pid, self.workers, max(1.0, deadline - time.monotonic()))
                     return
             except requests.RequestException:
                 pass
@@ -195,9 +193,7 @@ class Server:
         assert self.proc is not None
         pids = [self.proc.pid]
         for pid in pids:
-            children = Path(f"/proc/{pid}/task/{pid}/children")
-            if children.exists():
-                pids += [int(p) for p in children.read_text().split()]
+            pids += children(pid)
         return pids
 
     def cpu_s(self) -> float:
@@ -260,7 +256,10 @@ def smls_server(name: str, workers: int | None = None, **env: str) -> Server:
     e.update({"SMLS_PORT": "{port}", "SMLS_ACCESS_LOG": "", "SMLS_LOG_LEVEL": "warning", **env})
     if workers:
         e["SMLS_WORKERS"] = str(workers)
-    srv = Server(name, [str(VENV_BIN / "gunicorn"), "server:app", "-c", "gunicorn.conf.py"], e, "/embed", "message")
+    from smls.config import Settings
+
+    srv = Server(name, [str(VENV_BIN / "gunicorn"), "server:app", "-c", "gunicorn.conf.py"], e, "/embed", "message",
+                 workers=Settings.from_env({k: v for k, v in e.items() if k != "SMLS_PORT"}).workers)
     srv.env["SMLS_PORT"] = str(srv.port)
     return srv
 
@@ -275,7 +274,7 @@ def naive_server() -> Server:
     env = {**os.environ, "NAIVE_MODEL": model_path(), "HF_HUB_OFFLINE": "1"}
     # Started from bench/, so that gunicorn does not pick up smls's gunicorn.conf.py.
     return Server("naive Flask", [str(VENV_BIN / "gunicorn"), "-w", "2", "--preload", "-b", "127.0.0.1:{port}", "--log-level", "warning",
-                                  "naive_server:app"], env, "/embed", "message", cwd=ROOT / "bench")
+                                  "naive_server:app"], env, "/embed", "message", cwd=ROOT / "bench", workers=2)
 
 
 def _infinity_env() -> dict[str, str]:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from bench.procs import children, free_port, rss_mb, wait_accepting
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
@@ -73,59 +74,6 @@ end
 WORKERS = 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def workers(master: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
-
-
-def serving(master: int, port: int, tries: int = 8) -> set[int]:
-    """The workers that accept connections now: those holding one of `tries` fresh connections, each answered once.
-
-    A worker accepts only once it has warmed up (post_worker_init), and /ready answers for one
-    worker only: load sent after the first 200 would go, kept alive, to that worker alone.
-    """
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(tries)]
-    try:
-        for client in clients:
-            client.sendall(b"GET /ready HTTP/1.1\r\nHost: soak\r\n\r\n")
-        peers = set()
-        for client in clients:
-            client.recv(4096)  # answered: accepted by some worker
-            peers.add(client.getsockname()[1])
-        # The server's side of each connection: local port `port`, remote port one of ours (/proc/net/tcp is hex).
-        inodes = set()
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1].split(":")[1], fields[2].split(":")[1]
-            if int(local, 16) == port and int(remote, 16) in peers:
-                inodes.add(f"socket:[{fields[9]}]")
-        found = set()
-        for pid in workers(master):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                try:
-                    if os.readlink(fd) in inodes:
-                        found.add(pid)
-                        break
-                except OSError:
-                    continue
-        return found
-    finally:
-        for client in clients:
-            client.close()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def script(path: Path) -> None:
     texts = [t["text"][:200] for t in json.loads((ROOT / "data" / "texts_demo.json").read_text())][:120]
     lua_texts = "{" + ",\n".join("[==[" + t.replace("]==]", "") + "]==]" for t in texts) + "}"
@@ -170,14 +118,14 @@ def main() -> int:
             if time.monotonic() > deadline or server.poll() is not None:
                 sys.exit(f"soak: the server did not start:\n{(work / 'server.log').read_text()}")
             time.sleep(0.2)
-        while serving(server.pid, port) != set(workers(server.pid)) or len(workers(server.pid)) < WORKERS:
-            if time.monotonic() > deadline:
-                sys.exit(f"soak: not every worker accepts connections:\n{(work / 'server.log').read_text()}")
-            time.sleep(0.2)
-        print(f"soak: every worker accepting {time.monotonic() - deadline + 120:.1f} s after start", flush=True)
+        try:
+            took = wait_accepting(port, server.pid, WORKERS, max(1.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            sys.exit(f"soak: {exc}:\n{(work / 'server.log').read_text()}")
+        print(f"soak: every worker accepts connections ({took:.1f} s after the first /ready)", flush=True)
         print(f"soak: warm-up {args.warmup:g} s, then {args.seconds:g} s at concurrency {args.concurrency} against {url}", flush=True)
         warm = wrk(url, lua, args.warmup, args.concurrency)
-        pids = workers(server.pid)
+        pids = children(server.pid)
         before = {pid: rss_mb(pid) for pid in pids}
         started = time.monotonic()
         samples: list[tuple[float, dict[int, float]]] = []
@@ -185,14 +133,14 @@ def main() -> int:
 
         def sample() -> None:  # the RSS trend: a leak climbs, a heap settling flattens out
             while not sampling.wait(max(5.0, args.seconds / 10)):
-                samples.append((time.monotonic() - started, {p: rss_mb(p) for p in workers(server.pid)}))
+                samples.append((time.monotonic() - started, {p: rss_mb(p) for p in children(server.pid)}))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         result = wrk(url, lua, args.seconds, args.concurrency)
         sampling.set()
         elapsed = time.monotonic() - started
-        after = {pid: rss_mb(pid) for pid in workers(server.pid)}
+        after = {pid: rss_mb(pid) for pid in children(server.pid)}
         # Why any 503 was given (warm-up included): shed before work (by reason), or the model's queue.
         shed = [line for line in requests.get(url + "/metrics", timeout=30).text.splitlines()
                 if line.startswith("smls_shed_requests_total{") or (line.startswith("smls_http_requests_total{") and 'status="503"' in line)]
