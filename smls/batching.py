@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class BatchEncoder(Protocol):
     def encode(self, texts: Sequence[str], *, normalize: bool = False, prepared: list[Any] | None = None) -> Encoded:
         """Vectors for texts, in order."""
         ...
+
+
+E = TypeVar("E", bound=BatchEncoder)
 
 
 @dataclass(eq=False)
@@ -125,12 +128,12 @@ class _Piece:
     index: list[int]
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[E]):
     """Gathers concurrent encode calls into shared forward passes, and runs bulk jobs beside them; one thread per stream."""
 
     def __init__(
         self,
-        encoder: BatchEncoder,
+        encoder: E,
         *,
         max_batch: int = 16,
         max_wait: float = 0.0,

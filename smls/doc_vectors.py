@@ -36,18 +36,22 @@ class Hit:
 class DocumentEmbedder:
     """Vectors for documents, from the cache when it has them, else from the encoder."""
 
-    def __init__(self, batcher: MicroBatcher, encoder: Encoder, cache: VectorStore, chunk_size: int = 256, timeout: float = 30.0) -> None:
+    def __init__(self, batcher: MicroBatcher[Encoder], cache: VectorStore, chunk_size: int = 256, timeout: float = 30.0) -> None:
         self.batcher = batcher
-        self.encoder = encoder
         self.cache = cache
         self.chunk_size = chunk_size
         self.timeout = timeout  # seconds a query may wait for the model (search)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The model whose scheduler computes the vectors (its name and fingerprint key them in the cache)."""
+        return self.batcher.encoder
 
     @classmethod
     def from_settings(cls, encoder: Encoder, settings: Settings) -> DocumentEmbedder:
         """An embedder over the vector store (SMLS_STORE's database, else SMLS_CACHE_DIR), in SMLS_DOC_BATCH chunks, on all of the encoder's streams."""
         batcher = MicroBatcher(encoder, streams=encoder.streams, piece_size=encoder.batch_size, queue_size=settings.queue_size)
-        return cls(batcher, encoder, open_vectors(settings.store, settings.cache_dir), settings.doc_batch, settings.request_timeout)
+        return cls(batcher, open_vectors(settings.store, settings.cache_dir), settings.doc_batch, settings.request_timeout)
 
     def _model_key(self, normalize: bool) -> str:
         return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}"

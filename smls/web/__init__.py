@@ -117,7 +117,7 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings, libra
             on_depth=hooks.queue_depth,
             on_batch=hooks.batch_size,
         )
-        documents_ = DocumentEmbedder(batcher, encoder, cache, settings.doc_batch, settings.request_timeout)
+        documents_ = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout)
         # Loaded here, in the master: the workers share its pages until they change them.
         index = SearchIndex(cache, documents_.index_name, encoder.dimension, settings.cache_dir / "index")
         index.load()
