@@ -82,11 +82,6 @@ class VectorCache:
         """Mark an entry complete."""
         self._run("UPDATE entries SET complete = 1, updated = ? WHERE key = ?", (time.time(), key))
 
-    def count(self, doc_id: str) -> int | None:
-        """Sentence count of the newest complete entry for doc_id, if any (cheap, for listings)."""
-        rows = self._run("SELECT count FROM entries WHERE doc_id = ? AND complete = 1 ORDER BY updated DESC LIMIT 1", (doc_id,))
-        return rows[0][0] if rows else None
-
     def vectors(self, key: str, dimension: int) -> Iterator[np.ndarray]:
         """Every stored chunk of `key`, in order."""
         for (number,) in self._run("SELECT chunk FROM chunks WHERE key = ? ORDER BY chunk", (key,)):
@@ -94,14 +89,14 @@ class VectorCache:
             if chunk is not None:
                 yield chunk
 
-    def publish(self, model: str, doc_id: str, key: str, count: int) -> None:
+    def publish(self, model: str, doc_id: str, key: str) -> None:
         """Record that the search index of `model` should hold entry `key` as doc_id (replacing an older version)."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT key FROM published WHERE model = ? AND doc_id = ?", (model, doc_id)).fetchone()
             if row and row[0] == key:
                 return
             conn.execute("DELETE FROM published WHERE model = ? AND doc_id = ?", (model, doc_id))
-            conn.execute("INSERT INTO published (model, doc_id, key, count) VALUES (?, ?, ?, ?)", (model, doc_id, key, count))
+            conn.execute("INSERT INTO published (model, doc_id, key, count) SELECT ?, ?, key, count FROM entries WHERE key = ?", (model, doc_id, key))
 
     def published(self, model: str) -> dict[int, tuple[str, str, int]]:
         """What the search index of `model` should hold: id -> (doc_id, key, count)."""

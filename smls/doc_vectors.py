@@ -103,7 +103,7 @@ class DocumentEmbedder:
                 job.cancel()
         if not complete:
             self.cache.finish(key)
-            self.cache.publish(self.index_name, doc.doc_id, key, len(doc.sentences))  # search across documents finds it now
+            self.cache.publish(self.index_name, doc.doc_id, key)  # search across documents finds it now
 
     def _chunk(self, doc: Document, number: int) -> range:
         """The sentence indexes of chunk `number`."""

@@ -169,7 +169,21 @@ def file_digest(data_dir: Path, doc_id: str) -> str:
     memo = _digests.get(str(texts_path))
     if memo and memo[0] == stamp:
         return memo[1]
-    value = digest(_read(texts_path, doc_id), _read(pages_path, doc_id))
+    # digest() of the two files' bytes, read a block at a time: a 1 GB texts file is never held whole.
+    hashed = hashlib.sha256()
+    for label, path, size in ((b"texts", texts_path, a.st_size), (b"pages", pages_path, b.st_size)):
+        hashed.update(len(label).to_bytes(8, "big") + label + size.to_bytes(8, "big"))
+        read = 0
+        try:
+            with path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    hashed.update(block)
+                    read += len(block)
+        except FileNotFoundError:
+            raise DocumentNotFound(f"no document {doc_id!r}: {path.name} is missing from the data folder") from None
+        if read != size:  # rewritten while read: hash it again, as it is now
+            return file_digest(data_dir, doc_id)
+    value = hashed.hexdigest()
     _digests[str(texts_path)] = (stamp, value)
     return value
 

@@ -157,12 +157,13 @@ class SearchIndex:
             return
         self.ann, self.held = ann, held
 
-    def sync(self) -> int:
-        """Catch up with the published versions; the number of vectors added or removed."""
+    def sync(self, wanted: dict[int, tuple[str, str, int]] | None = None) -> int:
+        """Catch up with the published versions (as just read by the caller, else read here); the number of versions added or removed."""
         with self._lock:
             if not self._loaded:
                 self._load()
-            wanted = self.cache.published(self.model)
+            if wanted is None:
+                wanted = self.cache.published(self.model)
             changed = 0
             for version in [v for v in self.held if v not in wanted]:
                 self.ann.remove(labels(version, self.held.pop(version)))

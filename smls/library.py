@@ -47,9 +47,20 @@ class Library:
             return summary[0]
         return documents.file_digest(self.data_dir, doc_id)
 
+    def digests(self) -> dict[str, str]:
+        """Every document's current digest: the uploads' from one query, the files' memoised by size and time."""
+        found = {doc_id: digest for doc_id, (digest, _) in self.store.listing().items()}
+        for doc_id in documents.list_documents(self.data_dir):
+            if doc_id not in found:
+                try:
+                    found[doc_id] = documents.file_digest(self.data_dir, doc_id)
+                except DocumentNotFound:  # removed since it was listed
+                    continue
+        return found
+
     def listing(self) -> list[Entry]:
         """Every document, sorted by id."""
-        entries = {i: Entry(i, "upload", n) for i, n in self.store.listing().items()}
+        entries = {i: Entry(i, "upload", n) for i, (_, n) in self.store.listing().items()}
         for doc_id in documents.list_documents(self.data_dir):
             entries.setdefault(doc_id, Entry(doc_id, "files", documents.count_sentences(self.data_dir, doc_id)))
         return [entries[i] for i in sorted(entries)]

@@ -49,9 +49,11 @@ class CrossSearch:
     def search(self, query: str, k: int, doc_ids: list[str] | None = None) -> Found:
         """The k sentences most similar to query over doc_ids (None: every document), best first."""
         found = Found()
-        scope = self._bring_up_to_date(doc_ids, found)
-        self.index.sync()
         published = self.index.cache.published(self.index.model)
+        scope, changed = self._bring_up_to_date(doc_ids, published, found)
+        if changed:
+            published = self.index.cache.published(self.index.model)
+        self.index.sync(published)
         vector = self.embedder.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
         mine = {v: row for v, row in published.items() if row[0] in scope}
         if len(mine) == len(published):
@@ -68,19 +70,21 @@ class CrossSearch:
                 break
         return found
 
-    def _bring_up_to_date(self, doc_ids: list[str] | None, found: Found) -> set[str]:
-        """Compute or publish each document in scope that the index lacks; the ids in scope."""
-        explicit = doc_ids is not None
-        scope = doc_ids if doc_ids is not None else [e.doc_id for e in self.library.listing()]
+    def _bring_up_to_date(self, doc_ids: list[str] | None, published: dict[int, tuple[str, str, int]], found: Found) -> tuple[set[str], bool]:
+        """Compute or publish each document in scope that the index lacks; (the ids in scope, whether anything was published or unpublished)."""
+        # Every document's digest at once (one query for the uploads), or those of the few asked for.
+        digests = self.library.digests() if doc_ids is None else None
+        scope = doc_ids if doc_ids is not None else list(digests or {})
         cache, model = self.index.cache, self.index.model
-        held = {row[0]: row[1] for row in cache.published(model).values()}
-        if not explicit and not self.shared:
+        held = {row[0]: row[1] for row in published.values()}
+        changed = False
+        if digests is not None and not self.shared:
             for gone in set(held) - set(scope):  # files removed from the data folder
                 cache.unpublish(model, gone)
+                changed = True
         for doc_id in scope:
             try:
-                digest = self.library.digest(doc_id)
-                keys = self._keys(digest)
+                keys = self._keys(digests[doc_id] if digests is not None else self.library.digest(doc_id))
                 if held.get(doc_id) in keys:
                     continue
                 complete = next((key for key in keys if cache.is_complete(key)), None)
@@ -88,19 +92,17 @@ class CrossSearch:
                     for _ in self.embedder.fill(self.library.load(doc_id)):  # publishes once complete
                         pass
                 else:
-                    cache.publish(model, doc_id, complete, self._count(doc_id))
+                    cache.publish(model, doc_id, complete)
+                changed = True
             except SmlsError as exc:
-                if explicit:
+                if digests is None:  # asked for by name: its error is the answer
                     raise
                 found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
-        return set(scope)
+        return set(scope), changed
 
     def _keys(self, digest: str) -> tuple[str, str]:
         """The cache keys a document with this digest may be indexed under: its raw vectors, or its unit-length ones."""
         return self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)
-
-    def _count(self, doc_id: str) -> int:
-        return len(self._document(doc_id, self.library.digest(doc_id)).sentences)
 
     def _filtered(self, vector: Any, k: int, versions: set[int]) -> list[Neighbour]:
         """The index's nearest, asked for more and more until k of them lie in versions."""

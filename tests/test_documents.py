@@ -67,6 +67,16 @@ def test_digest_changes_with_either_file(tmp_path):
     assert len({first, second, third}) == 3
 
 
+def test_file_digest_is_the_documents_digest_read_a_block_at_a_time(tmp_path):
+    many = [{"text": "x" * 5000 + str(i), "pages": [P1]} for i in range(400)]  # 2 MB: two blocks and more
+    write(tmp_path, texts=many)
+    doc = documents.load_document(tmp_path, "doc")
+    assert documents.file_digest(tmp_path, "doc") == doc.digest
+    assert doc.digest == documents.digest((tmp_path / "texts_doc.json").read_bytes(), (tmp_path / "pages_doc.csv").read_bytes())
+    write(tmp_path, texts=many[:399])  # changed: the memo (by size and time) does not answer for it
+    assert documents.file_digest(tmp_path, "doc") == documents.load_document(tmp_path, "doc").digest != doc.digest
+
+
 BAD = [
     # (what, texts, pages, fragment of the message)
     ("texts not JSON", '[{"text": "a", ', PAGES, "texts_doc.json is not valid JSON"),

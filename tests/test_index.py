@@ -57,7 +57,7 @@ def fill(cache: VectorCache, doc_id: str, vectors: np.ndarray, model: str = "m")
     for number, start in enumerate(range(0, len(vectors), 4)):
         cache.put(key, number, vectors[start : start + 4])
     cache.finish(key)
-    cache.publish(model, doc_id, key, len(vectors))
+    cache.publish(model, doc_id, key)
     return key
 
 

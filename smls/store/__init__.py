@@ -47,8 +47,8 @@ class DocumentStore(Protocol):
         """Remove a document; False if there was none."""
         ...
 
-    def listing(self) -> dict[str, int]:
-        """Every stored id with its sentence count."""
+    def listing(self) -> dict[str, tuple[str, int]]:
+        """Every stored id with its (digest, sentence count)."""
         ...
 
 
@@ -83,8 +83,8 @@ class VectorStore(Protocol):
         """Every stored chunk of `key`, in order."""
         ...
 
-    def publish(self, model: str, doc_id: str, key: str, count: int) -> None:
-        """Record that the search index of `model` should hold entry `key` as doc_id (replacing an older version)."""
+    def publish(self, model: str, doc_id: str, key: str) -> None:
+        """Record that the search index of `model` should hold entry `key` (with its sentence count) as doc_id, replacing an older version."""
         ...
 
     def published(self, model: str) -> dict[int, tuple[str, str, int]]:

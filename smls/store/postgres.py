@@ -135,9 +135,9 @@ class PostgresStore:
         """Remove a document; False if there was none."""
         return bool(self.db.run("DELETE FROM smls_documents WHERE doc_id = %s RETURNING 1", (doc_id,)))
 
-    def listing(self) -> dict[str, int]:
-        """Every stored id with its sentence count."""
-        return dict(self.db.run("SELECT doc_id, sentences FROM smls_documents ORDER BY doc_id"))
+    def listing(self) -> dict[str, tuple[str, int]]:
+        """Every stored id with its (digest, sentence count)."""
+        return {row[0]: (row[1], row[2]) for row in self.db.run("SELECT doc_id, digest, sentences FROM smls_documents ORDER BY doc_id")}
 
 
 class PostgresVectors:
@@ -183,11 +183,6 @@ class PostgresVectors:
         """Mark an entry complete."""
         self.db.run("UPDATE smls_entries SET complete = true, updated = now() WHERE key = %s", (key,))
 
-    def count(self, doc_id: str) -> int | None:
-        """Sentence count of the newest complete entry for doc_id, if any."""
-        rows = self.db.run("SELECT count FROM smls_entries WHERE doc_id = %s AND complete ORDER BY updated DESC LIMIT 1", (doc_id,))
-        return rows[0][0] if rows else None
-
     def vectors(self, key: str, dimension: int) -> Iterator[np.ndarray]:
         """Every stored chunk of `key`, in order (fetched one at a time: memory stays at one chunk)."""
         for (number,) in self.db.run("SELECT chunk FROM smls_chunks WHERE key = %s ORDER BY chunk", (key,)):
@@ -195,14 +190,14 @@ class PostgresVectors:
             if chunk is not None:
                 yield chunk
 
-    def publish(self, model: str, doc_id: str, key: str, count: int) -> None:
+    def publish(self, model: str, doc_id: str, key: str) -> None:
         """Record that the search index of `model` should hold entry `key` as doc_id; a new version gets a new id."""
         with self.db.transaction() as conn:
             changed = conn.execute(
-                "INSERT INTO smls_published (model, doc_id, key, count) VALUES (%s, %s, %s, %s) "
+                "INSERT INTO smls_published (model, doc_id, key, count) SELECT %s, %s, key, count FROM smls_entries WHERE key = %s "
                 "ON CONFLICT (model, doc_id) DO UPDATE SET id = nextval('smls_versions'), key = excluded.key, count = excluded.count "
                 "WHERE smls_published.key <> excluded.key RETURNING id",
-                (model, doc_id, key, count),
+                (model, doc_id, key),
             ).fetchall()
             if changed:
                 conn.execute(f"NOTIFY {CHANNEL}")

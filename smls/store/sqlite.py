@@ -114,6 +114,6 @@ class SqliteStore:
         with self.db.transaction() as conn:
             return conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount > 0
 
-    def listing(self) -> dict[str, int]:
-        """Every stored id with its sentence count."""
-        return dict(self.db.run("SELECT doc_id, sentences FROM documents ORDER BY doc_id"))
+    def listing(self) -> dict[str, tuple[str, int]]:
+        """Every stored id with its (digest, sentence count)."""
+        return {row[0]: (row[1], row[2]) for row in self.db.run("SELECT doc_id, digest, sentences FROM documents ORDER BY doc_id")}

@@ -117,6 +117,15 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
     options = {name: _nullable(schema) for name, schema in in_query.items()}  # null: as if absent (JSON only)
     message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
     option_params = [_query(name, schema, schema.get("description", "")) for name, schema in in_query.items()]
+
+    def search(default_k: int) -> list[dict[str, Any]]:
+        """The parameters both searches take: q, k (with its default) and model."""
+        return [
+            _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
+            _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": default_k}, "how many results"),
+            _query("model", model_choice, model_about),
+        ]
+
     embed_json = {
         "type": "object",
         "required": ["message"],
@@ -232,22 +241,15 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             },
             "/documents/{doc_id}/search": {
                 "get": {
-                    "parameters": [
-                        _doc_id(),
-                        _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
-                        _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 5}, "how many results"),
-                        _query("model", model_choice, model_about),
-                    ],
+                    "parameters": [_doc_id(), *search(5)],
                     "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
                 }
             },
             "/search": {
                 "get": {
                     "parameters": [
-                        _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
-                        _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": 10}, "how many results"),
+                        *search(10),
                         _query("doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"),
-                        _query("model", model_choice, model_about),
                     ],
                     "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
                 }
@@ -367,6 +369,12 @@ def _doc_id() -> dict[str, Any]:
         "schema": {"type": "string", "pattern": f"^{DOC_ID_PATTERN}$"},
         "description": "an uploaded document's id, or the <id> of data/texts_<id>.json and data/pages_<id>.csv",
     }
+
+
+def _search_result(hit: dict[str, Any], **more: dict[str, Any]) -> dict[str, Any]:
+    """A search's answer: the model, the query, k and the hits, with the fields one kind of search adds."""
+    properties = {"model": {"type": "string"}, "query": {"type": "string"}, "k": {"type": "integer"}, "results": {"type": "array", "items": hit}, **more}
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
 def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
@@ -544,35 +552,15 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "model": {"type": "string"},
             },
         },
-        "SearchAllResult": {
-            "type": "object",
-            "required": ["model", "query", "k", "results", "skipped"],
-            "properties": {
-                "model": {"type": "string"},
-                "query": {"type": "string"},
-                "k": {"type": "integer"},
-                "results": {
-                    "type": "array",
-                    "items": {**hit, "required": ["doc_id", *hit["required"]], "properties": {"doc_id": {"type": "string"}, **hit["properties"]}},
-                },
-                "skipped": {
-                    "type": "array",
-                    "description": "documents that could not be searched (malformed files), with the error each one gives",
-                    "items": {"type": "object", "required": ["doc_id", "code", "message"], "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
-                },
+        "SearchAllResult": _search_result(
+            {**hit, "required": ["doc_id", *hit["required"]], "properties": {"doc_id": {"type": "string"}, **hit["properties"]}},
+            skipped={
+                "type": "array",
+                "description": "documents that could not be searched (malformed files), with the error each one gives",
+                "items": {"type": "object", "required": ["doc_id", "code", "message"], "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
             },
-        },
-        "SearchResult": {
-            "type": "object",
-            "required": ["doc_id", "model", "query", "k", "results"],
-            "properties": {
-                "doc_id": {"type": "string"},
-                "model": {"type": "string"},
-                "query": {"type": "string"},
-                "k": {"type": "integer"},
-                "results": {"type": "array", "items": hit},
-            },
-        },
+        ),
+        "SearchResult": _search_result(hit, doc_id={"type": "string"}),
     }
 
 
