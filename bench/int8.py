@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.int8 current ffn-out-fp32
 
 Each variant is ONNX Runtime's dynamic quantisation of smls's fp32 export with other
-settings. Quality: mean and min cosine to fp32, and top-10 neighbour overlap, on the demo
+settings, or its static quantisation (activation ranges calibrated on smls/calibration.txt). Quality: mean and min cosine to fp32, and top-10 neighbour overlap, on the demo
 corpus and on 2,000 sentences of the standard library's docstrings (bench/corpora.py),
 which nothing was tuned on. Speed: sentences/s with the server's layout (two streams of
 one thread), batch 1 and 8, three rounds interleaved with fp32, as ratios to fp32.
@@ -31,13 +31,18 @@ VARIANTS = {
     "ffn-out-fp32-layers-0-4": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2,3,4"},
     "ffn-out-fp32-layers-0-2": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2"},
     "last-layer-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "layer:5"},
+    # Static: activations' ranges calibrated ahead of time on smls/calibration.txt (neither corpus
+    # measured here), QDQ format, the MatMuls only; no per-pass range computation.
+    "static-minmax": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "static": "MinMax"},
+    "static-percentile": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "static": "Percentile"},
+    "static-percentile-ffn-out-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "static": "Percentile", "exclude": "ffn-out"},
 }
 
 
-def quantize(fp32: Path, target: Path, settings: dict) -> None:
-    """One variant of dynamic int8 quantisation of the fp32 file."""
+def quantize(fp32: Path, target: Path, settings: dict, calibration: list[dict[str, np.ndarray]]) -> None:
+    """One variant of int8 quantisation of the fp32 file (dynamic, or static calibrated on `calibration`'s inputs)."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     matmuls = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "MatMul"]
     exclude: list[str] = []
@@ -49,6 +54,20 @@ def quantize(fp32: Path, target: Path, settings: dict) -> None:
     elif rule.startswith("layer:"):
         exclude = [m for m in matmuls if f"layer.{rule.partition(':')[2]}/" in m]
     logging.getLogger().disabled = True  # it logs advice to the root logger
+    if "static" in settings:
+
+        class Feeds(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.rest = iter(calibration)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.rest, None)
+
+        quantize_static(str(fp32), str(target), Feeds(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, reduce_range=settings["reduce_range"],
+                        op_types_to_quantize=settings.get("op_types_to_quantize"), nodes_to_exclude=exclude,
+                        calibrate_method=getattr(CalibrationMethod, settings["static"]))
+        return
     quantize_dynamic(str(fp32), str(target), weight_type=getattr(QuantType, settings.get("weight_type", "QInt8")), per_channel=True,
                      reduce_range=settings["reduce_range"], op_types_to_quantize=settings.get("op_types_to_quantize"), nodes_to_exclude=exclude)
 
@@ -91,10 +110,21 @@ def main(names: list[str]) -> None:
     reference = {k: base.run(v, normalize=True) for k, v in corpora.items()}
     encoders = {"fp32": base}
     rows = {}
+    # One sentence per feed, as the model's inputs, all padded to one width (the percentile
+    # calibrator stacks every feed's activations into one array).
+    encodings = base.prepare((Path(smls.__file__).parent / "calibration.txt").read_text().splitlines())
+    width = max(len(e.ids) for e in encodings)
+    calibration = []
+    for e in encodings:
+        n = len(e.ids)
+        feed = {"input_ids": np.array([e.ids + [0] * (width - n)], np.int64), "attention_mask": np.array([[1] * n + [0] * (width - n)], np.int64)}
+        if "token_type_ids" in base._input_names:
+            feed["token_type_ids"] = np.zeros((1, width), np.int64)
+        calibration.append(feed)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             target = Path(tmp) / f"{name}.onnx"
-            quantize(base.onnx_path, target, VARIANTS[name])
+            quantize(base.onnx_path, target, VARIANTS[name], calibration)
             enc = smls.build_encoder(model=str(base.path), backend="onnx", threads=1)
             enc.onnx_path, enc._session, enc._shared = target, None, False
             encoders[name] = enc
