@@ -107,3 +107,30 @@ def test_a_damaged_index_file_is_rebuilt_from_the_cache(tmp_path):
     again = SearchIndex(cache, "m", 32, tmp_path / "index")
     again.load()
     assert again.held == {} and again.sync() == 1 and len(again.ann) == 10
+
+
+def _fill_at_once(path, barrier, results):
+    cache = VectorCache(path)
+    barrier.wait()  # every process opens the fresh file at the same moment
+    try:
+        fill(cache, "doc", np.ones((8, 4), np.float32))
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+
+
+def test_processes_that_open_a_fresh_cache_at_once_all_succeed(tmp_path):
+    """Switching a new file to WAL answered 'database is locked' at once to one of several processes (a server and precompute)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(8):
+        path = tmp_path / f"cache-{attempt}.sqlite3"
+        barrier, results = context.Barrier(3), context.Queue()
+        procs = [context.Process(target=_fill_at_once, args=(path, barrier, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 3
+        assert VectorCache(path).published("m")  # and the file is whole

@@ -16,6 +16,29 @@ from smls.store import StoredDocument
 log = logging.getLogger("smls")
 
 
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
+
+
+def _setting_up(conn: sqlite3.Connection, schema: str) -> None:
+    """WAL mode and the schema on a new connection, waiting for other processes that set up the same file at once.
+
+    Switching to WAL answers "database is locked" at once, without waiting out the busy
+    timeout, while another connection is setting up a new file: two processes that open
+    a fresh cache together (a server and `precompute`) would see one of them fail.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(schema)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteFile:
     """An SQLite file with its schema, shared safely by threads and forked processes."""
 
@@ -32,10 +55,8 @@ class SqliteFile:
             conn = None
         if conn is None or self._local.pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(self.schema)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            _setting_up(conn, self.schema)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
