@@ -53,9 +53,16 @@ class Trimmer:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.quiet)
             last = self._last
-            if last and time.monotonic() - last >= self.quiet:
-                if self._last == last:  # (a request that came meanwhile is trimmed after next time)
-                    self._last = 0.0
-                trim()
+            if not last:  # nothing served since the last trim
+                time.sleep(self.quiet)
+                continue
+            # Wake when the quiet spell after the last request ends (polling every `quiet`
+            # seconds trimmed up to twice as late, after whatever measured a worker at rest).
+            wait = last + self.quiet - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+                continue
+            if self._last == last:  # (a request that came meanwhile is trimmed after next time)
+                self._last = 0.0
+            trim()
