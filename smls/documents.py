@@ -131,12 +131,10 @@ def load_document(data_dir: Path, doc_id: str) -> Document:
         return parse_document(doc_id, _read(texts_path, doc_id), pages)
     by_id = parse_pages(pages, pages_path.name)
     hashed = hashlib.sha256()
-    hashed.update(len(b"texts").to_bytes(8, "big"))
-    hashed.update(b"texts")
+    _add_part(hashed, b"texts")
     sentences = spill.spill(texts_path, texts_path.name, hashed, lambda i, item: _check_item(texts_path.name, i, item, by_id), lambda row: _sentence(row, by_id))
     for part in (b"pages", pages):
-        hashed.update(len(part).to_bytes(8, "big"))
-        hashed.update(part)
+        _add_part(hashed, part)
     return Document(doc_id, sentences, hashed.hexdigest())
 
 
@@ -150,9 +148,14 @@ def digest(texts: bytes, pages: bytes) -> str:
     """The digest of a document's two files: any change to either changes it."""
     hashed = hashlib.sha256()
     for part in (b"texts", texts, b"pages", pages):
-        hashed.update(len(part).to_bytes(8, "big"))
-        hashed.update(part)
+        _add_part(hashed, part)
     return hashed.hexdigest()
+
+
+def _add_part(hashed: Any, part: bytes) -> None:
+    """One part of a document's digest: its length (8 bytes, big-endian), then its bytes (a streamed part writes the same two itself)."""
+    hashed.update(len(part).to_bytes(8, "big"))
+    hashed.update(part)
 
 
 _digests: dict[str, tuple[tuple[int, int, int, int], str]] = {}
@@ -172,7 +175,8 @@ def file_digest(data_dir: Path, doc_id: str) -> str:
     # digest() of the two files' bytes, read a block at a time: a 1 GB texts file is never held whole.
     hashed = hashlib.sha256()
     for label, path, size in ((b"texts", texts_path, a.st_size), (b"pages", pages_path, b.st_size)):
-        hashed.update(len(label).to_bytes(8, "big") + label + size.to_bytes(8, "big"))
+        _add_part(hashed, label)
+        hashed.update(size.to_bytes(8, "big"))
         read = 0
         try:
             with path.open("rb") as f:
