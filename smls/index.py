@@ -220,7 +220,7 @@ class SearchIndex:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"{self.stem}-{uuid.uuid4().hex[:12]}.hnsw"
             self.ann.save(folder / name)
-            tmp = self.manifest.with_suffix(f".tmp-{os.getpid()}")
+            tmp = self.manifest.with_suffix(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # two saves never share one
             tmp.write_bytes(orjson.dumps({"model": self.model, "file": name, "held": {str(v): n for v, n in self.held.items()}}))
             os.replace(tmp, self.manifest)
         # Older saves, by this process or another: not the one the manifest names now, and not
