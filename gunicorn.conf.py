@@ -18,6 +18,7 @@ from smls.config import Settings
 from smls.encoders.torch import set_torch_threads
 from smls.errors import StartupError
 from smls.logs import access_log_format as _access_log_format
+from smls.memory import limit_arenas
 from smls.worker import check_gunicorn
 
 try:
@@ -27,6 +28,10 @@ try:
     _keys = KeyRing(_settings.api_key, _settings.api_key_file)  # and on a bad key or key file
 except StartupError as _exc:
     sys.exit(f"smls: {_exc}")
+
+# Before the app (and any thread) starts, so that the master and its workers keep one
+# malloc arena each instead of one per thread (smls.memory).
+limit_arenas(_settings.malloc_arenas)
 
 # OpenMP reads this when torch first loads; post_fork sets torch's own count as well.
 # (The encoder gets the same count from the settings: smls.encoders.encoder_for.)

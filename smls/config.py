@@ -152,6 +152,12 @@ class Settings:
     # an idle core instead of leaving it to a quiet worker (measured: 206 requests/s with
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
+    # SMLS_MALLOC_ARENAS: glibc malloc arenas per process; 0 leaves glibc's default (8 per
+    # core) or MALLOC_ARENA_MAX. Default 1: every thread that runs a pass or parses a request
+    # otherwise gets an arena of its own, whose freed memory is fragmented and mostly kept;
+    # measured with 4 workers, whole-server PSS 242-255 MB against 272-300, at the same
+    # requests/s (bench/results.md, "Memory").
+    malloc_arenas: int = 1
     # SMLS_CLIENT_TIMEOUT: seconds a client has to send a whole request (head and body);
     # slower clients are disconnected, so that a byte-a-second sender holds no thread.
     client_timeout: float = 10.0
@@ -175,6 +181,8 @@ class Settings:
             raise StartupError(f"SMLS_CLIENT_TIMEOUT must be above 0, got {self.client_timeout}")
         if self.batch_wait_ms < 0 or self.request_timeout <= 0:
             raise StartupError("SMLS_BATCH_WAIT_MS must be >= 0 and SMLS_REQUEST_TIMEOUT > 0")
+        if self.malloc_arenas < 0:
+            raise StartupError(f"SMLS_MALLOC_ARENAS must be 0 (glibc's default) or more, got {self.malloc_arenas}")
         if self.threads is not None and self.threads < 1:
             raise StartupError(f"SMLS_THREADS must be at least 1, got {self.threads}")
         if self.torch_threads is not None and self.torch_threads < 1:

@@ -5,12 +5,17 @@ in its arenas, one per thread that allocated, for reuse; a worker that served a 
 keeps a burst's worth of private pages long after. `malloc_trim(0)` hands free pages
 back. A worker calls it after warm-up, and then, from a background thread, a few
 seconds after it last served something.
+
+glibc also gives every thread that allocates an arena of its own (up to 8 per core),
+and freed memory scattered over many arenas is mostly kept: `limit_arenas` caps them,
+in the gunicorn master before any thread starts, so that workers inherit the cap.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 
@@ -23,6 +28,21 @@ try:
     _libc.malloc_trim  # noqa: B018  (not glibc: no trimming)
 except (OSError, AttributeError):
     _libc = None
+
+
+_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+
+
+def limit_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas for this process and its children; False where not done.
+
+    Not done without glibc, for 0 (glibc's default), or where MALLOC_ARENA_MAX is set
+    (the user's own glibc setting wins). glibc fixes the cap when a thread first needs a
+    ninth arena, so this is called before threads start.
+    """
+    if _libc is None or count < 1 or os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    return bool(_libc.mallopt(_M_ARENA_MAX, count))
 
 
 def trim() -> bool:

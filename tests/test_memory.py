@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 from smls import memory
@@ -32,3 +35,48 @@ def test_the_trimmer_trims_once_after_a_quiet_spell_and_not_while_busy(monkeypat
     assert len(calls) == 1  # quiet since: once is enough
 
 
+
+
+# Run in a fresh interpreter: the cap must be set before threads start, and this test
+# process has threads of its own already. Each thread allocates while the others hold the
+# arena lock often enough that glibc hands out new arenas; malloc_info lists them.
+_ARENAS = r"""
+import ctypes, os, sys, tempfile, threading
+from smls import memory
+if sys.argv[1] == "capped":
+    assert memory.limit_arenas(1)
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+def churn():
+    for _ in range(20000):
+        blocks = [bytearray(1000 + i) for i in range(20)]
+        del blocks
+threads = [threading.Thread(target=churn) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+path = tempfile.mktemp()
+f = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, f)
+libc.fclose(f)
+print(open(path).read().count("<heap nr="))
+os.unlink(path)
+"""
+
+
+def _arenas(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True, text=True, env=env, timeout=120, check=True)
+    return int(out.stdout)
+
+
+def test_limit_arenas_keeps_every_thread_on_one_arena():
+    assert _arenas("free") > 1  # the test can tell: uncapped, threads get arenas of their own
+    assert _arenas("capped") == 1
+
+
+def test_limit_arenas_leaves_glibcs_own_setting_and_zero_alone(monkeypatch):
+    assert not memory.limit_arenas(0)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not memory.limit_arenas(1)
