@@ -172,3 +172,51 @@ def test_the_search_index_is_loaded_after_a_restart(two_workers, tmp_path):
         assert "rebuilding" not in again.error_log.read_text()
     finally:
         again.stop()
+
+
+@pytest.fixture(scope="module")
+def one_spare_thread(tmp_path_factory):
+    """One worker with 2 request threads: one document transfer at a time, one thread kept for the rest."""
+    tmp = tmp_path_factory.mktemp("transfers")
+    for doc_id, seed in (("long1", 11), ("long2", 12)):
+        write_document(tmp / "data", doc_id, 1_500, seed=seed)
+    write_document(tmp / "data", "short", 20, seed=13)
+    server = start_server(tmp, workers=1, SMLS_THREADS="2", SMLS_DATA_DIR=str(tmp / "data"), SMLS_CACHE_DIR=str(tmp / "cache"))
+    yield server
+    server.stop()
+
+
+def test_a_long_download_leaves_a_thread_for_short_requests(one_spare_thread):
+    server = one_spare_thread
+    with requests.get(server.url + "/documents/long1", stream=True, timeout=600) as long:
+        assert long.status_code == 200
+        chunks = long.iter_content(chunk_size=None)
+        assert next(chunks).startswith(b'{"doc_id":"long1"')  # the header is out; the sentences are being computed
+        # The slot is taken: another transfer is refused at once, short requests are answered.
+        refused = requests.get(server.url + "/documents/short", timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "overloaded" and "SMLS_THREADS - 1" in error["message"]
+        assert requests.post(server.url + "/embed", data={"message": "hello"}, timeout=10).status_code == 200
+        rest = b"".join(chunks)
+    assert rest.endswith(b"]}\n")
+    # Sent whole: the slot is free again.
+    assert requests.get(server.url + "/documents/short", timeout=60).json()["count"] == 20
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'smls_shed_requests_total{reason="transfers"} 1.0' in metrics
+
+
+def test_a_client_gone_mid_document_gives_its_slot_back(one_spare_thread):
+    import socket
+
+    server = one_spare_thread
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"GET /documents/long2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(60)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    # The client went away; the worker notices at its next write (after the chunk being computed) and frees the slot.
+    deadline = time.monotonic() + 120
+    while (status := requests.get(server.url + "/documents/short", timeout=60).status_code) == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status == 200

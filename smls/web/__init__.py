@@ -33,7 +33,7 @@ from smls.web import documents, embed, openai, ops, rerank, responses
 from smls.web.endpoints import BY_ENDPOINT
 from smls.web.errors import error_response
 from smls.web.openapi import spec
-from smls.web.state import EmbeddingModel, ScoringModel, Served, State
+from smls.web.state import EmbeddingModel, ScoringModel, Served, State, TransferSlots
 from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
 
 log = logging.getLogger("smls")
@@ -76,6 +76,7 @@ def create_app(
         default=default,
         keys=auth.KeyRing(settings.api_key, settings.api_key_file),
         description=spec(list(served.values()), default, settings),
+        transfers=TransferSlots(settings.effective_threads),
     )
     app.register_error_handler(Exception, error_response)
     app.before_request(_before)
@@ -153,7 +154,7 @@ def warm_up(app: Flask) -> None:
 
 
 def _before() -> None:
-    """Request id, API key, shedding under overload, and the query string's names, in that order."""
+    """Request id, API key, shedding under overload, the query string's names and a transfer's slot, in that order."""
     g.request_id = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     g.started = time.perf_counter()
     state = responses.state()
@@ -172,10 +173,21 @@ def _before() -> None:
     # values is refused too (the views then read request.args as usual).
     query = forms.parse_query(request.environ.get("QUERY_STRING", ""))
     fields.collect([("query string", query, endpoint.query)], {name: str for name, _ in query})
+    if endpoint.transfer:
+        try:
+            state.transfers.take()
+        except Overloaded:
+            metrics.SHED.labels("transfers").inc()
+            raise
+        g.transfer = True  # given back by _after, once the response is sent
 
 
 def _after(response: Response) -> Response:
-    """OPTIONS without a body; the request id on every response; request counters and latency."""
+    """A transfer's slot given back once sent; OPTIONS without a body; the request id on every response; counters and latency."""
+    if g.pop("transfer", False):
+        # After the last byte (a document streams long after this hook), or when the client
+        # went away: gunicorn closes the response either way. _after runs for error responses too.
+        response.call_on_close(responses.state().transfers.give_back)
     if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
         # Flask's automatic answer to OPTIONS: the Allow header, and no (HTML) body.
         response.status_code = 204

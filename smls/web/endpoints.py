@@ -32,6 +32,7 @@ class Endpoint:
     model: bool = False  # runs the model: shed first when requests queue up
     public: bool = False  # answered without an API key
     upload: bool = False  # takes a document: its body may reach SMLS_MAX_UPLOAD_BYTES, not SMLS_MAX_BODY_BYTES
+    transfer: bool = False  # holds its thread for a whole document (streamed out or read in): capped per worker
 
     @property
     def endpoint(self) -> str:
@@ -56,8 +57,8 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True),
     Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True),
     Endpoint("GET", "/documents", "documents", "list_documents", "the documents: uploaded ones and files in the data folder"),
-    Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True),
-    Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True),
+    Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True, transfer=True),
+    Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True, transfer=True),
     Endpoint("DELETE", "/documents/<doc_id>", "documents", "delete_document", "remove an uploaded document and its vectors"),
     Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k", "model"}), model=True),
     Endpoint("GET", "/search", "documents", "search_all", "the k sentences most similar to q across every document (or those named by doc)", query=frozenset({"q", "k", "doc", "model"}), model=True),

@@ -13,13 +13,46 @@ from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Encoder, PairScorer
-from smls.errors import ModelNotFound, WrongModelKind
+from smls.errors import ModelNotFound, Overloaded, WrongModelKind
 from smls.library import Library
 from smls.search import CrossSearch
 
 # What Infinity's generated client sends as `model` when its user names none: the default.
 # (A served name cannot contain "/", so no model is shadowed.)
 UNSPECIFIED = "default/not-specified"
+
+
+class TransferSlots:
+    """How many document transfers (downloads and uploads) a worker runs at once; beyond, Overloaded at once.
+
+    A transfer holds its request thread for the whole document, which may take minutes
+    (computed, or read by a slow client). Without a cap, a few of them took every thread
+    and short requests waited behind them: measured, four uncached 2,000-sentence downloads
+    on a 2-worker server with 2 threads each stopped /embed altogether for 20 s. The cap
+    is SMLS_THREADS - 1, so one thread is always left for everything else.
+
+    A transfer past the cap waits up to `wait` seconds for a slot before it is refused:
+    most transfers (a small upload, a cached document) take milliseconds, and refusing
+    them at once would turn a burst of small ones into errors. The wait holds a thread,
+    so it is short: a request queued behind it waits at most that long more.
+    """
+
+    def __init__(self, threads: int, wait: float = 1.0) -> None:
+        self.limit = max(1, threads - 1)
+        self.wait = wait
+        self._free = threading.BoundedSemaphore(self.limit)
+
+    def take(self) -> None:
+        """Take a slot, waiting up to `wait` seconds; Overloaded if none came free."""
+        if not self._free.acquire(timeout=self.wait):
+            raise Overloaded(
+                f"this worker is already sending or receiving {self.limit} documents (SMLS_THREADS - 1, keeping a "
+                "thread for short requests); retry shortly"
+            )
+
+    def give_back(self) -> None:
+        """Free a slot (once the response is sent, or the client went away)."""
+        self._free.release()
 
 
 @dataclass(frozen=True)
@@ -69,6 +102,8 @@ class State:
     ready: threading.Event = field(default_factory=threading.Event)
     # Gives the memory a burst of requests freed back to the system once the worker is quiet.
     trimmer: memory.Trimmer = field(default_factory=memory.Trimmer)
+    # Document downloads and uploads at once (made in create_app from SMLS_THREADS).
+    transfers: TransferSlots = field(default_factory=lambda: TransferSlots(4))
 
     @property
     def embedders(self) -> list[EmbeddingModel]:
