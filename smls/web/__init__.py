@@ -175,19 +175,24 @@ def _before() -> None:
     fields.collect([("query string", query, endpoint.query)], {name: str for name, _ in query})
     if endpoint.transfer:
         try:
-            state.transfers.take()
+            g.transfer = state.transfers.take()  # given back by _after, once the response is out
         except Overloaded:
             metrics.SHED.labels("transfers").inc()
             raise
-        g.transfer = True  # given back by _after, once the response is sent
 
 
 def _after(response: Response) -> Response:
     """A transfer's slot given back once sent; OPTIONS without a body; the request id on every response; counters and latency."""
-    if g.pop("transfer", False):
-        # After the last byte (a document streams long after this hook), or when the client
-        # went away: gunicorn closes the response either way. _after runs for error responses too.
-        response.call_on_close(responses.state().transfers.give_back)
+    lease = g.pop("transfer", None)
+    if lease is not None:
+        if response.is_streamed:
+            # A document streams long after this hook: the slot is given back after its last
+            # part, or when gunicorn closes the response (the client went away, or it was never
+            # iterated), whichever comes first.
+            response.response = lease.until_sent(response.response)
+            response.call_on_close(lease.give_back)
+        else:
+            lease.give_back()  # an upload's summary or an error: the body is already whole
     if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
         # Flask's automatic answer to OPTIONS: the Allow header, and no (HTML) body.
         response.status_code = 204

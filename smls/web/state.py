@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,17 +43,36 @@ class TransferSlots:
         self.wait = wait
         self._free = threading.BoundedSemaphore(self.limit)
 
-    def take(self) -> None:
+    def take(self) -> Lease:
         """Take a slot, waiting up to `wait` seconds; Overloaded if none came free."""
         if not self._free.acquire(timeout=self.wait):
             raise Overloaded(
                 f"this worker is already sending or receiving {self.limit} documents (SMLS_THREADS - 1, keeping a "
                 "thread for short requests); retry shortly"
             )
+        return Lease(self._free.release)
+
+
+class Lease:
+    """One taken slot; `give_back` frees it once, however many of the ways a response ends call it."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+        self._lock = threading.Lock()
 
     def give_back(self) -> None:
-        """Free a slot (once the response is sent, or the client went away)."""
-        self._free.release()
+        """Free the slot (the first call; later ones do nothing)."""
+        with self._lock:
+            release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def until_sent(self, body: Iterable[bytes]) -> Iterator[bytes]:
+        """The body, giving the slot back once its last part is out (or the client went away)."""
+        try:
+            yield from body
+        finally:
+            self.give_back()
 
 
 @dataclass(frozen=True)
