@@ -317,6 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", action="store_true", help="a few seconds per cell (CI): checks the script, not the numbers")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    parser.add_argument("--no-scale", action="store_true", help="skip the 1 GB document and the 1M-vector index (an hour or more)")
     parser.add_argument("--backends", default="onnx,onnx-int8,torch", help="smls backends to measure (the first is the headline)")
     args = parser.parse_args()
     seconds = 2 if args.short else 10
@@ -435,8 +436,13 @@ def main() -> None:
         documents(say, backends[0], work, args.short)
     from bench import ann, bigdoc
 
-    bigdoc.measure(say, args.short)
-    ann.measure(say, args.short)
+    if args.no_scale:
+        say("## A 1 GB document, and the search index at 1M vectors")
+        say()
+        say("Not run (--no-scale): `.venv/bin/python -m bench.bigdoc` and `.venv/bin/python -m bench.ann` measure them alone.")
+    else:
+        bigdoc.measure(say, args.short)
+        ann.measure(say, args.short)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")
 

@@ -14,7 +14,8 @@ Two lanes feed the model's inference streams (one batcher thread per stream):
 When both lanes have work, the streams alternate between them pass by pass: a long
 document cannot starve short requests (one waits at most for the pass in progress), and
 a flood of short requests cannot stall a document (it keeps every other pass). A piece
-is one forward pass of batch-size sentences, about as long as a batch of requests.
+is batch-size sentences of similar length (one pass, or a few short ones where the
+encoder caps a pass's tokens), about as long as a batch of requests.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class BulkJob:
     def __init__(self, texts: list[str], prepared: list[Any] | None, piece_size: int) -> None:
         self.texts = texts
         self.prepared = prepared
-        self.pieces = batches_by_length(texts, piece_size)  # as SentenceEncoder.encode cuts its batches
+        # Sorted as SentenceEncoder.encode sorts, so a piece holds similar lengths; the encoder
+        # may still run a piece as several passes (its token budget).
+        self.pieces = batches_by_length([len(t) for t in texts], piece_size)
         self._parts: list[tuple[list[int], Encoded]] = []
         self._left = len(self.pieces)
         self._running = 0

@@ -66,6 +66,37 @@ def test_vectors_match_sentence_transformers_in_input_order(any_encoder, referen
             assert cos.min() >= 0.9999
 
 
+def test_passes_are_cut_by_count_and_by_padded_tokens():
+    from smls.encoders import batches_by_length
+
+    lengths = [30, 10, 5, 5, 5, 5, 100]
+    assert batches_by_length(lengths, 8, 64) == [[6], [0, 1], [2, 3, 4, 5]]
+    assert batches_by_length(lengths, 3, 64) == [[6], [0, 1], [2, 3, 4], [5]]
+    assert batches_by_length(lengths, 3) == [[6, 0, 1], [2, 3, 4], [5]]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_passes_hold_at_most_64_padded_tokens(backend, encoder, onnx_cache, monkeypatch):
+    enc = build_encoder(model=str(encoder.path), backend=backend, cache_dir=onnx_cache)
+    widths: list[tuple[int, int]] = []
+    original = enc._encode_batch
+
+    def spy(texts, prepared):
+        widths.append((len(texts), max(len(p.ids) for p in prepared)))
+        return original(texts, prepared)
+
+    monkeypatch.setattr(enc, "_encode_batch", spy)
+    texts = [f"word {i}" for i in range(20)] + DEMO[:40]
+    alone = np.stack([enc.run([t])[0] for t in texts])  # (spied too: a pass each)
+    widths.clear()
+    together = enc.run(texts)
+    # int8 scales each pass's activations by what the pass holds: close, not equal.
+    assert cosine(together, alone).min() >= (0.95 if backend == "onnx-int8" else 0.9999)
+    assert sum(n for n, _ in widths) == len(texts)
+    assert all(n <= enc.batch_size and (n == 1 or n * width <= 64) for n, width in widths), widths
+    assert max(n for n, _ in widths) > 2  # the short texts still share passes
+
+
 def test_truncation_is_counted(any_encoder, reference):
     long_text = "word " * 1000
     result = any_encoder.encode(["short one", long_text, long_text + "more"])

@@ -112,6 +112,8 @@ class SentenceEncoder:
         # Forward passes allowed at once in this process (see set_streams). One by default:
         # concurrent passes on the same cores only fight over them.
         self.streams = 1
+        # Padded tokens one pass may hold besides batch_size sentences; None: no such limit.
+        self.pass_tokens: int | None = None
         self._slots = Slots(1)
         self._count_lock = threading.Lock()
         self.sentences_encoded = 0
@@ -162,7 +164,7 @@ class SentenceEncoder:
         truncated = np.zeros(len(texts), dtype=bool)
         tokens = np.zeros(len(texts), dtype=np.int64)
         with self._slots.hold():
-            for idx in batches_by_length(texts, self.batch_size):
+            for idx in batches_by_length(self._lengths(texts, prepared), self.batch_size, self.pass_tokens):
                 part = None if prepared is None else [prepared[i] for i in idx]
                 out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
                 with self._count_lock:
@@ -172,18 +174,31 @@ class SentenceEncoder:
             self.on_encoded(len(texts), int(tokens.sum()), int(truncated.sum()))
         return result.normalized() if normalize else result
 
+    def _lengths(self, texts: list[str], prepared: list[Any] | None) -> list[int]:
+        """What sorts texts into passes: characters here; tokens where the encoder tokenises first."""
+        return [len(t) for t in texts]
+
     def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> BatchResult:
         """Vectors, truncated flags and token counts for one batch (called holding one of the streams)."""
         raise NotImplementedError
 
 
-def batches_by_length(texts: Sequence[str], size: int) -> list[list[int]]:
-    """The texts' indexes, longest first, in groups of `size`.
+def batches_by_length(lengths: Sequence[int], size: int, tokens: int | None = None) -> list[list[int]]:
+    """Indexes by `lengths`, longest first, in groups of at most `size` and (given) `tokens` padded tokens.
 
-    Like SentenceTransformer.encode: similar lengths share a pass, so padding is small.
+    Like SentenceTransformer.encode: similar lengths share a pass, so padding is small. A
+    group's padded size is its count times its first (longest) length; one text alone may
+    exceed `tokens`.
     """
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if group is None or len(group) >= size or (tokens is not None and (len(group) + 1) * lengths[group[0]] > tokens):
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
 
 
 def model_fingerprint(path: Path) -> str:
