@@ -16,6 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from smls.catalog import Catalog, ModelSpec, check_kind, default_name, parse_models, resolve_entries
 from smls.errors import StartupError
+from smls.fields import word_bool
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -270,10 +271,6 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
 def _convert(name: str, hint: Any, raw: str) -> object:
     """Turn one environment string into the field's type (from its real type hint), or raise StartupError naming the variable."""
     variable = f"SMLS_{name.upper()}"
@@ -281,8 +278,8 @@ def _convert(name: str, hint: Any, raw: str) -> object:
     if get_origin(hint) in (Union, UnionType) and len(args) == 1:
         hint = args[0]  # X | None: an X (unset is None)
     if hint is bool:
-        if raw.lower() in _TRUE | _FALSE:
-            return raw.lower() in _TRUE
+        if (flag := word_bool(raw)) is not None:
+            return flag
         raise StartupError(f"{variable} must be true or false (1/0, yes/no, on/off), got {raw!r}")
     if hint is int or hint is float:
         try:

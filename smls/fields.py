@@ -20,6 +20,19 @@ from smls.errors import ConflictingOption, InvalidOption, UnknownField
 Source = tuple[str, Iterable[tuple[str, Any]], Collection[str]]
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def word_bool(text: str) -> bool | None:
+    """1/0, true/false, yes/no, on/off (any case, spaces around ignored) as a bool; None for any other text.
+
+    The one spelling of a yes or no, for request options and SMLS_* settings alike.
+    """
+    word = text.strip().lower()
+    return word in _TRUE if word in _TRUE | _FALSE else None
+
+
 def unknown_field(name: str, known: Collection[str], where: str) -> UnknownField:
     """The error for a field `name` not in `known`, suggesting the closest known name."""
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)

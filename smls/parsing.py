@@ -19,11 +19,9 @@ from typing import Any
 import orjson
 
 from smls.errors import InvalidEncoding, InvalidInput, InvalidOption, InvalidText, MissingMessage, TooManyMessages
-from smls.fields import show
+from smls.fields import show, word_bool
 from smls.forms import Part
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 # A lone surrogate (U+D800..U+DFFF) is not a character: no tokenizer can encode it.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -213,6 +211,6 @@ def parse_bool(name: str, value: Any) -> bool:
     """A boolean option from JSON (true/false) or a form/query string (1/0, true/false, yes/no, on/off)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
+    if isinstance(value, str) and (flag := word_bool(value)) is not None:
+        return flag
     raise InvalidOption(f"option {name!r} must be true or false, got {show(value)}")

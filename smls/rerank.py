@@ -66,9 +66,7 @@ def parse_request(body: bytes, max_documents: int) -> RerankRequest:
         top_n = int(top_n)  # 3.0 is JSON's 3 (JSON Schema agrees); 3.5 is refused below
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
         raise InvalidOption(f"'top_n' must be a whole number of at least 1, got {fields.show(top_n)}")
-    model = doc.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidOption(f"'model' must be a string, got {parsing.type_name(model)}")
+    model = None if doc.get("model") is None else fields.model_name(doc["model"])  # the rule /embed's model follows
     return_documents, return_text = _flag(doc, "return_documents", None), _flag(doc, "return_text", None)
     if return_documents is not None and return_text is not None and return_documents != return_text:
         raise ConflictingOption("'return_documents' and 'return_text' disagree; they are two names for the same option, send one")
@@ -142,7 +140,19 @@ def response(req: RerankRequest, scores: Scores, query_tokens: int, *, model: st
     }
 
 
-class CosineReranker:
+class _Ranking:
+    """What both rerankers share: `rank` orders what their own `score` gives."""
+
+    def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> Scores:
+        """Each document's relevance to the query, in input order."""
+        raise NotImplementedError
+
+    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
+        """(index, score) pairs, best first."""
+        return ranked(self.score(query, documents).scores, top_n)
+
+
+class CosineReranker(_Ranking):
     """Reranking by an embedding model: each document's cosine similarity to the query."""
 
     scorer = COSINE
@@ -157,12 +167,8 @@ class CosineReranker:
         """Each document's cosine similarity to the query, in input order (`raw` changes nothing: cosines are raw)."""
         return cosine_scores(self.encoder.encode([query, *documents]))
 
-    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
-        """(index, score) pairs, best first."""
-        return ranked(self.score(query, documents).scores, top_n)
 
-
-class CrossReranker:
+class CrossReranker(_Ranking):
     """Reranking by a cross-encoder, for in-process use (smls.ml_services.get("Reranker", ...))."""
 
     scorer = CROSS
@@ -176,10 +182,6 @@ class CrossReranker:
     def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> Scores:
         """Each document's relevance to the query, in input order."""
         return self.model.score(query, documents, raw=raw)
-
-    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
-        """(index, score) pairs, best first."""
-        return ranked(self.score(query, documents).scores, top_n)
 
 
 def ranked(scores: np.ndarray, top_n: int | None) -> list[tuple[int, float]]:

@@ -117,12 +117,18 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     model_path, spec = _settings_model(config, settings)
     if detect_kind(model_path) != "embedding":
         raise StartupError(f"the model at {str(model_path)!r} is a cross-encoder: it scores pairs; use smls.ml_services.get(\"Reranker\", model=...)")
+    backend = config.get("backend") or (spec and spec.backend) or settings.backend
+    return _filled(config, settings, model_path, spec, backend, settings.model_name)
+
+
+def _filled(config: Mapping[str, Any], settings: Settings, model_path: Path, spec: ModelSpec | None, backend: str, name: str | None) -> dict[str, Any]:
+    """A whole config for either service: what `config` says, else its SMLS_MODELS entry's, else the settings'."""
     return {
         "model": str(model_path),
-        "name": config.get("name") or (spec.name if spec else None) or settings.model_name or default_name(model_path),
+        "name": config.get("name") or (spec.name if spec else None) or name or default_name(model_path),
         "device": config.get("device") or settings.device,
         "batch_size": int(config.get("batch_size") or (spec and spec.batch_size) or settings.batch_size),
-        "backend": config.get("backend") or (spec and spec.backend) or settings.backend,
+        "backend": backend,
         "cache_dir": str(Path(config.get("cache_dir") or settings.cache_dir).resolve()),
         # In-process use gets the library's default (every core) unless it asks; the server
         # asks for its workers' share (load_model).
@@ -158,13 +164,4 @@ def resolve_reranker_config(config: Mapping[str, Any]) -> dict[str, Any]:
         return {"kind": "embedding", **resolve_config({**config, "model": str(model_path), "name": config.get("name") or (spec.name if spec else None)})}
     if (config.get("backend") or "torch") != "torch":
         raise StartupError(f"the cross-encoder at {str(model_path)!r} runs on torch, not {config['backend']}")
-    return {
-        "kind": "cross-encoder",
-        "model": str(model_path),
-        "name": config.get("name") or (spec.name if spec else None) or default_name(model_path),
-        "device": config.get("device") or settings.device,
-        "batch_size": int(config.get("batch_size") or (spec and spec.batch_size) or settings.batch_size),
-        "backend": "torch",
-        "cache_dir": str(Path(config.get("cache_dir") or settings.cache_dir).resolve()),
-        "threads": int(config.get("threads") or 0),
-    }
+    return {"kind": "cross-encoder", **_filled(config, settings, model_path, spec, "torch", None)}
