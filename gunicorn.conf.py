@@ -5,7 +5,6 @@ libgomp is not fork-safe, and a parallel torch op in the master before fork made
 workers hang. Each worker sets its own torch thread count and warms up after fork.
 """
 
-import gc
 import os
 import shutil
 import sys
@@ -18,7 +17,7 @@ from smls.config import Settings
 from smls.encoders.torch import set_torch_threads
 from smls.errors import StartupError
 from smls.logs import access_log_format as _access_log_format
-from smls.memory import limit_arenas
+from smls.memory import before_fork, limit_arenas
 from smls.worker import check_gunicorn
 
 try:
@@ -69,9 +68,8 @@ limit_request_fields = 100
 
 
 def when_ready(server):
-    """After the app is preloaded, before any fork: freeze the heap so workers share more pages."""
-    gc.collect()
-    gc.freeze()
+    """After the app is preloaded, before any fork: freeze and trim the heap so workers share more pages."""
+    before_fork()
     cores = os.cpu_count() or 1
     total = _settings.workers * _settings.effective_torch_threads
     if total > cores:
