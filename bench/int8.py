@@ -30,6 +30,8 @@ VARIANTS = {
     "ffn-out-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out"},
     "ffn-out-fp32-layers-0-4": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2,3,4"},
     "ffn-out-fp32-layers-0-2": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1,2"},
+    "ffn-out-fp32-layers-0-1": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0,1"},
+    "ffn-out-fp32-layer-0": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0"},
     "last-layer-fp32": {"reduce_range": True, "op_types_to_quantize": ["MatMul"], "exclude": "layer:5"},
     # Static: activations' ranges calibrated ahead of time on smls/calibration.txt (neither corpus
     # measured here), QDQ format, the MatMuls only; no per-pass range computation.
