@@ -65,29 +65,17 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
     Layouts: one stream on one thread, one stream on every core, and (ONNX) one stream per
     core on one thread each, which is how a loaded smls server runs.
     """
-    import smls
-    from smls.config import Settings
-
     texts = corpus()
     n_cores = cores()
     out = {}
     for backend in backends:
-        path = smls.ml_services.get("SentenceEncoder", backend=backend).path
         layouts = sorted({(1, 1), (1, n_cores)} | ({(n_cores, 1)} if backend != "torch" else set()))
         result = {}
         for streams, threads in layouts:
-            enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
-            enc.set_streams(streams)
-            enc.run(texts[:8])
+            enc = _encoder(backend, streams, threads)
             rates = {bs: _rate(enc, texts, bs, streams, seconds) for bs in (1, 2, 4, 8, 16, 32)}
-            lat = []
-            cpu = time.thread_time()  # one thread per pass: ONNX Runtime runs it in the calling thread
-            for i in range(max(100, int(seconds * 40))):
-                t = time.perf_counter()
-                enc.run([texts[i % len(texts)]])
-                lat.append(time.perf_counter() - t)
-            cpu_ms = (time.thread_time() - cpu) / len(lat) * 1000
-            result[(streams, threads)] = {"rates": rates, "p50_ms": statistics.median(lat) * 1000, "cpu_ms": cpu_ms}
+            p50_ms, cpu_ms = _single(enc, texts, max(100, int(seconds * 40)))
+            result[(streams, threads)] = {"rates": rates, "p50_ms": p50_ms, "cpu_ms": cpu_ms}
         best_layout = max(result, key=lambda k: max(result[k]["rates"].values()))
         best = result[best_layout]
         out[backend] = {
@@ -100,6 +88,42 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
             "cpu_ms_one_thread": result[(1, 1)]["cpu_ms"],  # CPU time of one single-sentence pass, as a server stream runs it
         }
     return out
+
+
+def _encoder(backend: str, streams: int, threads: int):
+    """An encoder of the default model on `backend`, laid out as `streams` x `threads`, warmed up."""
+    import smls
+    from smls.config import Settings
+
+    path = smls.ml_services.get("SentenceEncoder", backend=backend).path
+    enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
+    enc.set_streams(streams)
+    enc.run(corpus()[:8])
+    return enc
+
+
+def _single(enc, texts: list[str], n: int) -> tuple[float, float]:
+    """p50 wall time and mean CPU time (ms) of n single-sentence passes, one after another."""
+    lat = []
+    cpu = time.thread_time()  # one thread per pass: ONNX Runtime runs it in the calling thread
+    for i in range(n):
+        t = time.perf_counter()
+        enc.run([texts[i % len(texts)]])
+        lat.append(time.perf_counter() - t)
+    return statistics.median(lat) * 1000, (time.thread_time() - cpu) / n * 1000
+
+
+def recheck(backend: str, ceiling: dict, seconds: float) -> dict[str, float]:
+    """The ceiling again, right after the backend's server cells: its best batch and layout, and the one-thread p50.
+
+    This machine's speed drifts from minute to minute; a ratio against the mean of the
+    ceiling before and after the server's cells is a side-by-side one.
+    """
+    texts = corpus()
+    streams, threads = map(int, ceiling["layout"].split("x"))
+    rate = _rate(_encoder(backend, streams, threads), texts, ceiling["best_batch"], streams, seconds)
+    p50_ms, _ = _single(_encoder(backend, 1, 1), texts, max(100, int(seconds * 40)))
+    return {"best": rate, "p50_ms_one_thread": p50_ms}
 
 
 def _rate(enc, texts: list[str], batch: int, streams: int, seconds: float) -> float:
@@ -376,6 +400,9 @@ def main() -> None:
                 results[srv.name] = {"cells": cells, "startup": srv.startup_s, "pss": srv.pss_mb()}
             finally:
                 srv.stop()
+            backend = srv.name.removeprefix("smls ")
+            if srv.name.startswith("smls ") and backend in ceil:
+                ceil[backend]["after"] = recheck(backend, ceil[backend], 0.5 if args.short else 3)
 
         say("## Over HTTP")
         say()
@@ -388,9 +415,14 @@ def main() -> None:
 
         say("## Ratios")
         say()
+        say("The one-sentence ratios are against the mean of the ceiling measured before the servers (the table above) and again right "
+            "after the backend's own server cells (its best batch and layout, and the one-thread p50): this machine's speed drifts, "
+            "and the last column shows by how much.")
+        say()
         say("| smls backend | c=32, 1 sentence: smls sent/s / ceiling | c=32, 32 sentences: / ceiling at batch 32 | c=1 p50 / in-process p50 (1 thread; all cores) "
-            "| smls / Infinity, same backend (best requests/s, 1 sentence) | smls / Infinity's best configuration |")
-        say("|---|---|---|---|---|---|")
+            "| smls / Infinity, same backend (best requests/s, 1 sentence) | smls / Infinity's best configuration "
+            "| ceiling before / after: best sent/s; 1-thread p50 ms |")
+        say("|---|---|---|---|---|---|---|")
 
         def best_rps(name: str) -> float:
             r = results.get(name)
@@ -405,8 +437,13 @@ def main() -> None:
             best, same = best_rps(f"smls {b}"), best_rps(f"Infinity ({b})")
             vs_same = f"{best / same:.2f}x" if same else "n/a"
             vs_best = f"{best / inf_best:.2f}x" if inf_best else "n/a"
-            say(f"| {b} | {one['sps'] / ceil[b]['best']:.2f} | {many['sps'] / ceil[b]['at32']:.2f} | "
-                f"{c1['p50'] / ceil[b]['p50_ms_one_thread']:.2f}; {c1['p50'] / ceil[b]['p50_ms_all_cores']:.2f} | {vs_same} | {vs_best} |")
+            before = ceil[b]
+            after = before.get("after", {"best": before["best"], "p50_ms_one_thread": before["p50_ms_one_thread"]})
+            best_sps = (before["best"] + after["best"]) / 2
+            p50_one = (before["p50_ms_one_thread"] + after["p50_ms_one_thread"]) / 2
+            say(f"| {b} | {one['sps'] / best_sps:.2f} | {many['sps'] / before['at32']:.2f} | "
+                f"{c1['p50'] / p50_one:.2f}; {c1['p50'] / before['p50_ms_all_cores']:.2f} | {vs_same} | {vs_best} "
+                f"| {before['best']:.0f} / {after['best']:.0f}; {before['p50_ms_one_thread']:.2f} / {after['p50_ms_one_thread']:.2f} |")
         say()
 
         say("## CPU time per request (one sentence)")
