@@ -8,8 +8,9 @@ settings (SmoothQuant first for the smooth ones, alpha 0.5 to 1.0), or its stati
 quantisation (activation ranges calibrated on smls/calibration.txt). Quality: mean and min
 cosine to fp32, and top-10 neighbour overlap, on the demo corpus (its sentences are the
 calibration text; SmoothQuant's alpha was chosen on its columns) and on 2,000 sentences of
-the standard library's docstrings (bench/corpora.py), which nothing was tuned on. Speed: sentences/s with the server's layout (two streams of
-one thread), batch 1 and 8, three rounds interleaved with fp32, as ratios to fp32.
+the standard library's docstrings (bench/corpora.py), which nothing was tuned on. Speed:
+sentences/s with the server's layout (two streams of one thread), batch 1 and 8, three
+rounds interleaved with fp32, as ratios to fp32.
 """
 
 from __future__ import annotations
@@ -51,16 +52,20 @@ VARIANTS = {
 }
 
 
-def quantize(fp32: Path, target: Path, settings: dict, calibration: list[dict[str, np.ndarray]]) -> None:
-    """One variant of int8 quantisation of the fp32 file (dynamic, or static calibrated on `calibration`'s inputs)."""
+def quantize(fp32: Path, target: Path, settings: dict, calibration: list[dict[str, np.ndarray]], sentences: list[dict[str, np.ndarray]]) -> None:
+    """One variant of int8 quantisation of the fp32 file.
+
+    Dynamic (after SmoothQuant on `sentences`, one calibration sentence per feed, for the
+    smooth variants), or static calibrated on `calibration` (the same, padded to one width).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from smls.encoders.smoothing import smooth
 
-    if "smooth" in settings:  # rescaled first (same fp32 outputs), with the per-sentence calibration feeds
+    if "smooth" in settings:  # rescaled first (same fp32 outputs), with the feeds smls itself uses
         model = onnx.load(str(fp32))
-        smooth(model, [{k: v[:, : int(f["attention_mask"].sum())] for k, v in f.items()} for f in calibration], settings["smooth"])
+        smooth(model, sentences, settings["smooth"])
         fp32 = target.with_suffix(".smoothed.onnx")
         onnx.save(model, str(fp32))
     matmuls = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "MatMul"]
@@ -122,6 +127,8 @@ def rate(enc, texts: list[str], batch: int, seconds: float = 3.0) -> float:
 def main(names: list[str]) -> None:
     import smls
     from bench.corpora import demo, stdlib
+    from smls.encoders.export import sentence_feeds
+    from smls.outputs import calibration_texts
 
     base = smls.build_encoder(model=str(smls.ml_services.get("SentenceEncoder").path), backend="onnx", threads=1)
     std = stdlib()
@@ -140,10 +147,11 @@ def main(names: list[str]) -> None:
         if "token_type_ids" in base._input_names:
             feed["token_type_ids"] = np.zeros((1, width), np.int64)
         calibration.append(feed)
+    sentences = sentence_feeds(base.path, base._input_names, calibration_texts())
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             target = Path(tmp) / f"{name}.onnx"
-            quantize(base.onnx_path, target, VARIANTS[name], calibration)
+            quantize(base.onnx_path, target, VARIANTS[name], calibration, sentences)
             enc = smls.build_encoder(model=str(base.path), backend="onnx", threads=1)
             enc.onnx_path, enc._session, enc._shared = target, None, False
             encoders[name] = enc

@@ -12,7 +12,7 @@ import pytest
 
 import smls
 from smls.encoders.export import sentence_feeds
-from smls.encoders.smoothing import activation_peaks, smooth, weight_matmuls
+from smls.encoders.smoothing import Smoothed, activation_peaks, smooth, weight_matmuls
 from smls.outputs import calibration_texts
 from tests.conftest import ROOT
 
@@ -45,17 +45,14 @@ def sentence_vectors(model: onnx.ModelProto | str, feeds) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def smoothed_copy(fp32, texts) -> onnx.ModelProto:
+def smoothed_copy(fp32, texts) -> tuple[onnx.ModelProto, Smoothed]:
     model = onnx.ModelProto()
     model.CopyFrom(fp32[0])
-    smooth(model, feeds(fp32, texts))
-    return model
+    return model, smooth(model, feeds(fp32, texts))
 
 
 def test_smoothing_keeps_the_model_s_fp32_outputs(fp32):
-    model = onnx.ModelProto()
-    model.CopyFrom(fp32[0])
-    done = smooth(model, feeds(fp32, calibration_texts()))
+    model, done = smoothed_copy(fp32, calibration_texts())
     # Six layers: the queries/keys/values' input and the feed-forward's two inputs by a Mul
     # each, the attention output's folded into the value projection.
     assert (done.multiplied, done.folded) == (18, 6)
@@ -69,7 +66,7 @@ def test_smoothing_keeps_the_model_s_fp32_outputs(fp32):
 def test_smoothing_evens_out_each_matmul_s_input_channels(fp32):
     calibration = feeds(fp32, calibration_texts()[:40])
     spread_before = [p.max() / np.median(p) for p in activation_peaks(fp32[0], list(weight_matmuls(fp32[0].graph)), calibration).values()]
-    model = smoothed_copy(fp32, calibration_texts()[:40])
+    model, _ = smoothed_copy(fp32, calibration_texts()[:40])
     # The same 24 MatMuls, now reading a Mul's output or the rescaled attention output.
     spread_after = [p.max() / np.median(p) for p in activation_peaks(model, list(weight_matmuls(model.graph)), calibration).values()]
     assert len(spread_before) == len(spread_after) == 24
@@ -83,7 +80,7 @@ def test_int8_with_smoothing_is_closer_to_fp32_than_without(fp32, tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     onnx.save(fp32[0], str(tmp_path / "fp32.onnx"))
-    onnx.save(smoothed_copy(fp32, calibration_texts()), str(tmp_path / "smoothed.onnx"))
+    onnx.save(smoothed_copy(fp32, calibration_texts())[0], str(tmp_path / "smoothed.onnx"))
     logging.getLogger().disabled = True  # the quantiser logs advice to the root logger
     try:
         for name in ("fp32", "smoothed"):

@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,21 @@ def load_tokenizer(path: Path, max_len: int) -> tuple[Any, int]:
     return tokenizer, pad_id if pad_id is not None else 0
 
 
+def model_feeds(encodings: Sequence[Any], pad_id: int, model_inputs: Collection[str]) -> dict[str, np.ndarray]:
+    """The ONNX model's inputs for one pass over tokenised texts, padded to the longest (attention_mask marks real tokens)."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, e in enumerate(encodings):
+        n = len(e.ids)
+        ids[row, :n], types[row, :n], mask[row, :n] = e.ids, e.type_ids, 1
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in model_inputs:
+        feeds["token_type_ids"] = types
+    return feeds
+
+
 def quantization_config() -> str:
     """The int8 flavour that suits this CPU: avx512_vnni, avx2 (7-bit weights, no VNNI) or arm64."""
     if platform.machine().lower() in ("arm64", "aarch64"):
@@ -190,15 +205,10 @@ def _export_fp32(path: Path, target: Path) -> None:
     os.replace(tmp, target)  # atomic: a reader never sees half a file
 
 
-def sentence_feeds(path: Path, model_inputs: Sequence[str], texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
+def sentence_feeds(path: Path, model_inputs: Collection[str], texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """The ONNX model's inputs for each text, one text per feed (so no padding)."""
-    tokenizer, _ = load_tokenizer(path, read_spec(path).max_seq_length)
-    feeds = []
-    for encoding in tokenizer.encode_batch(list(texts)):
-        ids = np.array([encoding.ids], np.int64)
-        columns = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        feeds.append({name: columns[name] for name in model_inputs})
-    return feeds
+    tokenizer, pad_id = load_tokenizer(path, read_spec(path).max_seq_length)
+    return [model_feeds([encoding], pad_id, model_inputs) for encoding in tokenizer.encode_batch(list(texts))]
 
 
 def _quantize(path: Path, source: Path, target: Path) -> None:

@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from smls.encoders import export
 from smls.encoders.base import BatchResult, SentenceEncoder
 
@@ -86,16 +84,8 @@ class OnnxEncoder(SentenceEncoder):
     def _encode_batch(self, texts: list[str], prepared: list[Any] | None) -> BatchResult:
         session = self._session_for_this_process()
         encodings = prepared if prepared is not None else self.prepare(texts)
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, e in enumerate(encodings):
-            n = len(e.ids)
-            ids[row, :n], types[row, :n], mask[row, :n] = e.ids, e.type_ids, 1
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = types
+        feeds = export.model_feeds(encodings, self._pad_id, self._input_names)
+        mask = feeds["attention_mask"]
         hidden = session.run(None, feeds)[0]
         vectors = self.spec.pool(hidden, mask)
         return vectors, [bool(e.overflowing) for e in encodings], mask.sum(axis=1)

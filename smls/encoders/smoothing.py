@@ -44,7 +44,6 @@ class _Graph:
     """Look-ups over one ONNX graph: weights by name, each tensor's producer and consumers."""
 
     def __init__(self, graph: onnx.GraphProto) -> None:
-        self.graph = graph
         self.weights = {i.name: i for i in graph.initializer}
         self.producer = {out: n for n in graph.node for out in n.output}
         self.uses: dict[str, list[onnx.NodeProto]] = {}
@@ -73,19 +72,22 @@ class _Graph:
             node = self.producer.get(upstream)
         return node
 
-    def value_projection(self, tensor: str) -> tuple[onnx.NodeProto, onnx.NodeProto, str] | None:
-        """(MatMul, Add, bias name) of the value projection whose channels an attention output carries, or None.
+    def value_projection(self, tensor: str, matmuls: Sequence[onnx.NodeProto]) -> tuple[str, str] | None:
+        """(weight, bias) names of the value projection whose channels `tensor` carries, if `matmuls` alone read it; else None.
 
         The pattern: tensor <- Reshape/Transpose <- MatMul(probabilities, V) with V <-
-        Reshape/Transpose <- Add(MatMul(x, W), bias), every step read by the next only.
+        Reshape/Transpose <- Add(MatMul(x, W), bias), every step read by the next only, and
+        W's columns and the bias as many as the channels `matmuls` take.
         """
+        if any(all(n is not m for m in matmuls) for n in self.uses[tensor] if n.op_type != "Shape"):
+            return None
         attention = self.behind_pass_through(tensor)
         if attention is None or attention.op_type != "MatMul" or attention.input[1] in self.weights:
             return None
-        if self.only_use(attention.output[0]) is None or self.only_use(attention.input[1]) is not attention:
+        if self.only_use(attention.input[1]) is not attention:
             return None
         add = self.behind_pass_through(attention.input[1])
-        if add is None or add.op_type != "Add" or self.only_use(add.output[0]) is None:
+        if add is None or add.op_type != "Add":
             return None
         biases = [i for i in add.input if i in self.weights]
         others = [i for i in add.input if i not in self.weights]
@@ -94,7 +96,10 @@ class _Graph:
         project = self.producer.get(others[0])
         if project is None or project.op_type != "MatMul" or project.input[1] not in self.weights or self.only_use(others[0]) is not add:
             return None
-        return project, add, biases[0]
+        width = self.weights[matmuls[0].input[1]].dims[0]
+        if list(self.weights[project.input[1]].dims)[1:] != [width] or list(self.weights[biases[0]].dims) != [width]:
+            return None
+        return project.input[1], biases[0]
 
 
 def weight_matmuls(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
@@ -146,11 +151,10 @@ def smooth(model: onnx.ModelProto, feeds: Sequence[Feed], alpha: float = ALPHA) 
         s = scales[x]
         for n in matmuls:
             g.set_weight(n.input[1], g.weight(n.input[1]) * s[:, None])
-        value = g.value_projection(x)
-        readers = [n for n in g.uses[x] if n.op_type != "Shape"]
-        if value is not None and all(any(n is m for m in matmuls) for n in readers) and g.weight(value[0].input[1]).shape[1] == s.size and g.weight(value[2]).shape == s.shape:
-            project, _, bias = value
-            g.set_weight(project.input[1], g.weight(project.input[1]) / s[None, :])
+        value = g.value_projection(x, matmuls)
+        if value is not None:
+            weight, bias = value
+            g.set_weight(weight, g.weight(weight) / s[None, :])
             g.set_weight(bias, g.weight(bias) / s)
             folded += 1
             continue
