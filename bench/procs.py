@@ -44,25 +44,31 @@ def accepting(port: int, pids: list[int], tries: int = 8) -> set[int]:
         for client in clients:
             client.recv(4096)  # answered, so accepted by some worker
             ours.add(client.getsockname()[1])
-        # The server's side of each connection: local port `port`, remote port one of ours (hex in /proc/net/tcp).
-        inodes = set()
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) in ours:
-                inodes.add(f"socket:[{fields[9]}]")
-        found = set()
-        for pid in pids:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                try:
-                    if os.readlink(fd) in inodes:
-                        found.add(pid)
-                        break
-                except OSError:  # closed meanwhile
-                    continue
-        return found
+        held = held_connections(port, pids, ours)
+        return {pid for pid in pids if held[pid]}
     finally:
         for client in clients:
             client.close()
+
+
+def held_connections(port: int, pids: list[int], remote_ports: set[int] | None = None) -> dict[int, int]:
+    """How many established connections to `port` each of `pids` holds (only those from `remote_ports`, if given)."""
+    # The server's side of each connection: local port `port` (hex in /proc/net/tcp), state 01 (established).
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+            if remote_ports is None or int(fields[2].split(":")[1], 16) in remote_ports:
+                inodes.add(f"socket:[{fields[9]}]")
+    held = {}
+    for pid in pids:
+        held[pid] = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                held[pid] += os.readlink(fd) in inodes
+            except OSError:  # closed meanwhile
+                continue
+    return held
 
 
 def wait_accepting(port: int, master: int, workers: int, seconds: float = 120) -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench.procs import children, free_port, wait_accepting
+from bench.procs import children, free_port, held_connections, wait_accepting
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -220,6 +220,12 @@ class Server:
             pids += children(pid)
         return pids
 
+    def connections(self) -> list[int]:
+        """Established client connections held by each worker (by the server's process if it has none), most first."""
+        assert self.proc is not None
+        held = held_connections(self.port, children(self.proc.pid) or [self.proc.pid])
+        return sorted(held.values(), reverse=True)
+
     def cpu_s(self) -> float:
         """CPU seconds (user + system) used so far by the whole process tree."""
         ticks = 0
@@ -273,6 +279,11 @@ def load(server: Server, size: int, concurrency: int, seconds: float, workdir: P
     n, duration_us, p50, p99, sock_err, status_err = map(int, line.split()[1:])
     rps = n / (duration_us / 1e6)
     return {"rps": rps, "sps": rps * size, "p50": p50 / 1000, "p99": p99 / 1000, "errors": sock_err + status_err, "n": n}
+
+
+def _note_connections(srv: Server, into: list[int]) -> None:
+    """Append how many client connections each of the server's workers holds now."""
+    into.extend(srv.connections())
 
 
 def smls_server(name: str, workers: int | None = None, **env: str) -> Server:
@@ -395,7 +406,13 @@ def main() -> None:
                 for size in SIZES:
                     for conc in CONCURRENCY:
                         cpu = srv.cpu_s()
+                        # How the connections fell across workers, sampled once the load is running.
+                        split: list[int] = []
+                        sampler = threading.Timer(min(2.0, seconds / 2), _note_connections, args=(srv, split))
+                        sampler.start()
                         cells[(size, conc)] = load(srv, size, conc, seconds, work)
+                        sampler.join()
+                        cells[(size, conc)]["split"] = split
                         cells[(size, conc)]["cpu_ms"] = (srv.cpu_s() - cpu) / max(1, cells[(size, conc)]["n"]) * 1000
                 results[srv.name] = {"cells": cells, "startup": srv.startup_s, "pss": srv.pss_mb()}
             finally:
@@ -406,11 +423,12 @@ def main() -> None:
 
         say("## Over HTTP")
         say()
-        say("| server | sentences/request | concurrency | requests/s | sentences/s | p50 ms | p99 ms | errors |")
-        say("|---|---|---|---|---|---|---|---|")
+        say("| server | sentences/request | concurrency | requests/s | sentences/s | p50 ms | p99 ms | errors | connections per worker |")
+        say("|---|---|---|---|---|---|---|---|---|")
         for name, r in results.items():
             for (size, conc), c in r["cells"].items():
-                say(f"| {name} | {size} | {conc} | {c['rps']:.1f} | {c['sps']:.0f} | {c['p50']:.1f} | {c['p99']:.1f} | {c['errors']} |")
+                split = " / ".join(map(str, c["split"])) or "-"
+                say(f"| {name} | {size} | {conc} | {c['rps']:.1f} | {c['sps']:.0f} | {c['p50']:.1f} | {c['p99']:.1f} | {c['errors']} | {split} |")
         say()
 
         say("## Ratios")

@@ -16,10 +16,18 @@ instead, and the app answers it at once (503 for a model request). Each request'
 for a thread is measured too, and counts against its SMLS_REQUEST_TIMEOUT. Both reach
 the app through the WSGI environ: smls.overflow and smls.queue_wait.
 
+Every worker wakes for a new connection and the first to accept it wins, so a burst of
+kept-alive connections often went to one worker. A worker holding more connections than
+request threads pauses accepting for a moment that grows with how many it holds, which
+hands the next connection to a worker with fewer (ThreadWorker.accept).
+
 This leans on gthread's internals, which gunicorn does not promise to keep; they are
 checked against each gunicorn release in TESTED_GUNICORN before that range is widened:
   * ThreadWorker.accept(listener), which calls listener.accept() and builds a TConn
-    from the socket (wrapped here in _DeadlineSocket through _Listener);
+    from the socket (wrapped here in _DeadlineSocket through _Listener), counting it in
+    self.nr_conns;
+  * ThreadWorker.set_accept_enabled(enabled), which the event loop calls on every turn
+    where it wants accepting on or off, and wait_for_and_dispatch_events(timeout), its wait;
   * ThreadWorker.enqueue_req(conn), which submits handle(conn) to self.tpool and defers
     finish_request(conn, future) through self.method_queue;
   * ThreadWorker.handle(conn) and conn.sock, and that gthread calls sock.setblocking(True)
@@ -139,6 +147,8 @@ QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
 _PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
 _LINGER = 0.002  # seconds a free thread waits on its kept-alive connection for the next request
+_ACCEPT_PAUSE_STEP = 0.001  # seconds a worker pauses accepting per connection it holds beyond its request threads
+_ACCEPT_PAUSE_MAX = 0.02
 
 
 def _next_request_within(conn: Any, seconds: float) -> bool:
@@ -170,6 +180,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self._waiting_lock = threading.Lock()
         self._current = threading.local()  # what the request this thread is handling waited
         self._last_beat = 0.0
+        self._resume_accepting = 0.0  # monotonic time before which this worker accepts no connection
 
     def notify(self) -> None:
         """Tell the master this worker is alive, at most once a second.
@@ -194,8 +205,33 @@ class ThreadWorker(gthread.ThreadWorker):
         super().init_process()
 
     def accept(self, listener: Any) -> None:
-        """Accept as gthread does, wrapping the new connection's socket."""
+        """Accept as gthread does, wrapping the new connection's socket; then pause accepting if this worker holds many."""
         super().accept(_Listener(listener, self.client_timeout))
+        # Every worker's event loop wakes for a new connection and the first to call accept
+        # wins it, so a burst of kept-alive connections (a load balancer's pool, a load
+        # generator) often all went to one worker: at c=32, all 32 on one worker in half of
+        # the runs, which then answered 177-209 one-sentence requests/s (onnx-int8) against
+        # 226-234 with the connections split (one GIL doing all the Python). A worker that
+        # holds more connections than request threads stops accepting for a moment that
+        # grows with how many it holds, so the next connection goes to a worker with fewer
+        # when there is one, and waits at most _ACCEPT_PAUSE_MAX when there is not.
+        excess = self.nr_conns - self.cfg.threads
+        if excess > 0 and self.cfg.workers > 1:
+            self._resume_accepting = time.monotonic() + min(excess * _ACCEPT_PAUSE_STEP, _ACCEPT_PAUSE_MAX)
+            self.set_accept_enabled(False)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """As gthread does, except that accepting stays off until a pause set by accept() is over."""
+        if enabled and time.monotonic() < self._resume_accepting:
+            return
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """As gthread does, waking in time to accept again when a pause is over."""
+        pause = self._resume_accepting - time.monotonic()
+        if pause > 0 and self.alive:
+            timeout = min(timeout, pause)
+        super().wait_for_and_dispatch_events(timeout)
 
     def enqueue_req(self, conn: Any) -> None:
         """Queue a connection for the request threads, or for the overflow threads when too many wait."""
