@@ -52,12 +52,14 @@ def accepting(port: int, pids: list[int], tries: int = 8) -> set[int]:
 
 
 def held_connections(port: int, pids: list[int], remote_ports: set[int] | None = None) -> dict[int, int]:
-    """How many established connections to `port` each of `pids` holds (only those from `remote_ports`, if given)."""
-    # The server's side of each connection: local port `port` (hex in /proc/net/tcp), state 01 (established).
+    """How many client connections to `port` each of `pids` holds (only those from `remote_ports`, if given)."""
+    # The server's side of each connection: local port `port` (hex in /proc/net/tcp), in any
+    # state but listening (0A). A sync worker closes its end right after answering: it still
+    # holds it, half-closed, for a moment.
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+        if int(fields[1].split(":")[1], 16) == port and fields[3] != "0A":
             if remote_ports is None or int(fields[2].split(":")[1], 16) in remote_ports:
                 inodes.add(f"socket:[{fields[9]}]")
     held = {}
