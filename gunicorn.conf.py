@@ -18,7 +18,7 @@ from smls.encoders.torch import set_torch_threads
 from smls.errors import StartupError
 from smls.logs import access_log_format as _access_log_format
 from smls.memory import before_fork, limit_arenas
-from smls.worker import check_gunicorn
+from smls.worker import CONNECTIONS, check_gunicorn
 
 try:
     check_gunicorn(gunicorn.__version__)  # the worker class leans on gthread's internals
@@ -101,9 +101,10 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    """A worker is gone (exited or killed): drop its live gauges from the metrics sums."""
+    """A worker is gone (exited or killed): drop its live gauges from the metrics sums, and its connection count."""
     from prometheus_client import multiprocess
 
+    CONNECTIONS.release(worker.age)
     multiprocess.mark_process_dead(worker.pid)
 
 

@@ -153,6 +153,15 @@ class Settings:
     # an idle core instead of leaving it to a quiet worker (measured: 206 requests/s with
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
+    # SMLS_INLINE: "auto", "on" or "off". Whether a worker's event loop answers small model
+    # requests itself (a whole POST to /embed, /v1/embeddings or /rerank of at most 4 KB),
+    # each in a greenlet, the passes of one turn's requests shared (smls.turns), instead of
+    # handing each to a request thread: no thread hand-offs (measured on 2 cores, onnx-int8,
+    # one sentence at c=32: 7.0-7.5 ms of CPU per request against 7.8-8.4, and 14% more
+    # requests/s; docs/benchmarks.org). "auto": when one pass per worker fills the cores
+    # (workers x torch threads >= cores), as in the default layout; with fewer workers than
+    # cores the request threads keep several streams busy instead.
+    inline: str = "auto"
     # SMLS_MALLOC_ARENAS: glibc malloc arenas per process; 0 leaves glibc's default (8 per
     # core) or MALLOC_ARENA_MAX. Default 1: every thread that runs a pass or parses a request
     # otherwise gets an arena of its own, whose freed memory is fragmented and mostly kept;
@@ -206,6 +215,8 @@ class Settings:
             raise StartupError("SMLS_DEFAULT_MODEL needs SMLS_MODELS (it names one of its entries)")
         if self.store is not None and "://" in self.store and not self.store.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise StartupError(f"SMLS_STORE must be postgresql://..., an SQLite file's path or sqlite:///path, got {self.store.split('://')[0]}://...")
+        if self.inline not in ("auto", "on", "off"):
+            raise StartupError(f"SMLS_INLINE must be auto, on or off, got {self.inline!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise StartupError(f"SMLS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}")
 
@@ -232,6 +243,13 @@ class Settings:
         if self.backend == "torch":
             return 1
         return max(1, min(2, cpu_count() // self.effective_torch_threads))
+
+    @property
+    def inline_requests(self) -> bool:
+        """Whether a worker's event loop answers small model requests itself: SMLS_INLINE, or (auto) when one pass per worker fills the cores."""
+        if self.inline != "auto":
+            return self.inline == "on"
+        return self.workers * self.effective_torch_threads >= cpu_count()
 
     @property
     def bind_address(self) -> str:

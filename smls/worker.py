@@ -1,4 +1,4 @@
-"""gunicorn's gthread worker, with a deadline for receiving each request.
+"""gunicorn's gthread worker, with a deadline for receiving each request, answering small model requests on its event loop.
 
 gthread hands a connection to a thread as soon as its first bytes arrive and then reads
 with no time limit, so clients that send a request a byte at a time (or stop half way)
@@ -17,9 +17,16 @@ for a thread is measured too, and counts against its SMLS_REQUEST_TIMEOUT. Both 
 the app through the WSGI environ: smls.overflow and smls.queue_wait.
 
 Every worker wakes for a new connection and the first to accept it wins, so a burst of
-kept-alive connections often went to one worker. A worker holding more connections than
-request threads pauses accepting for a moment that grows with how many it holds, which
-hands the next connection to a worker with fewer (ThreadWorker.accept).
+kept-alive connections often went to one worker. Each worker writes how many connections
+it holds into memory shared with the others (SharedCounts); one that holds more than the
+worker with fewest pauses accepting for a moment that grows with the difference, which
+hands the next connection to that worker (ThreadWorker.accept).
+
+Small model requests are answered on the event loop itself (SMLS_INLINE): a whole POST
+of at most 4 KB to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK before anything
+is read. The requests of one turn of the loop each run in a greenlet, and their forward
+passes are shared (smls.turns); their responses are written without waiting, what a
+client cannot take yet being sent as it reads. Everything else still goes to the threads.
 
 This leans on gthread's internals, which gunicorn does not promise to keep; they are
 checked against each gunicorn release in TESTED_GUNICORN before that range is widened:
@@ -29,7 +36,12 @@ checked against each gunicorn release in TESTED_GUNICORN before that range is wi
   * ThreadWorker.set_accept_enabled(enabled), which the event loop calls on every turn
     where it wants accepting on or off, and wait_for_and_dispatch_events(timeout), its wait;
   * ThreadWorker.enqueue_req(conn), which submits handle(conn) to self.tpool and defers
-    finish_request(conn, future) through self.method_queue;
+    finish_request(conn, future) through self.method_queue; finish_request taking any
+    done future, and handle(conn) answering one request on any thread;
+  * ThreadWorker.wait_for_and_dispatch_events(timeout) being self.poller.select and a
+    call of each event's key.data(key.fileobj), which this worker replaces;
+  * self.pending_conns and on_pending_socket_readable(conn, sock), conn.initialized,
+    conn.data_ready and conn.parser.unreader.buf, and self.age (set by the arbiter);
   * ThreadWorker.handle(conn) and conn.sock, and that gthread calls sock.setblocking(True)
     before each request and writes responses with sock.sendall;
   * ThreadWorker.load_wsgi() setting self.wsgi, and gunicorn.util.write_error(sock,
@@ -41,11 +53,14 @@ gunicorn.conf.py refuses to start on a gunicorn outside TESTED_GUNICORN (check_g
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import select
+import selectors
 import socket
 import threading
 import time
 from concurrent import futures
+from functools import partial
 from typing import Any
 
 import orjson
@@ -55,6 +70,7 @@ from gunicorn.workers import gthread
 from smls.config import Settings
 from smls.errors import StartupError, error_body, protocol_code
 from smls.logs import REQUEST_ID_HEADER, request_id
+from smls.turns import LoopRequests
 
 # The gunicorn releases whose gthread internals this worker was checked against: [low, high).
 TESTED_GUNICORN = ((27, 0), (28, 0))
@@ -81,10 +97,11 @@ class ReceiveTimeout(ConnectionResetError):
 class _DeadlineSocket(socket.socket):
     """A client socket whose reads share one deadline per request."""
 
-    __slots__ = ("_limit", "_deadline", "_idle")
+    __slots__ = ("_limit", "_deadline", "_idle", "_unsent")
     _limit: float  # SMLS_CLIENT_TIMEOUT
     _deadline: float  # monotonic time by which this request must have arrived
     _idle: bool  # a response went out; the next request's time starts when a thread reads again
+    _unsent: bytearray | None  # answering on the event loop: what the client could not take yet (None: on a thread)
 
     @classmethod
     def adopt(cls, sock: socket.socket, limit: float) -> _DeadlineSocket:
@@ -95,6 +112,7 @@ class _DeadlineSocket(socket.socket):
         # the queue has used its time, and gets only a short grace once a thread takes it.
         new._deadline = time.monotonic() + limit
         new._idle = False
+        new._unsent = None
         return new
 
     def setblocking(self, flag: bool) -> None:
@@ -123,10 +141,46 @@ class _DeadlineSocket(socket.socket):
             raise ReceiveTimeout(errno.ECONNRESET, f"the request did not arrive within {self._limit:g} s (SMLS_CLIENT_TIMEOUT)") from None
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        """sendall; each write must make progress within the limit, the whole may take longer."""
-        super().settimeout(self._limit)
-        super().sendall(data, flags)
+        """sendall; each write must make progress within the limit, the whole may take longer.
+
+        On the event loop (begin_inline), nothing waits: what the client cannot take at once
+        is kept, and the loop sends it as the client reads (send_unsent).
+        """
         self._idle = True  # (a streamed response sends many times; the next request comes after the last)
+        if self._unsent is None:
+            super().settimeout(self._limit)
+            super().sendall(data, flags)
+            return
+        if not self._unsent:
+            super().setblocking(False)
+            try:
+                sent = super().send(data, flags)
+            except BlockingIOError:
+                sent = 0
+            data = memoryview(data)[sent:]
+        self._unsent += data
+
+    def begin_inline(self) -> None:
+        """The event loop answers the next request: its writes must never wait for the client."""
+        self._unsent = bytearray()
+
+    def has_unsent(self) -> bool:
+        """Whether the response written on the event loop is not all sent yet."""
+        return bool(self._unsent)
+
+    def send_unsent(self) -> bool:
+        """Send what the client can take now of the kept response; True once all of it is sent (and inline mode is over)."""
+        assert self._unsent is not None
+        if self._unsent:
+            try:
+                sent = super().send(self._unsent)
+            except BlockingIOError:
+                sent = 0
+            del self._unsent[:sent]
+        if self._unsent:
+            return False
+        self._unsent = None
+        return True
 
 
 class _Listener:
@@ -143,11 +197,41 @@ class _Listener:
         return self.inner.getsockname()
 
 
+class SharedCounts:
+    """Connections held by each live worker of this server, in memory the master shares with the workers it forks.
+
+    A worker's slot is its gunicorn age (a number the master gives each new worker) modulo
+    the slots; the master frees it when the worker exits (gunicorn.conf.py, child_exit).
+    A count is written on every turn of the worker's loop, so it lags by a turn at most.
+    """
+
+    slots = 256
+
+    def __init__(self) -> None:
+        self._held = multiprocessing.RawArray("l", [-1] * self.slots)  # -1: no worker
+
+    def hold(self, slot: int, connections: int) -> None:
+        """The worker in `slot` holds this many connections now."""
+        self._held[slot] = connections
+
+    def release(self, age: int) -> None:
+        """The worker of this age is gone."""
+        self._held[age % self.slots] = -1
+
+    def fewest(self, slot: int) -> int:
+        """The fewest connections any other worker holds (a large number if there is no other)."""
+        others = [held for i, held in enumerate(self._held) if held >= 0 and i != slot]
+        return min(others, default=1 << 30)
+
+
+# Made at import, in the gunicorn master (gunicorn.conf.py imports this module), before any fork.
+CONNECTIONS = SharedCounts()
+
 QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
 _PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
 _LINGER = 0.002  # seconds a free thread waits on its kept-alive connection for the next request
-_ACCEPT_PAUSE_STEP = 0.001  # seconds a worker pauses accepting per connection it holds beyond its request threads
+_ACCEPT_PAUSE_STEP = 0.001  # seconds a worker pauses accepting per connection it holds beyond the worker with fewest
 _ACCEPT_PAUSE_MAX = 0.02
 
 
@@ -157,6 +241,51 @@ def _next_request_within(conn: Any, seconds: float) -> bool:
         return True  # read ahead already
     readable, _, _ = select.select([conn.sock], [], [], seconds)
     return bool(readable)
+# Requests the event loop may answer itself (ThreadWorker.enqueue_req): one small POST to a
+# route whose answer is a forward pass or a few, all of it already received.
+_INLINE_PATHS = frozenset({b"/embed", b"/v1/embeddings", b"/rerank"})
+_INLINE_MAX_BODY = 4096  # bytes: at most a few dozen passes of 64 tokens, tens of milliseconds
+_INLINE_PEEK = 16384  # bytes looked at: the request line and headers gunicorn allows, and such a body
+
+
+def inline_candidate(data: bytes) -> bool:
+    """Whether `data` is one whole small POST to a model route: head, and a Content-Length body of at most _INLINE_MAX_BODY.
+
+    Anything unusual (chunked, Expect, Upgrade, a repeated or odd Content-Length, a header
+    without a colon) is left to a request thread, where gunicorn's parser judges it.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    lines = data[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] != b"POST" or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return False
+    if parts[1].split(b"?", 1)[0] not in _INLINE_PATHS:
+        return False
+    length = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            return False
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip()
+            if length is not None or not value.isdigit():
+                return False
+            length = int(value)
+        elif name in (b"transfer-encoding", b"expect", b"upgrade"):
+            return False
+    return length is not None and length <= _INLINE_MAX_BODY and len(data) >= end + 4 + length
+
+
+def _done(result: Any) -> futures.Future[Any]:
+    """A future that already holds `result` (what finish_request takes from a request thread)."""
+    future: futures.Future[Any] = futures.Future()
+    future.set_result(result)
+    return future
+
+
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """Answer an HTTP request gunicorn could not parse, as {"error": {"status", "code", "message"}}."""
     body = orjson.dumps(error_body(status, protocol_code(status), message or reason))
@@ -181,6 +310,11 @@ class ThreadWorker(gthread.ThreadWorker):
         self._current = threading.local()  # what the request this thread is handling waited
         self._last_beat = 0.0
         self._resume_accepting = 0.0  # monotonic time before which this worker accepts no connection
+        self.inline = settings.inline_requests  # see SMLS_INLINE in smls.config
+        self._loop_requests = LoopRequests()
+        self._turn: list[Any] | None = None  # while a turn's events are dispatched: the connections the loop will answer
+        self._turn_started = 0.0  # when this turn's wait for events ended
+        self._sending: dict[Any, tuple[Any, float]] = {}  # conn -> (its result, deadline for progress)
 
     def notify(self) -> None:
         """Tell the master this worker is alive, at most once a second.
@@ -202,23 +336,36 @@ class ThreadWorker(gthread.ThreadWorker):
         # Connections beyond SMLS_QUEUE_SIZE waiting go to these two threads, which answer at
         # once: a 503 for model requests, or the cheap answer of /health, /ready, /metrics.
         self.overflow_pool = futures.ThreadPoolExecutor(max_workers=2)
+        self._slot = self.age % CONNECTIONS.slots
+        CONNECTIONS.hold(self._slot, 0)
+        if self.cfg.is_ssl:
+            self.inline = False  # the event loop cannot read a TLS request ahead (and the handshake may wait)
         super().init_process()
 
     def accept(self, listener: Any) -> None:
-        """Accept as gthread does, wrapping the new connection's socket; then pause accepting if this worker holds many."""
-        super().accept(_Listener(listener, self.client_timeout))
-        # Every worker's event loop wakes for a new connection and the first to call accept
-        # wins it, so a burst of kept-alive connections (a load balancer's pool, a load
-        # generator) often all went to one worker: at c=32, all 32 on one worker in half of
-        # the runs, which then answered 177-209 one-sentence requests/s (onnx-int8) against
-        # 226-234 with the connections split (one GIL doing all the Python). A worker that
-        # holds more connections than request threads stops accepting for a moment that
-        # grows with how many it holds, so the next connection goes to a worker with fewer
-        # when there is one, and waits at most _ACCEPT_PAUSE_MAX when there is not.
-        excess = self.nr_conns - self.cfg.threads
-        if excess > 0 and self.cfg.workers > 1:
-            self._resume_accepting = time.monotonic() + min(excess * _ACCEPT_PAUSE_STEP, _ACCEPT_PAUSE_MAX)
-            self.set_accept_enabled(False)
+        """Accept as gthread does, wrapping the new connection's socket; pause accepting while this worker holds more than another.
+
+        When the loop answers requests itself, it takes every connection waiting (until a
+        pause): the loop is busy between turns, and connections left in the listen backlog
+        would wait there unseen, neither answered nor refused.
+        """
+        while True:
+            held = self.nr_conns
+            super().accept(_Listener(listener, self.client_timeout))
+            # Every worker's event loop wakes for a new connection and the first to call accept
+            # wins it, so a burst of kept-alive connections (a load balancer's pool, a load
+            # generator) often all went to one worker: at c=32, all 32 on one worker in half of
+            # the runs, which then answered 177-209 one-sentence requests/s (onnx-int8) against
+            # 226-234 with the connections split (one GIL doing all the Python). A worker that
+            # holds more connections than the worker with fewest stops accepting for a moment
+            # that grows with the difference, so the next connection goes to that worker.
+            CONNECTIONS.hold(self._slot, self.nr_conns)
+            ahead = self.nr_conns - CONNECTIONS.fewest(self._slot)
+            if ahead > 1:
+                self._resume_accepting = time.monotonic() + min(ahead * _ACCEPT_PAUSE_STEP, _ACCEPT_PAUSE_MAX)
+                self.set_accept_enabled(False)
+            if not self.inline or self.nr_conns == held or not self._accepting or self.nr_conns >= self.worker_connections:
+                return
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """As gthread does, except that accepting stays off until a pause set by accept() is over."""
@@ -227,13 +374,54 @@ class ThreadWorker(gthread.ThreadWorker):
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        """As gthread does, waking in time to accept again when a pause is over."""
+        """As gthread does (waking in time to accept again when a pause is over); then start the turn's small model requests and run one pass.
+
+        Requests answered on the loop each run in a greenlet and park for their vectors
+        (smls.turns); after every turn the loop runs one shared pass of what is parked and
+        resumes those requests. At most SMLS_QUEUE_SIZE are parked at once; beyond, they go
+        the threads' way, where a flood meets the queue's limit (503 at once) as before.
+        """
         pause = self._resume_accepting - time.monotonic()
         if pause > 0 and self.alive:
             timeout = min(timeout, pause)
-        super().wait_for_and_dispatch_events(timeout)
+        if self._loop_requests.waiting:
+            timeout = 0  # a pass is due: only look for events
+        events = self.poller.select(timeout)
+        self._turn_started = time.monotonic()
+        CONNECTIONS.hold(self._slot, self.nr_conns)
+        self._turn = []
+        try:
+            for key, _ in events:
+                key.data(key.fileobj)
+        finally:
+            turn, self._turn = self._turn, None
+        for conn in turn:
+            if self._loop_requests.waiting < self.max_waiting and self.alive:
+                self._loop_requests.start(partial(self._answer_inline, conn))
+            else:
+                self._to_threads(conn)
+        self._loop_requests.run_next()
 
     def enqueue_req(self, conn: Any) -> None:
+        """Gather a small model request for the event loop to answer, or queue the connection for the request threads.
+
+        A request thread costs hand-offs: the loop wakes a thread, which wakes the batcher's,
+        and the socket comes back to the loop after the answer, each a futex wake and a turn
+        of the GIL, a large part of a one-sentence request's CPU on 2 cores
+        (docs/benchmarks.org). So the loop answers a whole small POST to a model route
+        itself, in its own thread, and new connections wait for their first bytes on it.
+        """
+        if self.inline and self._turn is not None and self.alive:
+            peeked = self._peek(conn)
+            if peeked and inline_candidate(peeked):
+                self._turn.append(conn)
+                return
+            if peeked == b"" and not conn.initialized and not conn.data_ready:
+                self._wait_for_first_request(conn)
+                return
+        self._to_threads(conn)
+
+    def _to_threads(self, conn: Any) -> None:
         """Queue a connection for the request threads, or for the overflow threads when too many wait."""
         conn.smls_queued_at = time.monotonic()
         with self._waiting_lock:
@@ -275,8 +463,74 @@ class ThreadWorker(gthread.ThreadWorker):
                 self._handling -= 1
 
     def _may_linger(self) -> bool:
+        # Not when the loop answers requests: a lingering thread would only keep it from doing so.
         with self._waiting_lock:
-            return self.alive and self._waiting == 0 and self._handling < self.cfg.threads
+            return self.alive and not self.inline and self._waiting == 0 and self._handling < self.cfg.threads
+
+    def _peek(self, conn: Any) -> bytes | None:
+        """What the client has sent, left unread; b"" if nothing yet; None if it cannot be looked at (or has closed)."""
+        if conn.is_http2 or not isinstance(conn.sock, _DeadlineSocket):
+            return None
+        if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+            return None  # read ahead already: a thread's parser has it
+        try:
+            data = socket.socket.recv(conn.sock, _INLINE_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            return None
+        return data or None
+
+    def _wait_for_first_request(self, conn: Any) -> None:
+        """Keep a new connection on the event loop until its first bytes arrive (within SMLS_CLIENT_TIMEOUT)."""
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + self.client_timeout
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def _answer_inline(self, conn: Any) -> None:
+        """Handle the connection's request here, in the event loop's thread, then keep it alive (or send the rest first)."""
+        conn.smls_overflow = False
+        conn.data_ready = True
+        self._current.wait = time.monotonic() - self._turn_started  # behind the requests answered before it this turn
+        self._current.overflow = False
+        conn.sock.begin_inline()
+        result = gthread.ThreadWorker.handle(self, conn)  # gunicorn answers whatever fails with an error response
+        self.notify()  # a turn may answer many requests
+        if conn.sock.has_unsent():
+            self._sending[conn] = (result, time.monotonic() + self.client_timeout)
+            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
+            return
+        conn.sock.send_unsent()
+        self.finish_request(conn, _done(result))
+
+    def _send_more(self, conn: Any, _sock: Any) -> None:
+        """The client can take more of a response answered on the loop: send it; once all is sent, finish as a thread would."""
+        result, _ = self._sending[conn]
+        try:
+            done = conn.sock.send_unsent()
+        except OSError:
+            self._drop_sending(conn)
+            return
+        if not done:
+            self._sending[conn] = (result, time.monotonic() + self.client_timeout)
+            return
+        del self._sending[conn]
+        self.poller.unregister(conn.sock)
+        self.finish_request(conn, _done(result))
+
+    def _drop_sending(self, conn: Any) -> None:
+        del self._sending[conn]
+        self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """As gthread does, and close connections that took no more of a response for SMLS_CLIENT_TIMEOUT."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn in [conn for conn, (_, deadline) in self._sending.items() if deadline <= now]:
+            self._drop_sending(conn)
 
     def load_wsgi(self) -> None:
         """Load the app and put each request's wait for a thread into its environ."""

@@ -32,6 +32,7 @@ def test_settings_are_frozen():
         ({"SMLS_MAX_BODY_BYTES": "-1"}, "SMLS_MAX_BODY_BYTES must be at least 1"),
         ({"SMLS_TORCH_THREADS": "0"}, "SMLS_TORCH_THREADS must be at least 1"),
         ({"SMLS_LOG_LEVEL": "loud"}, "SMLS_LOG_LEVEL"),
+        ({"SMLS_INLINE": "yes"}, "SMLS_INLINE must be auto, on or off"),
         ({"SMLS_INFERENCE_STREAMS": "0"}, "SMLS_INFERENCE_STREAMS must be at least 1"),
         ({"SMLS_INFERENCE_STREAMS": "2", "SMLS_BACKEND": "torch"}, "SMLS_INFERENCE_STREAMS above 1 needs an ONNX backend"),
     ],
@@ -46,6 +47,15 @@ def test_torch_threads_share_the_cores(monkeypatch):
     assert Settings(workers=2).effective_torch_threads == 4
     assert Settings(workers=16).effective_torch_threads == 1
     assert Settings(workers=2, torch_threads=3).effective_torch_threads == 3
+
+
+def test_the_event_loop_answers_requests_where_one_pass_per_worker_fills_the_cores(monkeypatch):
+    monkeypatch.setattr("smls.config.cpu_count", lambda: 2)
+    assert Settings(workers=2).inline_requests  # 2 workers x 1 thread
+    assert Settings(workers=1).inline_requests  # 1 worker x 2 threads
+    assert not Settings(workers=1, torch_threads=1).inline_requests  # one pass at a time would leave a core idle
+    assert Settings(workers=1, torch_threads=1, inline="on").inline_requests
+    assert not Settings(workers=2, inline="off").inline_requests
 
 
 def test_inference_streams_default_to_two_where_the_cores_allow(monkeypatch):

@@ -1,4 +1,4 @@
-"""smls.worker on a live gunicorn: how a burst of kept-alive connections is shared between workers."""
+"""smls.worker on a live gunicorn: sharing a burst of connections between workers, and answering on the event loop."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import socket
 import time
 from collections import Counter
 
+import numpy as np
+import pytest
 import requests
 
 from tests.conftest import start_server
@@ -62,5 +64,73 @@ def test_a_burst_of_kept_alive_connections_is_shared_between_the_workers(tmp_pat
         # Kept alive, each connection stays with the worker that accepted it: a worker
         # with most of them would have to answer most of the load on one core.
         assert len(burst) == 2 and min(burst.values()) >= 8, f"connections per worker: {sorted(burst.values())}"
+    finally:
+        server.stop()
+
+
+def post(sock: socket.socket, texts: list[str]) -> None:
+    """Send one /embed request for `texts` on a kept-alive connection."""
+    body = json.dumps({"message": texts}, separators=(",", ":")).encode()
+    sock.sendall(b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def read_json(sock: socket.socket) -> dict:
+    """One whole response's JSON body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("inline", ["on", "off"])
+def test_requests_arriving_together_on_many_connections_each_get_their_own_vectors(tmp_path, encoder, inline):
+    # One worker: on the event loop (SMLS_INLINE=on) the requests of a turn share passes,
+    # each in a greenlet; a mix-up between them would give a request another's vectors.
+    server = start_server(tmp_path, workers=1, SMLS_INLINE=inline)
+    port = int(server.url.rsplit(":", 1)[1])
+    topics = ["tides", "tax law", "violins", "volcanoes", "chess", "bread", "satellites", "bees"]
+    try:
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in topics]
+        for round_ in range(3):
+            asked = [[f"a sentence about {topic}", f"round {round_}: more on {topic}"][: 1 + i % 2] for i, topic in enumerate(topics)]
+            for sock, texts in zip(conns, asked, strict=True):
+                post(sock, texts)
+            for sock, texts in zip(conns, asked, strict=True):
+                got = np.array(read_json(sock)["embeddings"], np.float32)
+                alone = encoder.run(texts, normalize=True)
+                assert got.shape == alone.shape
+                assert ((got * alone).sum(1) / np.linalg.norm(got, axis=1)).min() > 0.999
+        for sock in conns:
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_client_that_does_not_read_its_answer_holds_up_no_one(tmp_path):
+    # On the event loop a response the client cannot take yet is kept and sent as it
+    # reads; waiting for it there would stop every other connection of the worker.
+    server = start_server(tmp_path, workers=1, SMLS_INLINE="on")
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        texts = ["a"] * 1000  # 4 KB of request (answered on the loop), 4.7 MB of response: more than the socket takes
+        post(slow, texts)
+        time.sleep(1)  # answered, and stuck in the socket
+        start = time.monotonic()
+        r = requests.post(server.url + "/embed", json={"message": ["meanwhile"]}, timeout=30)
+        assert r.status_code == 200 and time.monotonic() - start < 2
+        slow.settimeout(30)
+        assert len(read_json(slow)["embeddings"]) == 1000  # all of it, once the client reads
+        post(slow, ["and the connection is kept alive"])
+        assert len(read_json(slow)["embeddings"]) == 1
+        slow.close()
     finally:
         server.stop()

@@ -117,6 +117,7 @@ def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings, libra
             direct=budget is None,
             on_depth=hooks.queue_depth,
             on_batch=hooks.batch_size,
+            on_shed=metrics.SHED.labels("deadline").inc,
         )
         documents_ = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout)
         # Loaded here, in the master: the workers share its pages until they change them.

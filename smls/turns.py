@@ -1,0 +1,102 @@
+"""The requests a worker's event loop answers itself, each in a greenlet, parked while they wait for shared passes.
+
+Answering a small model request on the event loop saves its hand-offs between threads
+(smls.worker), but one request at a time would run one pass per request: on 2 cores,
+one-sentence passes reach only 0.89 of the sentences/s that passes shared by several
+requests do, in process, with no HTTP at all (docs/benchmarks.org). So each request
+runs in a greenlet of the loop's thread: when it asks its model for vectors
+(MicroBatcher.encode) it parks, and the loop goes on with the next request. After each
+turn of the loop (its events dispatched, the new requests started), the loop runs one
+shared pass of what is parked, first come first served, at most SMLS_MAX_BATCH
+sentences (MicroBatcher.run_now), and resumes those requests, which answer. A turn
+never holds the loop for more than one such pass: new connections, /health and the
+threads' callbacks wait for at most that.
+
+Greenlets switch only where a request parks, inside MicroBatcher.encode, and no lock is
+held there; the requests share the loop's thread, so nothing on the way may keep
+per-request state in a threading.local across that point (Flask's request context is
+a context variable, and every greenlet has its own).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import greenlet
+
+
+class Job(Protocol):
+    """A parked request's texts; the batcher fills in its result or error."""
+
+    texts: list[str]
+
+
+class Runner(Protocol):
+    """What the loop needs of a model's batcher: run parked jobs as one shared pass, now, in this thread."""
+
+    max_batch: int
+
+    def run_now(self, jobs: list[Any]) -> None:
+        """Run the jobs (each gets its result or error)."""
+        ...
+
+
+class _Request(greenlet.greenlet):
+    """One request answered on the loop."""
+
+    def __init__(self, run: Callable[[], None], requests: LoopRequests) -> None:
+        super().__init__(run)
+        self.requests = requests
+
+
+class LoopRequests:
+    """The requests one worker's event loop answers itself: started as they come, run in shared passes, resumed."""
+
+    def __init__(self) -> None:
+        self._loop: greenlet.greenlet | None = None  # the loop's own greenlet, where a parked request goes back to
+        self._parked: deque[tuple[Runner, Any, greenlet.greenlet]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Requests parked, waiting for their pass."""
+        return len(self._parked)
+
+    def start(self, answer: Callable[[], None]) -> None:
+        """Run `answer` (a request) up to where it needs its model, or to its end (called by the loop)."""
+        self._loop = greenlet.getcurrent()
+        _Request(answer, self).switch()
+
+    def park(self, runner: Runner, job: Job) -> None:
+        """In a request run by start: wait, off the loop, until `runner` has run `job` (run_next)."""
+        assert self._loop is not None
+        self._parked.append((runner, job, greenlet.getcurrent()))
+        self._loop.switch()
+
+    def run_next(self) -> None:
+        """Run one pass of the first parked jobs of the first model waiting (at most its max_batch sentences, or one job), and resume their requests."""
+        if not self._parked:
+            return
+        runner = self._parked[0][0]
+        taken: list[tuple[Runner, Any, greenlet.greenlet]] = []
+        kept: deque[tuple[Runner, Any, greenlet.greenlet]] = deque()
+        sentences, full = 0, False
+        for entry in self._parked:
+            if entry[0] is runner and not full:
+                full = bool(taken) and sentences + len(entry[1].texts) > runner.max_batch
+                if not full:  # (in order: a job that does not fit stays first for the next pass)
+                    taken.append(entry)
+                    sentences += len(entry[1].texts)
+                    continue
+            kept.append(entry)
+        self._parked = kept
+        runner.run_now([job for _, job, _ in taken])
+        for _, _, request in taken:
+            request.switch()  # it answers, or parks again (a request may ask twice)
+
+
+def loop_requests() -> LoopRequests | None:
+    """The loop whose request this code runs in, or None (a request thread, a batcher thread, a script)."""
+    here = greenlet.getcurrent()
+    return here.requests if isinstance(here, _Request) else None

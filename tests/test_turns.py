@@ -1,0 +1,166 @@
+"""Requests answered on the event loop, each in a greenlet: their texts run as shared passes, each gets its own vectors, in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smls.batching import MicroBatcher
+from smls.encoders import Encoded
+from smls.errors import Overloaded
+from smls.turns import LoopRequests, loop_requests
+from smls.worker import inline_candidate
+from tests.conftest import StandInEncoder
+
+
+class Recording(StandInEncoder):
+    """Each text's vector is its length in every dimension; records the passes it was asked for."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.passes: list[list[str]] = []
+        self.fail = fail
+
+    def encode(self, texts, *, normalize=False, prepared=None):
+        self.passes.append(list(texts))
+        if self.fail:
+            raise RuntimeError("the model failed")
+        vectors = np.array([[float(len(t))] * 3 for t in texts], np.float32)
+        return Encoded(vectors, np.zeros(len(texts), bool), np.full(len(texts), 2, np.int64))
+
+
+def run_all(loop: LoopRequests) -> None:
+    """What the worker's loop does between turns, until nothing is parked."""
+    while loop.waiting:
+        loop.run_next()
+
+
+def test_parked_requests_share_passes_and_each_gets_its_own_vectors():
+    encoder = Recording()
+    batcher = MicroBatcher(encoder, max_batch=4, streams=1)
+    requests = [["a"], ["bb", "ccc"], ["dddd"], ["eeeee"], ["ffffff", "g"]]
+    answers: dict[int, np.ndarray] = {}
+    loop = LoopRequests()
+    for i, texts in enumerate(requests):
+        loop.start(lambda i=i, texts=texts: answers.__setitem__(i, batcher.encode(texts).vectors))
+    assert answers == {} and loop.waiting == 5  # every request waits for its pass
+    loop.run_next()  # one pass per turn of the loop: at most max_batch sentences, whole requests, in order
+    assert encoder.passes == [["a", "bb", "ccc", "dddd"]] and sorted(answers) == [0, 1, 2]
+    run_all(loop)
+    assert encoder.passes == [["a", "bb", "ccc", "dddd"], ["eeeee", "ffffff", "g"]]
+    for i, texts in enumerate(requests):
+        assert answers[i][:, 0].tolist() == [float(len(t)) for t in texts]
+    assert batcher.batches == 2 and batcher.largest_batch == 4
+
+
+def test_a_request_bigger_than_a_pass_runs_alone_and_keeps_its_place():
+    encoder = Recording()
+    batcher = MicroBatcher(encoder, max_batch=2, streams=1)
+    loop = LoopRequests()
+    for texts in (["a"], ["b", "c", "d"], ["e"]):
+        loop.start(lambda texts=texts: batcher.encode(texts))
+    run_all(loop)
+    assert encoder.passes == [["a"], ["b", "c", "d"], ["e"]]
+
+
+def test_a_request_may_ask_its_model_twice_and_one_that_needs_none_finishes_at_once():
+    encoder = Recording()
+    batcher = MicroBatcher(encoder, max_batch=16, streams=1)
+    seen: list[str] = []
+
+    def twice() -> None:
+        first = batcher.encode(["one"]).vectors
+        second = batcher.encode(["three"]).vectors
+        seen.append(f"twice {first[0, 0]:.0f} {second[0, 0]:.0f}")
+
+    loop = LoopRequests()
+    loop.start(twice)
+    loop.start(lambda: seen.append("no model"))
+    assert seen == ["no model"]
+    run_all(loop)
+    assert seen == ["no model", "twice 3 5"]
+    assert encoder.passes == [["one"], ["three"]]
+
+
+def test_each_model_gets_its_own_passes():
+    first, second = Recording(), Recording()
+    batchers = [MicroBatcher(first, streams=1), MicroBatcher(second, streams=1)]
+    loop = LoopRequests()
+    for i in range(4):
+        loop.start(lambda i=i: batchers[i % 2].encode([f"text {i}"]))
+    run_all(loop)
+    assert first.passes == [["text 0", "text 2"]] and second.passes == [["text 1", "text 3"]]
+
+
+def test_a_failed_pass_fails_each_of_its_requests():
+    batcher = MicroBatcher(Recording(fail=True), max_batch=16, streams=1)
+    errors: list[str] = []
+
+    def request(texts: list[str]) -> None:
+        try:
+            batcher.encode(texts)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    loop = LoopRequests()
+    loop.start(lambda: request(["x"]))
+    loop.start(lambda: request(["y", "z"]))
+    run_all(loop)
+    assert errors == ["the model failed", "the model failed"]
+
+
+def test_outside_the_loop_s_requests_the_batcher_works_as_before():
+    assert loop_requests() is None
+    encoder = Recording()
+    assert MicroBatcher(encoder, streams=1).encode(["abc"]).vectors[0, 0] == 3.0
+    inside: list[object] = []
+    loop = LoopRequests()
+    loop.start(lambda: inside.append(loop_requests()))
+    assert inside == [loop] and loop.waiting == 0
+
+
+BODY = b'{"message": ["hello"]}'
+
+
+@pytest.mark.parametrize(
+    ("data", "answered_on_the_loop"),
+    [
+        (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 22\r\n\r\n" + BODY, True),
+        (b"POST /v1/embeddings?x=1 HTTP/1.1\r\ncontent-length: 22\r\n\r\n" + BODY, True),
+        (b"POST /rerank HTTP/1.0\r\nContent-Length: 22\r\n\r\n" + BODY + b"POST /embed", True),  # the next request may follow
+        (b"POST /embed HTTP/1.1\r\nContent-Length: 22\r\n\r\n" + BODY[:-1], False),  # the body is not all here yet
+        (b"POST /embed HTTP/1.1\r\nContent-Length: 22\r\n", False),  # nor the head
+        (b"POST /embed HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", False),
+        (b"POST /embed HTTP/1.1\r\nContent-Length: 22\r\nContent-Length: 22\r\n\r\n" + BODY, False),
+        (b"POST /embed HTTP/1.1\r\nContent-Length: +22\r\n\r\n" + BODY, False),
+        (b"POST /embed HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 22\r\n\r\n" + BODY, False),
+        (b"POST /embed HTTP/1.1\r\nbroken header\r\nContent-Length: 22\r\n\r\n" + BODY, False),
+        (b"POST /embed HTTP/1.1\r\n\r\n", False),  # no length: gunicorn decides
+        (b"GET /embed HTTP/1.1\r\n\r\n", False),
+        (b"POST /documents HTTP/1.1\r\nContent-Length: 22\r\n\r\n" + BODY, False),  # may stream for minutes
+        (b"POST /embed HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, False),  # too big to hold the loop
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", False),  # a TLS hello
+    ],
+)
+def test_only_whole_small_posts_to_model_routes_are_answered_on_the_loop(data, answered_on_the_loop):
+    assert inline_candidate(data) is answered_on_the_loop
+
+
+def test_a_request_whose_deadline_passes_before_its_pass_gets_a_503_and_costs_no_pass():
+    encoder = Recording()
+    shed: list[int] = []
+    batcher = MicroBatcher(encoder, max_batch=16, streams=1, on_shed=lambda: shed.append(1))
+    outcomes: list[str] = []
+
+    def request(texts: list[str], timeout: float) -> None:
+        try:
+            batcher.encode(texts, timeout=timeout)
+            outcomes.append("vectors")
+        except Overloaded as exc:
+            outcomes.append(str(exc))
+
+    loop = LoopRequests()
+    loop.start(lambda: request(["in time"], 30))
+    loop.start(lambda: request(["too late"], 0))
+    run_all(loop)
+    assert outcomes == ["vectors", "no result within 0 s (SMLS_REQUEST_TIMEOUT); retry shortly"]
+    assert encoder.passes == [["in time"]] and shed == [1]
