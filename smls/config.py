@@ -154,14 +154,19 @@ class Settings:
     # all 8 connections on one worker, against 125 with one stream).
     inference_streams: int | None = None
     # SMLS_INLINE: "auto", "on" or "off". Whether a worker's event loop answers small model
-    # requests itself (a whole POST to /embed, /v1/embeddings or /rerank of at most 4 KB),
-    # each in a greenlet, the passes of one turn's requests shared (smls.turns), instead of
-    # handing each to a request thread: no thread hand-offs (measured on 2 cores, onnx-int8,
-    # one sentence at c=32: 7.0-7.5 ms of CPU per request against 7.8-8.4, and 14% more
-    # requests/s; docs/benchmarks.org). "auto": when one pass per worker fills the cores
-    # (workers x torch threads >= cores), as in the default layout; with fewer workers than
-    # cores the request threads keep several streams busy instead.
+    # requests itself (a whole POST of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings
+    # or /rerank), each in a greenlet, the passes of requests parked together shared
+    # (smls.turns), instead of handing each to a request thread: no thread hand-offs
+    # (measured on 2 cores, one sentence at c=32: 7.2-7.4 ms of CPU per request against
+    # 8.0-10.1, onnx-int8; docs/benchmarks.org). "auto": when one pass per worker fills
+    # the cores (workers x torch threads >= cores), as in the default layout; with fewer
+    # workers than cores the request threads keep several streams busy instead.
     inline: str = "auto"
+    # SMLS_INLINE_BYTES: the largest body the event loop answers itself; bigger requests go
+    # to the request threads, whose worker may run two passes at once. 1024: one-sentence
+    # and few-sentence requests; 32-sentence requests (about 3 KB) answered on the loop
+    # measured 144 sentences/s against 153-156 on the threads, with a p99 of 13 s against 8.
+    inline_bytes: int = 1024
     # SMLS_MALLOC_ARENAS: glibc malloc arenas per process; 0 leaves glibc's default (8 per
     # core) or MALLOC_ARENA_MAX. Default 1: every thread that runs a pass or parses a request
     # otherwise gets an arena of its own, whose freed memory is fragmented and mostly kept;
@@ -215,6 +220,8 @@ class Settings:
             raise StartupError("SMLS_DEFAULT_MODEL needs SMLS_MODELS (it names one of its entries)")
         if self.store is not None and "://" in self.store and not self.store.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise StartupError(f"SMLS_STORE must be postgresql://..., an SQLite file's path or sqlite:///path, got {self.store.split('://')[0]}://...")
+        if not 0 <= self.inline_bytes <= 65536:
+            raise StartupError(f"SMLS_INLINE_BYTES must be between 0 and 65536, got {self.inline_bytes}")
         if self.inline not in ("auto", "on", "off"):
             raise StartupError(f"SMLS_INLINE must be auto, on or off, got {self.inline!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

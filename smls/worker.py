@@ -23,7 +23,7 @@ worker with fewest pauses accepting for a moment that grows with the difference,
 hands the next connection to that worker (ThreadWorker.accept).
 
 Small model requests are answered on the event loop itself (SMLS_INLINE): a whole POST
-of at most 4 KB to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK before anything
+of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK before anything
 is read. The requests of one turn of the loop each run in a greenlet, and their forward
 passes are shared (smls.turns); their responses are written without waiting, what a
 client cannot take yet being sent as it reads. Everything else still goes to the threads.
@@ -244,12 +244,11 @@ def _next_request_within(conn: Any, seconds: float) -> bool:
 # Requests the event loop may answer itself (ThreadWorker.enqueue_req): one small POST to a
 # route whose answer is a forward pass or a few, all of it already received.
 _INLINE_PATHS = frozenset({b"/embed", b"/v1/embeddings", b"/rerank"})
-_INLINE_MAX_BODY = 4096  # bytes: at most a few dozen passes of 64 tokens, tens of milliseconds
-_INLINE_PEEK = 16384  # bytes looked at: the request line and headers gunicorn allows, and such a body
+_INLINE_HEAD = 8192  # bytes of request line and headers looked at, beyond the body (bigger heads go to a thread)
 
 
-def inline_candidate(data: bytes) -> bool:
-    """Whether `data` is one whole small POST to a model route: head, and a Content-Length body of at most _INLINE_MAX_BODY.
+def inline_candidate(data: bytes, max_body: int) -> bool:
+    """Whether `data` is one whole small POST to a model route: head, and a Content-Length body of at most `max_body` bytes.
 
     Anything unusual (chunked, Expect, Upgrade, a repeated or odd Content-Length, a header
     without a colon) is left to a request thread, where gunicorn's parser judges it.
@@ -276,7 +275,7 @@ def inline_candidate(data: bytes) -> bool:
             length = int(value)
         elif name in (b"transfer-encoding", b"expect", b"upgrade"):
             return False
-    return length is not None and length <= _INLINE_MAX_BODY and len(data) >= end + 4 + length
+    return length is not None and length <= max_body and len(data) >= end + 4 + length
 
 
 def _done(result: Any) -> futures.Future[Any]:
@@ -311,6 +310,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self._last_beat = 0.0
         self._resume_accepting = 0.0  # monotonic time before which this worker accepts no connection
         self.inline = settings.inline_requests  # see SMLS_INLINE in smls.config
+        self.inline_bytes = settings.inline_bytes
         self._loop_requests = LoopRequests()
         self._turn: list[Any] | None = None  # while a turn's events are dispatched: the connections the loop will answer
         self._turn_started = 0.0  # when this turn's wait for events ended
@@ -413,7 +413,7 @@ class ThreadWorker(gthread.ThreadWorker):
         """
         if self.inline and self._turn is not None and self.alive:
             peeked = self._peek(conn)
-            if peeked and inline_candidate(peeked):
+            if peeked and inline_candidate(peeked, self.inline_bytes):
                 self._turn.append(conn)
                 return
             if peeked == b"" and not conn.initialized and not conn.data_ready:
@@ -474,7 +474,7 @@ class ThreadWorker(gthread.ThreadWorker):
         if conn.parser is not None and conn.parser.unreader.buf.getvalue():
             return None  # read ahead already: a thread's parser has it
         try:
-            data = socket.socket.recv(conn.sock, _INLINE_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = socket.socket.recv(conn.sock, _INLINE_HEAD + self.inline_bytes, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return b""
         except OSError:

@@ -33,6 +33,7 @@ def test_settings_are_frozen():
         ({"SMLS_TORCH_THREADS": "0"}, "SMLS_TORCH_THREADS must be at least 1"),
         ({"SMLS_LOG_LEVEL": "loud"}, "SMLS_LOG_LEVEL"),
         ({"SMLS_INLINE": "yes"}, "SMLS_INLINE must be auto, on or off"),
+        ({"SMLS_INLINE_BYTES": "100000"}, "SMLS_INLINE_BYTES must be between 0 and 65536"),
         ({"SMLS_INFERENCE_STREAMS": "0"}, "SMLS_INFERENCE_STREAMS must be at least 1"),
         ({"SMLS_INFERENCE_STREAMS": "2", "SMLS_BACKEND": "torch"}, "SMLS_INFERENCE_STREAMS above 1 needs an ONNX backend"),
     ],

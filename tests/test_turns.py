@@ -137,12 +137,12 @@ BODY = b'{"message": ["hello"]}'
         (b"POST /embed HTTP/1.1\r\n\r\n", False),  # no length: gunicorn decides
         (b"GET /embed HTTP/1.1\r\n\r\n", False),
         (b"POST /documents HTTP/1.1\r\nContent-Length: 22\r\n\r\n" + BODY, False),  # may stream for minutes
-        (b"POST /embed HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, False),  # too big to hold the loop
+        (b"POST /embed HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, False),  # over SMLS_INLINE_BYTES
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", False),  # a TLS hello
     ],
 )
 def test_only_whole_small_posts_to_model_routes_are_answered_on_the_loop(data, answered_on_the_loop):
-    assert inline_candidate(data) is answered_on_the_loop
+    assert inline_candidate(data, 4096) is answered_on_the_loop
 
 
 def test_a_request_whose_deadline_passes_before_its_pass_gets_a_503_and_costs_no_pass():

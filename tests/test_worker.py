@@ -115,7 +115,7 @@ def test_requests_arriving_together_on_many_connections_each_get_their_own_vecto
 def test_a_client_that_does_not_read_its_answer_holds_up_no_one(tmp_path):
     # On the event loop a response the client cannot take yet is kept and sent as it
     # reads; waiting for it there would stop every other connection of the worker.
-    server = start_server(tmp_path, workers=1, SMLS_INLINE="on")
+    server = start_server(tmp_path, workers=1, SMLS_INLINE="on", SMLS_INLINE_BYTES="4096")
     port = int(server.url.rsplit(":", 1)[1])
     try:
         slow = socket.socket()
