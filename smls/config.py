@@ -157,7 +157,7 @@ class Settings:
     # requests itself (a whole POST of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings
     # or /rerank), each in a greenlet, the passes of requests parked together shared
     # (smls.turns), instead of handing each to a request thread: no thread hand-offs
-    # (measured on 2 cores, one sentence at c=32: 7.2-7.4 ms of CPU per request against
+    # (measured on 2 cores, one sentence at c=32: 7.2-8.4 ms of CPU per request against
     # 8.0-10.1, onnx-int8; docs/benchmarks.org). "auto": when one pass per worker fills
     # the cores (workers x torch threads >= cores), as in the default layout; with fewer
     # workers than cores the request threads keep several streams busy instead.

@@ -23,8 +23,8 @@ worker with fewest pauses accepting for a moment that grows with the difference,
 hands the next connection to that worker (ThreadWorker.accept).
 
 Small model requests are answered on the event loop itself (SMLS_INLINE): a whole POST
-of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK before anything
-is read. The requests of one turn of the loop each run in a greenlet, and their forward
+of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK
+before anything is read. The requests of one turn of the loop each run in a greenlet, and their forward
 passes are shared (smls.turns); their responses are written without waiting, what a
 client cannot take yet being sent as it reads. Everything else still goes to the threads.
 
@@ -164,10 +164,6 @@ class _DeadlineSocket(socket.socket):
         """The event loop answers the next request: its writes must never wait for the client."""
         self._unsent = bytearray()
 
-    def has_unsent(self) -> bool:
-        """Whether the response written on the event loop is not all sent yet."""
-        return bool(self._unsent)
-
     def send_unsent(self) -> bool:
         """Send what the client can take now of the kept response; True once all of it is sent (and inline mode is over)."""
         assert self._unsent is not None
@@ -241,6 +237,8 @@ def _next_request_within(conn: Any, seconds: float) -> bool:
         return True  # read ahead already
     readable, _, _ = select.select([conn.sock], [], [], seconds)
     return bool(readable)
+
+
 # Requests the event loop may answer itself (ThreadWorker.enqueue_req): one small POST to a
 # route whose answer is a forward pass or a few, all of it already received.
 _INLINE_PATHS = frozenset({b"/embed", b"/v1/embeddings", b"/rerank"})
@@ -492,17 +490,16 @@ class ThreadWorker(gthread.ThreadWorker):
         """Handle the connection's request here, in the event loop's thread, then keep it alive (or send the rest first)."""
         conn.smls_overflow = False
         conn.data_ready = True
-        self._current.wait = time.monotonic() - self._turn_started  # behind the requests answered before it this turn
+        self._current.wait = time.monotonic() - self._turn_started  # behind this turn's events dispatched before it
         self._current.overflow = False
         conn.sock.begin_inline()
         result = gthread.ThreadWorker.handle(self, conn)  # gunicorn answers whatever fails with an error response
         self.notify()  # a turn may answer many requests
-        if conn.sock.has_unsent():
-            self._sending[conn] = (result, time.monotonic() + self.client_timeout)
-            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
+        if conn.sock.send_unsent():
+            self.finish_request(conn, _done(result))
             return
-        conn.sock.send_unsent()
-        self.finish_request(conn, _done(result))
+        self._sending[conn] = (result, time.monotonic() + self.client_timeout)
+        self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
 
     def _send_more(self, conn: Any, _sock: Any) -> None:
         """The client can take more of a response answered on the loop: send it; once all is sent, finish as a thread would."""
