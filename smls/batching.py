@@ -195,6 +195,7 @@ class MicroBatcher(Generic[E]):
             # Answered on the worker's event loop: the loop runs this job in a pass shared
             # with other parked requests' jobs (run_now) before it resumes this one.
             job.deadline, job.timeout = time.monotonic() + timeout, timeout
+            self._on_depth(1)  # waiting for a model, as a queued job is (run_now counts it out)
             loop.park(self, job)
             return self._result(job, normalize)
         with self._cond:
@@ -235,6 +236,7 @@ class MicroBatcher(Generic[E]):
         queued requests do, without a batcher thread.
         """
         self._ensure_threads()
+        self._on_depth(-len(jobs))
         with self._cond:
             self._busy += 1  # counted, so that the batcher threads leave the stream to it
         try:

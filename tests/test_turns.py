@@ -164,3 +164,21 @@ def test_a_request_whose_deadline_passes_before_its_pass_gets_a_503_and_costs_no
     run_all(loop)
     assert outcomes == ["vectors", "no result within 0 s (SMLS_REQUEST_TIMEOUT); retry shortly"]
     assert encoder.passes == [["in time"]] and shed == [1]
+
+
+def test_parked_requests_count_in_the_queue_depth_until_their_pass_starts():
+    depth: list[int] = [0]
+    seen_in_pass: list[int] = []
+
+    class Watching(Recording):
+        def encode(self, texts, *, normalize=False, prepared=None):
+            seen_in_pass.append(depth[0])
+            return super().encode(texts, normalize=normalize, prepared=prepared)
+
+    batcher = MicroBatcher(Watching(), max_batch=2, streams=1, on_depth=lambda n: depth.__setitem__(0, depth[0] + n))
+    loop = LoopRequests()
+    for texts in (["a"], ["b"], ["c"]):
+        loop.start(lambda texts=texts: batcher.encode(texts))
+    assert depth == [3]  # smls_queue_depth: waiting for a model, on the loop as in the queue
+    run_all(loop)
+    assert seen_in_pass == [1, 0] and depth == [0]  # counted out as their pass starts
