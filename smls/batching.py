@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -57,7 +57,7 @@ E = TypeVar("E", bound=BatchEncoder)
 class _Job:
     texts: list[str]
     prepared: list[Any] | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # what a request thread waits on (a request on the event loop needs none)
     result: Encoded | None = None
     error: BaseException | None = None
     abandoned: bool = False
@@ -198,6 +198,7 @@ class MicroBatcher(Generic[E]):
             self._on_depth(1)  # waiting for a model, as a queued job is (run_now counts it out)
             loop.park(self, job)
             return self._result(job, normalize)
+        done = job.done = threading.Event()
         with self._cond:
             # Nothing queued and a stream idle: this thread runs the pass itself, saving
             # two thread hand-offs (about a millisecond at c=1). The model's own slots
@@ -217,7 +218,7 @@ class MicroBatcher(Generic[E]):
                 self._pass_done()
         else:
             self._on_depth(1)
-        if not job.done.wait(timeout):
+        if not done.wait(timeout):
             job.abandoned = True  # the batcher skips it if it has not started it yet
             raise Overloaded(f"no result within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
         return self._result(job, normalize)
@@ -375,4 +376,5 @@ class MicroBatcher(Generic[E]):
                 job.error = exc
         finally:
             for job in batch:
-                job.done.set()
+                if job.done is not None:
+                    job.done.set()

@@ -143,22 +143,19 @@ class _DeadlineSocket(socket.socket):
     def sendall(self, data: Any, flags: int = 0) -> None:
         """sendall; each write must make progress within the limit, the whole may take longer.
 
-        On the event loop (begin_inline), nothing waits: what the client cannot take at once
-        is kept, and the loop sends it as the client reads (send_unsent).
+        On the event loop (begin_inline), nothing waits: the response is kept and sent when
+        complete, its head and body in one system call and one segment (gunicorn writes
+        them apart); what the client cannot take at once the loop sends as it reads
+        (send_unsent). A big response starts on its way as it is written.
         """
         self._idle = True  # (a streamed response sends many times; the next request comes after the last)
         if self._unsent is None:
             super().settimeout(self._limit)
             super().sendall(data, flags)
             return
-        if not self._unsent:
-            super().setblocking(False)
-            try:
-                sent = super().send(data, flags)
-            except BlockingIOError:
-                sent = 0
-            data = memoryview(data)[sent:]
         self._unsent += data
+        if len(self._unsent) >= _SEND_AT:
+            self._send_some()
 
     def begin_inline(self) -> None:
         """The event loop answers the next request: its writes must never wait for the client."""
@@ -168,15 +165,21 @@ class _DeadlineSocket(socket.socket):
         """Send what the client can take now of the kept response; True once all of it is sent (and inline mode is over)."""
         assert self._unsent is not None
         if self._unsent:
-            try:
-                sent = super().send(self._unsent)
-            except BlockingIOError:
-                sent = 0
-            del self._unsent[:sent]
+            self._send_some()
         if self._unsent:
             return False
         self._unsent = None
         return True
+
+    def _send_some(self) -> None:
+        """Send what the client can take now of the kept response, without waiting."""
+        assert self._unsent is not None
+        super().setblocking(False)  # (with a timeout set, send would wait for room)
+        try:
+            sent = super().send(self._unsent)
+        except BlockingIOError:
+            sent = 0
+        del self._unsent[:sent]
 
 
 class _Listener:
@@ -242,6 +245,7 @@ def _next_request_within(conn: Any, seconds: float) -> bool:
 # Requests the event loop may answer itself (ThreadWorker.enqueue_req): one small POST to a
 # route whose answer is a forward pass or a few, all of it already received.
 _INLINE_PATHS = frozenset({b"/embed", b"/v1/embeddings", b"/rerank"})
+_SEND_AT = 65536  # bytes of a response answered on the loop kept before it starts sending
 _INLINE_HEAD = 8192  # bytes of request line and headers looked at, beyond the body (bigger heads go to a thread)
 
 
