@@ -12,19 +12,28 @@ sentences (MicroBatcher.run_now), and resumes those requests, which answer. A tu
 never holds the loop for more than one such pass: new connections, /health and the
 threads' callbacks wait for at most that.
 
-Greenlets switch only where a request parks, inside MicroBatcher.encode, and no lock is
-held there; the requests share the loop's thread, so nothing on the way may keep
-per-request state in a threading.local across that point (Flask's request context is
-a context variable, and every greenlet has its own).
+A model whose passes are not shared (a cross-encoder scores one request's pairs) parks
+too, through own_pass: its pass runs between turns like the others, alone, so a flood
+of such requests still holds the loop for one pass at a time.
+
+Greenlets switch only where a request parks (MicroBatcher.encode, own_pass), and no
+lock is held there; the requests share the loop's thread, so nothing on the way may
+keep per-request state in a threading.local across that point (Flask's request
+context is a context variable, and every greenlet has its own).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import greenlet
+
+from smls.errors import Overloaded
+
+T = TypeVar("T")
 
 
 class Job(Protocol):
@@ -100,3 +109,55 @@ def loop_requests() -> LoopRequests | None:
     """The loop whose request this code runs in, or None (a request thread, a batcher thread, a script)."""
     here = greenlet.getcurrent()
     return here.requests if isinstance(here, _Request) else None
+
+
+class _Call(Generic[T]):
+    """Work parked by own_pass: one pass of its own, given the time left of its request; its value or its error."""
+
+    texts = [""]  # counts as one against _OwnPasses.max_batch: a pass each
+    value: T  # set by run, unless error is
+
+    def __init__(self, work: Callable[[float], T], timeout: float) -> None:
+        self.work = work
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:  # as a request that waited out its deadline in a model's queue
+                raise Overloaded(f"no result within {self.timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+            self.value = self.work(left)
+        except BaseException as exc:  # raised in the request, once it resumes
+            self.error = exc
+
+
+class _OwnPasses:
+    """The runner of own_pass's work: one call per pass."""
+
+    max_batch = 1
+
+    def run_now(self, jobs: list[Any]) -> None:
+        """Run the calls (run_next hands over one)."""
+        for job in jobs:
+            job.run()
+
+
+_OWN_PASSES = _OwnPasses()
+
+
+def own_pass(work: Callable[[float], T], timeout: float) -> T:
+    """work(seconds left), a forward pass no other request shares: now, or, in a request answered on the loop, once its turn comes.
+
+    On the loop `work` runs outside the request's context: it must take what it needs of
+    the request before. Overloaded if the turn comes after `timeout` seconds.
+    """
+    loop = loop_requests()
+    if loop is None:
+        return work(timeout)
+    call = _Call(work, timeout)
+    loop.park(_OWN_PASSES, call)
+    if call.error is not None:
+        raise call.error
+    return call.value

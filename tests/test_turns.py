@@ -8,7 +8,7 @@ import pytest
 from smls.batching import MicroBatcher
 from smls.encoders import Encoded
 from smls.errors import Overloaded
-from smls.turns import LoopRequests, loop_requests
+from smls.turns import LoopRequests, loop_requests, own_pass
 from smls.worker import inline_candidate
 from tests.conftest import StandInEncoder
 
@@ -182,3 +182,46 @@ def test_parked_requests_count_in_the_queue_depth_until_their_pass_starts():
     assert depth == [3]  # smls_queue_depth: waiting for a model, on the loop as in the queue
     run_all(loop)
     assert seen_in_pass == [1, 0] and depth == [0]  # counted out as their pass starts
+
+
+def test_a_pass_no_one_shares_waits_for_its_turn_and_runs_alone():
+    ran: list[str] = []
+    answers: list[object] = []
+
+    def score(name: str, left: float) -> str:
+        assert 0 < left <= 30
+        ran.append(name)
+        if name == "bad":
+            raise RuntimeError("the model failed")
+        return f"scores of {name}"
+
+    def request(name: str) -> None:
+        try:
+            answers.append(own_pass(lambda left: score(name, left), 30))
+        except RuntimeError as exc:
+            answers.append(str(exc))
+
+    loop = LoopRequests()
+    for name in ("first", "bad", "third"):
+        loop.start(lambda name=name: request(name))
+    assert ran == [] and loop.waiting == 3  # none holds the loop as it starts
+    loop.run_next()
+    assert ran == ["first"] and answers == ["scores of first"]  # one pass per turn
+    run_all(loop)
+    assert answers == ["scores of first", "the model failed", "scores of third"]
+    assert own_pass(lambda left: f"now, {left:g} s left", 5) == "now, 5 s left"  # outside the loop: at once
+
+
+def test_a_pass_of_its_own_whose_deadline_passed_gets_a_503_and_does_not_run():
+    outcomes: list[str] = []
+
+    def request() -> None:
+        try:
+            own_pass(lambda left: outcomes.append("ran"), 0)
+        except Overloaded as exc:
+            outcomes.append(str(exc))
+
+    loop = LoopRequests()
+    loop.start(request)
+    run_all(loop)
+    assert outcomes == ["no result within 0 s (SMLS_REQUEST_TIMEOUT); retry shortly"]

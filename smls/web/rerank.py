@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g
 
-from smls import rerank
+from smls import rerank, turns
 from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
@@ -25,7 +25,10 @@ def rerank_view() -> Response:
         rerank.check_length(req, encoded.truncated_flags, limit, rerank.COSINE)
         scorer = rerank.COSINE
     else:
-        scores, query_tokens, limit = model.scorer.score(req.query, req.texts, raw=req.raw_scores, timeout=time_left()), 0, model.scorer.max_seq_length
+        judge = model.scorer
+        # A pass of its own: on the event loop it waits for its turn instead of holding the loop.
+        scores = turns.own_pass(lambda left: judge.score(req.query, req.texts, raw=req.raw_scores, timeout=left), time_left())
+        query_tokens, limit = 0, judge.max_seq_length
         rerank.check_length(req, scores.truncated_flags, limit, rerank.CROSS)
         scorer = rerank.CROSS
     return json_response(rerank.response(req, scores, query_tokens, model=model.name, scorer=scorer, request_id=g.request_id))
