@@ -117,9 +117,10 @@ class _Call(Generic[T]):
     texts = [""]  # counts as one against _OwnPasses.max_batch: a pass each
     value: T  # set by run, unless error is
 
-    def __init__(self, work: Callable[[float], T], timeout: float) -> None:
+    def __init__(self, work: Callable[[float], T], timeout: float, on_shed: Callable[[], Any]) -> None:
         self.work = work
         self.timeout = timeout
+        self.on_shed = on_shed
         self.deadline = time.monotonic() + timeout
         self.error: BaseException | None = None
 
@@ -127,6 +128,7 @@ class _Call(Generic[T]):
         left = self.deadline - time.monotonic()
         try:
             if left <= 0:  # as a request that waited out its deadline in a model's queue
+                self.on_shed()
                 raise Overloaded(f"no result within {self.timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
             self.value = self.work(left)
         except BaseException as exc:  # raised in the request, once it resumes
@@ -147,16 +149,16 @@ class _OwnPasses:
 _OWN_PASSES = _OwnPasses()
 
 
-def own_pass(work: Callable[[float], T], timeout: float) -> T:
+def own_pass(work: Callable[[float], T], timeout: float, on_shed: Callable[[], Any] = lambda: None) -> T:
     """work(seconds left), a forward pass no other request shares: now, or, in a request answered on the loop, once its turn comes.
 
     On the loop `work` runs outside the request's context: it must take what it needs of
-    the request before. Overloaded if the turn comes after `timeout` seconds.
+    the request before. Overloaded (and `on_shed` called) if the turn comes after `timeout` seconds.
     """
     loop = loop_requests()
     if loop is None:
         return work(timeout)
-    call = _Call(work, timeout)
+    call = _Call(work, timeout, on_shed)
     loop.park(_OWN_PASSES, call)
     if call.error is not None:
         raise call.error

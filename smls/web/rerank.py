@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g
 
-from smls import rerank, turns
+from smls import metrics, rerank, turns
 from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
@@ -27,7 +27,9 @@ def rerank_view() -> Response:
     else:
         judge = model.scorer
         # A pass of its own: on the event loop it waits for its turn instead of holding the loop.
-        scores = turns.own_pass(lambda left: judge.score(req.query, req.texts, raw=req.raw_scores, timeout=left), time_left())
+        scores = turns.own_pass(
+            lambda left: judge.score(req.query, req.texts, raw=req.raw_scores, timeout=left), time_left(), metrics.SHED.labels("deadline").inc
+        )
         query_tokens, limit = 0, judge.max_seq_length
         rerank.check_length(req, scores.truncated_flags, limit, rerank.CROSS)
         scorer = rerank.CROSS
