@@ -220,7 +220,7 @@ class MicroBatcher(Generic[E]):
             self._on_depth(1)
         if not done.wait(timeout):
             job.abandoned = True  # the batcher skips it if it has not started it yet
-            raise Overloaded(f"no result within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+            raise Overloaded.no_result_within(timeout)
         return self._result(job, normalize)
 
     @staticmethod
@@ -250,7 +250,7 @@ class MicroBatcher(Generic[E]):
         now = time.monotonic()
         for job in batch:
             if now >= job.deadline:
-                job.error = Overloaded(f"no result within {job.timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+                job.error = Overloaded.no_result_within(job.timeout)
                 self._on_shed()
         in_time = [job for job in batch if job.error is None]
         if in_time:

@@ -103,6 +103,11 @@ class Overloaded(SmlsError):
     code = "overloaded"
     headers = {"Retry-After": "1"}
 
+    @classmethod
+    def no_result_within(cls, timeout: float) -> Overloaded:
+        """A request whose pass did not start (or end) within its SMLS_REQUEST_TIMEOUT."""
+        return cls(f"no result within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+
 
 class UnknownService(SmlsError, KeyError):
     """`ml_services.get` was asked for a name nobody registered."""

@@ -129,7 +129,7 @@ class _Call(Generic[T]):
         try:
             if left <= 0:  # as a request that waited out its deadline in a model's queue
                 self.on_shed()
-                raise Overloaded(f"no result within {self.timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+                raise Overloaded.no_result_within(self.timeout)
             self.value = self.work(left)
         except BaseException as exc:  # raised in the request, once it resumes
             self.error = exc

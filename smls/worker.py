@@ -24,9 +24,10 @@ hands the next connection to that worker (ThreadWorker.accept).
 
 Small model requests are answered on the event loop itself (SMLS_INLINE): a whole POST
 of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK
-before anything is read. The requests of one turn of the loop each run in a greenlet, and their forward
-passes are shared (smls.turns); their responses are written without waiting, what a
-client cannot take yet being sent as it reads. Everything else still goes to the threads.
+before anything is read. The requests of one turn of the loop each run in a greenlet,
+and their forward passes are shared (smls.turns); their responses are written without
+waiting, what a client cannot take yet being sent as it reads. Everything else still
+goes to the threads.
 
 This leans on gthread's internals, which gunicorn does not promise to keep; they are
 checked against each gunicorn release in TESTED_GUNICORN before that range is widened:
