@@ -1,0 +1,128 @@
+"""The cells whose goals sit near their thresholds, in interleaved rounds: the median and the spread.
+
+    .venv/bin/python -m bench.rounds                       # 5 rounds, every backend
+    .venv/bin/python -m bench.rounds --rounds 9 --backends onnx-int8
+
+One full `make bench` measures each cell once, and this machine's speed drifts by 20 to
+35% from one minute to the next: a single ratio near 0.9 can land on either side of it.
+Here every backend's server stays up while each round measures, for every backend in
+turn, its ceiling, its server at c=32 and at c=1, and its ceiling again; each round's
+ratio is against the mean of the ceilings just before and just after it. The ceiling is
+the best batch and layout that `make bench`'s first table found, measured alone; taking
+it afresh as the best of many layouts every round would bias it upwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.run import Server, _encoder, _rate, _single, ceilings, corpus, load, smls_server
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of one backend: the server's cells and the ceilings around them."""
+
+    c32_sps: float
+    c1_p50_ms: float
+    ceiling_sps: tuple[float, float]  # before, after
+    one_thread_p50_ms: tuple[float, float]
+
+    @property
+    def c32_ratio(self) -> float:
+        """One-sentence sentences/s at c=32 over the mean ceiling of the round."""
+        return self.c32_sps / statistics.fmean(self.ceiling_sps)
+
+    @property
+    def c1_ratio(self) -> float:
+        """c=1 p50 over the mean one-thread in-process p50 of the round."""
+        return self.c1_p50_ms / statistics.fmean(self.one_thread_p50_ms)
+
+
+def _ceiling_now(best, one, texts: list[str], batch: int, streams: int, seconds: float) -> tuple[float, float]:
+    """The ceiling's sentences/s at its best batch and layout, and the one-thread single-sentence p50 (ms)."""
+    return _rate(best, texts, batch, streams, seconds), _single(one, texts, max(100, int(seconds * 40)))[0]
+
+
+def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dict], work: Path, rounds: int, seconds: int) -> dict[str, list[Round]]:
+    """Run `rounds` interleaved rounds over `backends` and print one table: per backend, the median and range of each ratio."""
+    texts = corpus()
+    servers: dict[str, Server] = {}
+    out: dict[str, list[Round]] = {b: [] for b in backends}
+    try:
+        for b in list(backends):
+            srv = servers[b] = smls_server(f"smls {b} (rounds)", SMLS_BACKEND=b)
+            try:
+                srv.start(work / f"rounds-{b}.log")
+            except RuntimeError as exc:
+                say(f"{srv.name}: could not start ({exc}); no rounds for it")
+                srv.stop()
+                del servers[b], out[b]
+        backends = list(servers)
+        layouts = {b: tuple(map(int, ceil[b]["layout"].split("x"))) for b in backends}
+        encoders = {b: (_encoder(b, *layouts[b]), _encoder(b, 1, 1)) for b in backends}
+        ceiling_s = max(1.0, seconds / 3)
+        for _ in range(rounds):
+            for b in backends:
+                best, one = encoders[b]
+                batch, streams = ceil[b]["best_batch"], layouts[b][0]
+                rate_before, p50_before = _ceiling_now(best, one, texts, batch, streams, ceiling_s)
+                c32 = load(servers[b], 1, 32, seconds, work)
+                c1 = load(servers[b], 1, 1, seconds, work)
+                rate_after, p50_after = _ceiling_now(best, one, texts, batch, streams, ceiling_s)
+                out[b].append(Round(c32["sps"], c1["p50"], (rate_before, rate_after), (p50_before, p50_after)))
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    _report(say, out, seconds)
+    return out
+
+
+def _spread(values: list[float]) -> str:
+    """'median (min to max)' of values, two decimals."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f} to {max(values):.2f})"
+
+
+def _report(say: Callable[[str], None], out: dict[str, list[Round]], seconds: int) -> None:
+    n = len(next(iter(out.values()), []))
+    say(f"## The near-threshold cells, {n} interleaved rounds")
+    say("")
+    say(f"Each round measures every backend in turn: its ceiling (best batch and layout, and the one-thread p50), its server for {seconds:g} s "
+        "at c=32 and at c=1 (one sentence per request), then its ceiling again. A ratio is against the mean of the two ceilings. "
+        "The goals are judged on the median; the range shows what one run alone could have said.")
+    say("")
+    say("| smls backend | c=32, 1 sentence / ceiling: median (range) | c=1 p50 / 1-thread p50: median (range) | every round, c=32 | every round, c=1 "
+        "| ceiling sent/s: median (range) |")
+    say("|---|---|---|---|---|---|")
+    for b, rs in out.items():
+        if not rs:
+            continue
+        c32, c1 = [r.c32_ratio for r in rs], [r.c1_ratio for r in rs]
+        ceilings_seen = [x for r in rs for x in r.ceiling_sps]
+        say(f"| {b} | {_spread(c32)} | {_spread(c1)} | {' / '.join(f'{x:.2f}' for x in c32)} | {' / '.join(f'{x:.2f}' for x in c1)} "
+            f"| {statistics.median(ceilings_seen):.0f} ({min(ceilings_seen):.0f} to {max(ceilings_seen):.0f}) |")
+    say("")
+
+
+def main() -> None:
+    """Find each backend's best layout, then run the rounds and print their table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=8, help="seconds per server cell")
+    parser.add_argument("--backends", default="onnx,onnx-int8,torch")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds above 0")
+    backends = args.backends.split(",")
+    ceil = ceilings(backends, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        measure(print, backends, ceil, Path(tmp), args.rounds, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
