@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import Server, _encoder, _rate, _single, ceilings, corpus, load, smls_server
+from bench.run import Server, ceilings, load, recheck, smls_server
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,8 @@ class Round:
         return self.c1_p50_ms / statistics.fmean(self.one_thread_p50_ms)
 
 
-def _ceiling_now(best, one, texts: list[str], batch: int, streams: int, seconds: float) -> tuple[float, float]:
-    """The ceiling's sentences/s at its best batch and layout, and the one-thread single-sentence p50 (ms)."""
-    return _rate(best, texts, batch, streams, seconds), _single(one, texts, max(100, int(seconds * 40)))[0]
-
-
 def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dict], work: Path, rounds: int, seconds: int) -> dict[str, list[Round]]:
     """Run `rounds` interleaved rounds over `backends` and print one table: per backend, the median and range of each ratio."""
-    texts = corpus()
     servers: dict[str, Server] = {}
     out: dict[str, list[Round]] = {b: [] for b in backends}
     try:
@@ -64,18 +58,17 @@ def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dic
                 srv.stop()
                 del servers[b], out[b]
         backends = list(servers)
-        layouts = {b: tuple(map(int, ceil[b]["layout"].split("x"))) for b in backends}
-        encoders = {b: (_encoder(b, *layouts[b]), _encoder(b, 1, 1)) for b in backends}
         ceiling_s = max(1.0, seconds / 3)
         for _ in range(rounds):
             for b in backends:
-                best, one = encoders[b]
-                batch, streams = ceil[b]["best_batch"], layouts[b][0]
-                rate_before, p50_before = _ceiling_now(best, one, texts, batch, streams, ceiling_s)
+                # Encoders made afresh each time, as recheck does: torch's thread count is one
+                # per process, so a one-thread encoder kept beside the best layout's would slow it.
+                before = recheck(b, ceil[b], ceiling_s)
                 c32 = load(servers[b], 1, 32, seconds, work)
                 c1 = load(servers[b], 1, 1, seconds, work)
-                rate_after, p50_after = _ceiling_now(best, one, texts, batch, streams, ceiling_s)
-                out[b].append(Round(c32["sps"], c1["p50"], (rate_before, rate_after), (p50_before, p50_after)))
+                after = recheck(b, ceil[b], ceiling_s)
+                out[b].append(Round(c32["sps"], c1["p50"], (before["best"], after["best"]),
+                                    (before["p50_ms_one_thread"], after["p50_ms_one_thread"])))
     finally:
         for srv in servers.values():
             srv.stop()
