@@ -336,7 +336,12 @@ class MicroBatcher(Generic[E]):
     def _pass_done(self) -> None:
         with self._cond:
             self._busy -= 1
-            self._cond.notify()  # a batcher thread may be waiting for a free stream
+            # A batcher thread may be waiting for a free stream, but only queued work needs it
+            # woken (queueing work wakes it too). Waking it for nothing, after every pass a
+            # request or the event loop ran itself, cost a thread switch and a round of the
+            # GIL per one-sentence request.
+            if self._jobs or self._pieces:
+                self._cond.notify()
 
     def _run_piece(self, piece: _Piece) -> None:
         job = piece.job

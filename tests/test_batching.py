@@ -85,6 +85,32 @@ def test_two_streams_run_two_forward_passes_at_once():
     assert [r.vectors.shape for r in results] == [(1, 3), (1, 3)]
 
 
+def test_a_pass_a_request_runs_itself_wakes_no_idle_batcher_thread(encoder):
+    """Waking one for nothing after every such pass cost a thread switch and a turn of the GIL per request."""
+    batcher = MicroBatcher(encoder, max_batch=16, streams=2)
+    batcher.encode(["starts the batcher threads"])
+    woken: list[int] = []
+    notify = batcher._cond.notify
+    batcher._cond.notify = lambda n=1: (woken.append(n), notify(n))[1]
+    for i in range(5):
+        assert batcher.encode([f"sentence {i}"]).vectors.shape == (1, 384)
+    assert batcher.batches == 6 and woken == []
+
+
+def test_a_queued_request_runs_once_the_pass_a_request_ran_itself_ends(encoder):
+    gated = Gated(encoder)
+    batcher = MicroBatcher(gated, max_batch=1, queue_size=4)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = pool.submit(batcher.encode, ["runs its own pass"])
+        assert gated.entered.wait(10)
+        queued = pool.submit(batcher.encode, ["waits for the stream"])
+        while batcher.depth < 1:
+            threading.Event().wait(0.01)
+        gated.gate.set()
+        assert running.result(10).vectors.shape == queued.result(10).vectors.shape == (1, 384)
+    assert gated.seen == [["runs its own pass"], ["waits for the stream"]]
+
+
 def test_the_torch_backend_refuses_parallel_streams():
     torch_encoder = smls.ml_services.get("SentenceEncoder", backend="torch")
     with pytest.raises(StartupError, match="one forward pass at a time"):
