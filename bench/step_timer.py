@@ -1,0 +1,89 @@
+"""A gunicorn config for bench.steps: smls's own gunicorn.conf.py, with a worker that times the steps of each request.
+
+Each wrapped function's wall time goes into a window of its last WINDOW calls; every 25
+forward passes the worker writes the windows' medians (ms) to
+$SMLS_BENCH_STEPS_DIR/<pid>.json. A step that spans a request's park for its pass (the
+view, gunicorn's handle_request) cannot be timed this way, so the steps are the pieces
+either side of it, and `start`, `run_now` and `run_next` (smls.turns, smls.batching) bound
+them. Used only by bench.steps; never by a server that serves anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# First, as gunicorn would run it: it sets up metrics and malloc before smls is imported.
+exec(compile((Path(__file__).resolve().parent.parent / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"))  # noqa: S102
+
+WINDOW = 200
+_OUT = Path(os.environ["SMLS_BENCH_STEPS_DIR"])
+_times: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=WINDOW))
+_passes = 0
+
+
+def _dump() -> None:
+    medians = {step: statistics.median(d) * 1000 for step, d in _times.items() if d}
+    tmp = _OUT / f"{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"passes": _passes, "ms": medians}))
+    tmp.replace(_OUT / f"{os.getpid()}.json")  # whole, for a reader in another process
+
+
+def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambda self: True) -> None:
+    """Wrap owner.name so that its calls for which when(first argument) holds are timed as `step`."""
+    inner: Callable[..., Any] = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        global _passes
+        if not when(args[0] if args else None):
+            return inner(*args, **kwargs)
+        began = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            _times[step].append(time.perf_counter() - began)
+            if step == "pass":
+                _passes += 1
+                if _passes % 25 == 0:
+                    _dump()
+
+    setattr(owner, name, timed)
+
+
+def _install() -> None:
+    import flask.app
+    from gunicorn.http import parser, wsgi
+    from gunicorn.workers import gthread
+
+    from smls import batching, turns
+    from smls.encoders import onnx as onnx_encoder
+    from smls.web import embed
+
+    steps: list[tuple[Any, str, str]] = [
+        (parser.Parser, "__next__", "gunicorn: receive and parse"),
+        (wsgi, "create", "gunicorn: WSGI environ"),
+        (flask.app.Flask, "request_context", "Flask: request context"),
+        (flask.app.Flask, "preprocess_request", "before-request hooks"),
+        (embed, "read_embed_request", "read body and options"),
+        (onnx_encoder.OnnxEncoder, "prepare", "tokenise"),
+        (onnx_encoder.OnnxEncoder, "_encode_batch", "pass"),
+        (batching.MicroBatcher, "run_now", "run_now"),
+        (turns.LoopRequests, "start", "start"),
+        (embed, "json_response", "JSON"),
+        (flask.app.Flask, "process_response", "after-request hooks"),
+        (wsgi.Response, "write", "gunicorn: write"),
+        (gthread.ThreadWorker, "finish_request", "gunicorn: finish"),
+    ]
+    for owner, name, step in steps:
+        _timed(owner, name, step)
+    # Called on every turn of the loop; only a turn with a request parked runs a pass.
+    _timed(turns.LoopRequests, "run_next", "run_next", when=lambda loop: bool(loop.waiting))
+
+
+_install()

@@ -1,0 +1,91 @@
+"""Where a one-sentence request's time goes at c=1, timed inside the worker, beside the in-process one-thread p50.
+
+    .venv/bin/python -m bench.steps                        # onnx-int8, 4 cells of 4 s
+    .venv/bin/python -m bench.steps --backend onnx --cells 6
+
+A sampling profiler distorts a c=1 request too much to divide it: py-spy pauses the
+process for each sample, and on 2 cores it takes the CPU that wrk needs. Here the server
+runs with bench/step_timer.py as its gunicorn config (smls's own, with a few functions
+wrapped in timers), and each cell prints the median of every step over the worker's
+last 200 requests, with the in-process one-thread p50 measured just before the cell.
+The steps are those of a request the worker's event loop answers (the default layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.run import ROOT, _encoder, _single, corpus, load, smls_server
+
+# The order a request meets them in; `start`, `run_now` and `run_next` bound the others.
+STEPS = (
+    "gunicorn: receive and parse", "gunicorn: WSGI environ", "Flask: request context", "before-request hooks",
+    "read body and options", "tokenise", "pass", "JSON", "after-request hooks", "gunicorn: write", "gunicorn: finish",
+)
+
+
+def cell(srv_dir: Path, before: dict[str, int]) -> dict[str, float]:
+    """The step medians of the worker that ran the most passes since `before` (pid -> passes)."""
+    best: tuple[int, dict[str, float]] = (0, {})
+    for file in srv_dir.glob("*.json"):
+        seen = json.loads(file.read_text())
+        ran = seen["passes"] - before.get(file.stem, 0)
+        if ran > best[0]:
+            best = (ran, seen["ms"])
+    return best[1]
+
+
+def passes(srv_dir: Path) -> dict[str, int]:
+    """Passes each worker had run when it last wrote its medians."""
+    return {f.stem: json.loads(f.read_text())["passes"] for f in srv_dir.glob("*.json")}
+
+
+def main() -> None:
+    """Run the cells and print one row per cell: c=1 p50, in-process p50 and each step's median."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="onnx-int8", choices=("onnx", "onnx-int8"))
+    parser.add_argument("--cells", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=4, help="seconds per cell (at least 200 requests make a full window)")
+    args = parser.parse_args()
+    if args.cells < 1 or args.seconds <= 0:
+        parser.error("--cells must be at least 1 and --seconds above 0")
+    with tempfile.TemporaryDirectory() as tmp:
+        work, out = Path(tmp), Path(tmp) / "steps"
+        out.mkdir()
+        srv = smls_server(f"smls {args.backend} (steps timed)", SMLS_BACKEND=args.backend, SMLS_BENCH_STEPS_DIR=str(out))
+        srv.cmd[srv.cmd.index("gunicorn.conf.py")] = str(ROOT / "bench" / "step_timer.py")
+        srv.start(work / "server.log")
+        enc = _encoder(args.backend, 1, 1)
+        rows = []
+        try:
+            load(srv, 1, 1, 2, work)  # warm-up: every step's code has run
+            for _ in range(args.cells):
+                in_process, _cpu = _single(enc, corpus(), 200)
+                before = passes(out)
+                c1 = load(srv, 1, 1, args.seconds, work)
+                time.sleep(0.3)  # the worker's last write
+                rows.append((c1, in_process, cell(out, before)))
+        finally:
+            srv.stop()
+    print(f"# Steps of a one-sentence request at c=1, {args.backend}, ms (medians of the worker's last 200 requests per cell)\n")
+    print("| c=1 p50 | in-process 1-thread p50 | ratio | start | " + " | ".join(STEPS) + " | bookkeeping (run_now - pass) | resume (run_next - run_now) |")
+    print("|" + "---|" * (len(STEPS) + 6))
+    for c1, in_process, ms in rows:
+        steps = " | ".join(f"{ms[s]:.3f}" if s in ms else "n/a" for s in STEPS)
+        book = ms["run_now"] - ms["pass"] if {"run_now", "pass"} <= ms.keys() else float("nan")
+        resume = ms["run_next"] - ms["run_now"] if {"run_next", "run_now"} <= ms.keys() else float("nan")
+        print(f"| {c1['p50']:.2f} | {in_process:.2f} | {c1['p50'] / in_process:.2f} | {ms.get('start', float('nan')):.3f} | {steps} | {book:.3f} | {resume:.3f} |")
+    ratios = [c1["p50"] / p for c1, p, _ in rows]
+    print(f"\nc=1 p50 / in-process p50: median {statistics.median(ratios):.2f} over {len(ratios)} cells")
+    never = [s for s in (*STEPS, "start", "run_now", "run_next") if not any(s in ms for _, _, ms in rows)]
+    if never:  # a renamed or bypassed function: the table would silently lose a step
+        raise SystemExit(f"never timed: {', '.join(never)}; bench/step_timer.py wraps what the request path no longer calls")
+
+
+if __name__ == "__main__":
+    main()
