@@ -29,20 +29,16 @@ STEPS = (
 )
 
 
-def cell(srv_dir: Path, before: dict[str, int]) -> dict[str, float]:
-    """The step medians of the worker that ran the most passes since `before` (pid -> passes)."""
-    best: tuple[int, dict[str, float]] = (0, {})
-    for file in srv_dir.glob("*.json"):
-        seen = json.loads(file.read_text())
-        ran = seen["passes"] - before.get(file.stem, 0)
-        if ran > best[0]:
-            best = (ran, seen["ms"])
-    return best[1]
+def readings(srv_dir: Path) -> dict[str, dict]:
+    """What each worker last wrote: pid -> {"passes": forward passes so far, "ms": step medians}."""
+    return {f.stem: json.loads(f.read_text()) for f in srv_dir.glob("*.json")}
 
 
-def passes(srv_dir: Path) -> dict[str, int]:
-    """Passes each worker had run when it last wrote its medians."""
-    return {f.stem: json.loads(f.read_text())["passes"] for f in srv_dir.glob("*.json")}
+def busiest(now: dict[str, dict], before: dict[str, dict]) -> dict[str, float]:
+    """The step medians of the worker that ran the most passes between two readings ({} if none ran any)."""
+    ran = {pid: seen["passes"] - before.get(pid, {}).get("passes", 0) for pid, seen in now.items()}
+    pid = max(ran, key=lambda p: ran[p], default=None)
+    return now[pid]["ms"] if pid is not None and ran[pid] > 0 else {}
 
 
 def main() -> None:
@@ -66,10 +62,10 @@ def main() -> None:
             load(srv, 1, 1, 2, work)  # warm-up: every step's code has run
             for _ in range(args.cells):
                 in_process, _cpu = _single(enc, corpus(), 200)
-                before = passes(out)
+                before = readings(out)
                 c1 = load(srv, 1, 1, args.seconds, work)
                 time.sleep(0.3)  # the worker's last write
-                rows.append((c1, in_process, cell(out, before)))
+                rows.append((c1, in_process, busiest(readings(out), before)))
         finally:
             srv.stop()
     print(f"# Steps of a one-sentence request at c=1, {args.backend}, ms (medians of the worker's last 200 requests per cell)\n")
