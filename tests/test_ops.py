@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import jsonschema
 import orjson
 import pytest
 
 import smls
+from smls import logs
 from smls.web import warm_up
 from tests.test_http import assert_error
 
@@ -158,6 +160,22 @@ def test_every_response_gets_a_fresh_id_when_none_is_sent(client):
     ids = {client.post("/embed", json={"message": "hi"}).headers["X-Request-Id"] for _ in range(3)}
     ids.add(client.post("/embed", json={}).headers["X-Request-Id"])
     assert len(ids) == 4
+
+
+def test_a_forked_worker_makes_other_ids_than_its_parent():
+    # Ids come from `random`, not the system's entropy on each request: each forked worker
+    # must draw its own sequence, or two workers would hand out the same ids.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, "".join(logs.request_id(None) for _ in range(3)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(write)
+    child = os.read(read, 1000).decode()
+    os.close(read)
+    mine = "".join(logs.request_id(None) for _ in range(3))
+    assert len(child) == len(mine) == 96 and child != mine
 
 
 def counter(text: str, line_start: str) -> float:
