@@ -24,10 +24,12 @@ hands the next connection to that worker (ThreadWorker.accept).
 
 Small model requests are answered on the event loop itself (SMLS_INLINE): a whole POST
 of at most SMLS_INLINE_BYTES to /embed, /v1/embeddings or /rerank, seen with MSG_PEEK
-before anything is read. The requests of one turn of the loop each run in a greenlet,
+before anything is read (one whose body is still on its way is kept on the loop for a
+moment, until it arrives). The requests of one turn of the loop each run in a greenlet,
 and their forward passes are shared (smls.turns); their responses are written without
 waiting, what a client cannot take yet being sent as it reads. Everything else still
-goes to the threads.
+goes to the threads. Such a request is marked in the environ (smls.inline), where the
+app answers the commonest kind without Flask (smls.web.lane).
 
 This leans on gthread's internals, which gunicorn does not promise to keep; they are
 checked against each gunicorn release in TESTED_GUNICORN before that range is widened:
@@ -37,8 +39,8 @@ checked against each gunicorn release in TESTED_GUNICORN before that range is wi
   * ThreadWorker.set_accept_enabled(enabled), which the event loop calls on every turn
     where it wants accepting on or off, and wait_for_and_dispatch_events(timeout), its wait;
   * ThreadWorker.enqueue_req(conn), which submits handle(conn) to self.tpool and defers
-    finish_request(conn, future) through self.method_queue; finish_request taking any
-    done future, and handle(conn) answering one request on any thread;
+    finish_request(conn, future) through self.method_queue; finish_request asking
+    the future only cancelled() and result(), and handle(conn) answering one request on any thread;
   * ThreadWorker.wait_for_and_dispatch_events(timeout) being self.poller.select and a
     call of each event's key.data(key.fileobj), which this worker replaces;
   * self.pending_conns and on_pending_socket_readable(conn, sock), conn.initialized,
@@ -229,6 +231,7 @@ CONNECTIONS = SharedCounts()
 
 QUEUE_WAIT_KEY = "smls.queue_wait"
 OVERFLOW_KEY = "smls.overflow"
+INLINE_KEY = "smls.inline"  # True: the event loop answers this request, all of which it has received (smls.web.lane)
 _PICKUP_GRACE = 1.0  # seconds to finish receiving a request once a thread takes it
 _LINGER = 0.002  # seconds a free thread waits on its kept-alive connection for the next request
 _ACCEPT_PAUSE_STEP = 0.001  # seconds a worker pauses accepting per connection it holds beyond the worker with fewest
@@ -248,44 +251,66 @@ def _next_request_within(conn: Any, seconds: float) -> bool:
 _INLINE_PATHS = frozenset({b"/embed", b"/v1/embeddings", b"/rerank"})
 _SEND_AT = 65536  # bytes of a response answered on the loop kept before it starts sending
 _INLINE_HEAD = 8192  # bytes of request line and headers looked at, beyond the body (bigger heads go to a thread)
+_REST_WAIT = 1.0  # seconds the event loop waits for the rest of a small model request's body before a thread takes it
 
 
-def inline_candidate(data: bytes, max_body: int) -> bool:
-    """Whether `data` is one whole small POST to a model route: head, and a Content-Length body of at most `max_body` bytes.
+def inline_size(data: bytes, max_body: int) -> int | None:
+    """The bytes (head and body) of the small POST to a model route that `data` begins with; None if it is no such request.
 
-    Anything unusual (chunked, Expect, Upgrade, a repeated or odd Content-Length, a header
-    without a colon) is left to a request thread, where gunicorn's parser judges it.
+    The head must be all in `data`; the body may not be yet. Anything unusual (chunked,
+    Expect, Upgrade, a repeated or odd Content-Length, a header without a colon, a body
+    over `max_body` bytes) is None: left to a request thread, where gunicorn's parser judges it.
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        return False
+        return None
     lines = data[:end].split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or parts[0] != b"POST" or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        return False
+        return None
     if parts[1].split(b"?", 1)[0] not in _INLINE_PATHS:
-        return False
+        return None
     length = None
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
-            return False
+            return None
         name = name.lower()
         if name == b"content-length":
             value = value.strip()
             if length is not None or not value.isdigit():
-                return False
+                return None
             length = int(value)
         elif name in (b"transfer-encoding", b"expect", b"upgrade"):
-            return False
-    return length is not None and length <= max_body and len(data) >= end + 4 + length
+            return None
+    return end + 4 + length if length is not None and length <= max_body else None
 
 
-def _done(result: Any) -> futures.Future[Any]:
-    """A future that already holds `result` (what finish_request takes from a request thread)."""
-    future: futures.Future[Any] = futures.Future()
-    future.set_result(result)
-    return future
+def inline_candidate(data: bytes, max_body: int) -> bool:
+    """Whether `data` is one whole small POST to a model route: head, and a Content-Length body of at most `max_body` bytes."""
+    size = inline_size(data, max_body)
+    return size is not None and len(data) >= size
+
+
+class _Answered:
+    """What finish_request takes from a request thread (a done future), for a request the loop answered.
+
+    finish_request only asks cancelled() and result(); a real Future would cost a lock and
+    a condition on every request.
+    """
+
+    __slots__ = ("_result",)
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def cancelled(self) -> bool:
+        """Never: the request was answered."""
+        return False
+
+    def result(self) -> Any:
+        """What gthread's handle returned (keep the connection alive or not)."""
+        return self._result
 
 
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
@@ -318,6 +343,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self._turn: list[Any] | None = None  # while a turn's events are dispatched: the connections the loop will answer
         self._turn_started = 0.0  # when this turn's wait for events ended
         self._sending: dict[Any, tuple[Any, float]] = {}  # conn -> (its result, deadline for progress)
+        self._gathering: dict[Any, float] = {}  # conn -> when to stop waiting on the loop for the rest of its body
 
     def notify(self) -> None:
         """Tell the master this worker is alive, at most once a second.
@@ -387,6 +413,8 @@ class ThreadWorker(gthread.ThreadWorker):
         pause = self._resume_accepting - time.monotonic()
         if pause > 0 and self.alive:
             timeout = min(timeout, pause)
+        if self._gathering:
+            timeout = min(timeout, max(0.0, min(self._gathering.values()) - time.monotonic()))
         if self._loop_requests.waiting:
             timeout = 0  # a pass is due: only look for events
         events = self.poller.select(timeout)
@@ -416,13 +444,44 @@ class ThreadWorker(gthread.ThreadWorker):
         """
         if self.inline and self._turn is not None and self.alive:
             peeked = self._peek(conn)
-            if peeked and inline_candidate(peeked, self.inline_bytes):
+            size = inline_size(peeked, self.inline_bytes) if peeked else None
+            if size is not None and peeked is not None and len(peeked) >= size:
+                conn.smls_rest_by = None
                 self._turn.append(conn)
+                return
+            if size is not None and self._wait_for_rest(conn):
                 return
             if peeked == b"" and not conn.initialized and not conn.data_ready:
                 self._wait_for_first_request(conn)
                 return
+        conn.smls_rest_by = None
         self._to_threads(conn)
+
+    def _wait_for_rest(self, conn: Any) -> bool:
+        """Keep a small model request whose body is still on its way on the event loop, until it arrives (True), for at most _REST_WAIT.
+
+        Many clients send the head and the body in two writes (Python's requests, through
+        urllib3, does), which may arrive a moment apart. Handing such a request to a
+        thread would cost it the loop's path; a request whose body does not come within
+        _REST_WAIT still goes to a thread (murder_pending), where SMLS_CLIENT_TIMEOUT
+        applies as to any other.
+        """
+        deadline = getattr(conn, "smls_rest_by", None)
+        now = time.monotonic()
+        if deadline is None:
+            deadline = conn.smls_rest_by = now + _REST_WAIT
+        elif now >= deadline:
+            return False
+        conn.sock.setblocking(False)
+        self._gathering[conn] = deadline
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._more_arrived, conn))
+        return True
+
+    def _more_arrived(self, conn: Any, _sock: Any) -> None:
+        """More of a request kept by _wait_for_rest: look at it again."""
+        del self._gathering[conn]
+        self.poller.unregister(conn.sock)
+        self.enqueue_req(conn)
 
     def _to_threads(self, conn: Any) -> None:
         """Queue a connection for the request threads, or for the overflow threads when too many wait."""
@@ -444,6 +503,7 @@ class ThreadWorker(gthread.ThreadWorker):
                 self._waiting -= 1
         self._current.wait = time.monotonic() - conn.smls_queued_at
         self._current.overflow = conn.smls_overflow
+        self._current.inline = False
         if isinstance(conn.sock, _DeadlineSocket):
             # A request that arrived whole but waited out SMLS_CLIENT_TIMEOUT in the queue is
             # read (and answered, if only with a 503), not dropped; a slow one still is, soon.
@@ -497,11 +557,12 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.data_ready = True
         self._current.wait = time.monotonic() - self._turn_started  # behind this turn's events dispatched before it
         self._current.overflow = False
+        self._current.inline = True
         conn.sock.begin_inline()
         result = gthread.ThreadWorker.handle(self, conn)  # gunicorn answers whatever fails with an error response
         self.notify()  # a turn may answer many requests
         if conn.sock.send_unsent():
-            self.finish_request(conn, _done(result))
+            self.finish_request(conn, _Answered(result))
             return
         self._sending[conn] = (result, time.monotonic() + self.client_timeout)
         self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
@@ -519,7 +580,7 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         del self._sending[conn]
         self.poller.unregister(conn.sock)
-        self.finish_request(conn, _done(result))
+        self.finish_request(conn, _Answered(result))
 
     def _drop_sending(self, conn: Any) -> None:
         del self._sending[conn]
@@ -528,9 +589,14 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.close()
 
     def murder_pending(self) -> None:
-        """As gthread does, and close connections that took no more of a response for SMLS_CLIENT_TIMEOUT."""
+        """As gthread does; close connections that took no more of a response for SMLS_CLIENT_TIMEOUT; requests whose body is late go to the threads."""
         super().murder_pending()
         now = time.monotonic()
+        for conn in [conn for conn, deadline in self._gathering.items() if deadline <= now]:
+            del self._gathering[conn]
+            self.poller.unregister(conn.sock)
+            conn.smls_rest_by = None
+            self._to_threads(conn)
         for conn in [conn for conn, (_, deadline) in self._sending.items() if deadline <= now]:
             self._drop_sending(conn)
 
@@ -544,6 +610,7 @@ class ThreadWorker(gthread.ThreadWorker):
         def with_queue_wait(environ: dict[str, Any], start_response: Any) -> Any:
             environ[QUEUE_WAIT_KEY] = getattr(current, "wait", 0.0)
             environ[OVERFLOW_KEY] = getattr(current, "overflow", False)
+            environ[INLINE_KEY] = getattr(current, "inline", False)
             return inner(environ, start_response)
 
         self.wsgi.wsgi_app = with_queue_wait

@@ -134,3 +134,38 @@ def test_a_client_that_does_not_read_its_answer_holds_up_no_one(tmp_path):
         slow.close()
     finally:
         server.stop()
+
+
+def lane_answers(url: str) -> float:
+    """Requests the server's event loop answered without Flask (smls_lane_requests_total)."""
+    text = requests.get(url + "/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("smls_lane_requests_total{"))
+
+
+def test_a_body_sent_apart_from_its_head_is_answered_on_the_loop_and_a_late_one_on_a_thread(tmp_path):
+    # Python's requests (urllib3) writes a request's head and its body separately: the
+    # loop waits a moment for the body rather than hand the request to a thread. A body
+    # that does not come goes to a thread after that moment, and gets its 408 there.
+    server = start_server(tmp_path, workers=1, SMLS_INLINE="on", SMLS_CLIENT_TIMEOUT="3")
+    port = int(server.url.rsplit(":", 1)[1])
+    head, body = REQUEST.split(b"\r\n\r\n", 1)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head + b"\r\n\r\n")
+            time.sleep(0.3)
+            sock.sendall(body)
+            assert read_response(sock).startswith(b"HTTP/1.1 200")
+        assert lane_answers(server.url) == 1
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as late:
+            late.sendall(head + b"\r\n\r\n" + body[:5])
+            started = time.monotonic()
+            time.sleep(0.2)
+            r = requests.post(server.url + "/embed", json={"message": ["meanwhile"]}, timeout=30)  # the loop is not held up
+            assert r.status_code == 200 and time.monotonic() - started < 1
+            answer = late.recv(65536)
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in answer, answer[:300]
+        assert 2 < waited < 8
+        assert lane_answers(server.url) == 2  # the request sent by requests, not the late one
+    finally:
+        server.stop()

@@ -2,7 +2,8 @@
 
 The path of a request (README.org has the map):
   smls.worker (gunicorn thread, receive deadline, overflow)  -> smls.body (whole bodies only)
-  -> hooks here (request id, API key, shedding, query names)  -> a blueprint's view:
+  -> lane.py (a small JSON /embed or /v1/embeddings on the event loop: the same steps without Flask)
+  -> hooks here, with hooks.py (request id, API key, shedding, query names)  -> a blueprint's view:
      embed.py /embed, openai.py /v1/..., rerank.py /rerank, documents.py /documents/..., ops.py the rest
   -> state.py picks the model the request names (the default if none)
   -> smls.batching (that model's shared forward passes) -> smls.encoders -> smls.outputs -> JSON
@@ -29,12 +30,12 @@ from smls.index import SearchIndex
 from smls.library import Library
 from smls.search import CrossSearch
 from smls.store import is_postgres, open_store, open_vectors
-from smls.web import documents, embed, openai, ops, rerank, responses
+from smls.web import documents, embed, hooks, openai, ops, rerank, responses
 from smls.web.endpoints import BY_ENDPOINT
 from smls.web.errors import error_response
+from smls.web.lane import Lane
 from smls.web.openapi import spec
 from smls.web.state import EmbeddingModel, ScoringModel, Served, State, TransferSlots
-from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
 
 log = logging.getLogger("smls")
 
@@ -65,7 +66,6 @@ def create_app(
     app.url_map.merge_slashes = False
     # Forms are parsed by smls.forms (strict UTF-8), so werkzeug's form limits play no part.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)  # uploads: SMLS_MAX_UPLOAD_BYTES, set in _before
-    app.wsgi_app = CompleteBody(app.wsgi_app, max(settings.max_body_bytes, settings.max_upload_bytes))  # type: ignore[method-assign]
     library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
     served = _serve(models, settings, library)
     default = settings.default_model if settings.default_model in served else next(m.name for m in served.values() if isinstance(m, EmbeddingModel))
@@ -78,6 +78,8 @@ def create_app(
         description=spec(list(served.values()), default, settings),
         transfers=TransferSlots(settings.effective_threads),
     )
+    state: State = app.extensions["smls"]
+    app.wsgi_app = CompleteBody(Lane(app.wsgi_app, state), max(settings.max_body_bytes, settings.max_upload_bytes))  # type: ignore[method-assign]
     app.register_error_handler(Exception, error_response)
     app.before_request(_before)
     app.after_request(_after)
@@ -160,8 +162,7 @@ def _before() -> None:
     g.started = time.perf_counter()
     state = responses.state()
     endpoint = BY_ENDPOINT.get(request.endpoint or "")
-    if state.keys.enabled and not (endpoint and endpoint.public):
-        state.keys.check(request.headers.get("Authorization"))
+    hooks.check_key(state, endpoint, request.headers.get("Authorization"))
     if endpoint is None:
         return  # no such route: the error handler answers 404 or 405
     if endpoint.upload:
@@ -169,7 +170,7 @@ def _before() -> None:
     # Health, readiness and metrics are cheap and still answered: a flood should not make a
     # load balancer or an orchestrator think the server is dead.
     if endpoint.model:
-        _shed_if_queued_too_long(state.settings)
+        hooks.shed_if_queued_too_long(state.settings, request.environ)
     # Checked for every route, so a typo is never silently ignored; a name repeated with two
     # values is refused too (the views then read request.args as usual).
     query = forms.parse_query(request.environ.get("QUERY_STRING", ""))
@@ -200,23 +201,9 @@ def _after(response: Response) -> Response:
         del response.headers["Content-Type"]
     # Routing errors never reach before_request.
     response.headers[logs.REQUEST_ID_HEADER] = g.get("request_id") or logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
-    responses.state().trimmer.touch()
     route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
-    metrics.REQUESTS.labels(route, request.method, str(response.status_code), g.get("model", "")).inc()
-    if "started" in g:
-        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.started)
+    hooks.count(responses.state(), route, request.method, response.status_code, g.get("model", ""), g.get("started"))
     return response
-
-
-def _shed_if_queued_too_long(settings: Settings) -> None:
-    """Overloaded if gunicorn's worker saw this request arrive with its queue full, or it waited out its deadline for a thread."""
-    if request.environ.get(OVERFLOW_KEY):
-        metrics.SHED.labels("queue_full").inc()
-        raise Overloaded(f"this worker already has {settings.queue_size} requests waiting (SMLS_QUEUE_SIZE); retry shortly")
-    waited = request.environ.get(QUEUE_WAIT_KEY, 0.0)
-    if waited >= settings.request_timeout:
-        metrics.SHED.labels("deadline").inc()
-        raise Overloaded(f"this request waited {waited:.1f} s for a free thread, past SMLS_REQUEST_TIMEOUT ({settings.request_timeout:g} s); retry shortly")
 
 
 def _setup_logging(level: str) -> None:

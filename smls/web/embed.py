@@ -10,7 +10,7 @@ from smls import fields, forms, outputs, parsing
 from smls.errors import MissingMessage, UnsupportedMediaType
 from smls.web.endpoints import MODEL_OPTIONS, register
 from smls.web.responses import json_response, state, time_left
-from smls.web.state import EmbeddingModel
+from smls.web.state import EmbeddingModel, State
 
 blueprint = Blueprint("embed", __name__)
 # The fields of an /embed JSON body or form.
@@ -20,15 +20,18 @@ BODY_FIELDS = frozenset({"message", *MODEL_OPTIONS})
 def embed() -> Response:
     """The embeddings of the request's texts by the model it names, shaped as its options ask."""
     model, texts, options = read_embed_request()
-    result = model.batcher.encode(texts, timeout=time_left())
-    return json_response(
-        {
-            "model": model.name,
-            **outputs.describe(options, model.encoder.dimension),
-            "truncated": result.truncated,
-            "embeddings": outputs.render(result.vectors, options, model.calibration),
-        }
-    )
+    return json_response(embeddings(model, texts, options, time_left()))
+
+
+def embeddings(model: EmbeddingModel, texts: list[str], options: outputs.OutputOptions, timeout: float) -> dict[str, Any]:
+    """The answer of /embed: the model's vectors for `texts`, shaped as `options` ask (Overloaded after `timeout` seconds)."""
+    result = model.batcher.encode(texts, timeout=timeout)
+    return {
+        "model": model.name,
+        **outputs.describe(options, model.encoder.dimension),
+        "truncated": result.truncated,
+        "embeddings": outputs.render(result.vectors, options, model.calibration),
+    }
 
 
 def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptions]:
@@ -39,20 +42,19 @@ def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptio
     # chunked ones via smls.body) and the error handler answers body_too_large.
     check_charset()
     mimetype = request.mimetype
-    body_fields: list[tuple[str, Any]]
+    query = list(request.args.items(multi=True))
+    body: fields.Source
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        doc = parsing.json_object(parsing.parse_json_body(request.get_data(cache=False)), '{"message": ["text"]}')
-        where, body_fields = "JSON body", list(doc.items())
-        fields.check_names(where, body_fields, BODY_FIELDS)
-        texts = parsing.messages_from_json(doc, settings.max_messages)
+        texts, body = json_texts(request.get_data(cache=False), settings.max_messages)
     elif mimetype == "application/x-www-form-urlencoded":
-        where, body_fields = "form", forms.parse_urlencoded(request.get_data(cache=False), settings.max_messages + 16)
-        fields.check_names(where, body_fields, BODY_FIELDS)
+        body_fields = forms.parse_urlencoded(request.get_data(cache=False), settings.max_messages + 16)
+        body = ("form", body_fields, BODY_FIELDS)
+        fields.check_names(*body)
         texts = parsing.messages_from_form([v for k, v in body_fields if k == "message"], settings.max_messages)
     elif mimetype == "multipart/form-data":
         parts = forms.parse_multipart(request.get_data(cache=False), request.mimetype_params.get("boundary", ""), settings.max_messages + 16)
-        where, body_fields = "form", [(part.name, part.text()) for part in parts if part.name != "message"]
-        fields.check_names(where, body_fields, BODY_FIELDS)
+        body = ("form", [(part.name, part.text()) for part in parts if part.name != "message"], BODY_FIELDS)
+        fields.check_names(*body)
         texts = parsing.messages_from_parts(parts, settings.max_messages)
     elif not mimetype and not request.content_length:
         raise MissingMessage("empty request; send message=... as a form or {\"message\": ...} as JSON")
@@ -61,10 +63,30 @@ def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptio
             f"content type {mimetype or 'none'!r} is not supported; send application/json, "
             "application/x-www-form-urlencoded or multipart/form-data"
         )
-    sources: list[fields.Source] = [(where, body_fields, BODY_FIELDS), ("query string", list(request.args.items(multi=True)), MODEL_OPTIONS)]
+    model, options = chosen(app, body, query)
+    return model, texts, options
+
+
+def answer_json(app: State, data: bytes, timeout: float) -> dict[str, Any]:
+    """The answer of /embed to a JSON body with no query string (the event loop's lane, smls.web.lane)."""
+    texts, body = json_texts(data, app.settings.max_messages)
+    model, options = chosen(app, body, [])
+    return embeddings(model, texts, options, timeout)
+
+
+def json_texts(data: bytes, max_messages: int) -> tuple[list[str], fields.Source]:
+    """The texts of a JSON /embed body, and its fields as a source of options (names checked)."""
+    doc = parsing.json_object(parsing.parse_json_body(data), '{"message": ["text"]}')
+    body: fields.Source = ("JSON body", list(doc.items()), BODY_FIELDS)
+    fields.check_names(*body)
+    return parsing.messages_from_json(doc, max_messages), body
+
+
+def chosen(app: State, body: fields.Source, query: list[tuple[str, str]]) -> tuple[EmbeddingModel, outputs.OutputOptions]:
+    """The model and the output options a request asks for, in its body or its query string."""
+    sources: list[fields.Source] = [body, ("query string", query, MODEL_OPTIONS)]
     model = app.embedding(fields.collect(sources, {"model": fields.model_name}).get("model"))
-    chosen = fields.collect(sources, outputs.OutputOptions.parsers(model.encoder.dimension))
-    return model, texts, outputs.OutputOptions(**chosen)
+    return model, outputs.OutputOptions(**fields.collect(sources, outputs.OutputOptions.parsers(model.encoder.dimension)))
 
 
 def json_body() -> bytes:

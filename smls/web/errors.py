@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
@@ -16,20 +17,28 @@ log = logging.getLogger("smls")
 
 def error_response(exc: Exception) -> Response:
     """Map a domain error, a werkzeug routing or body error, or a bug to one JSON response."""
-    headers: dict[str, str] = {}
-    if isinstance(exc, SmlsError):
-        status, code, message = exc.status, exc.code, exc.message
-        headers = dict(exc.headers)
-    elif isinstance(exc, HTTPException):
+    if isinstance(exc, HTTPException):
         status = exc.code or 500
-        code, message = routing_code(status), _http_message(status, exc)
+        body = error_body(status, routing_code(status), _http_message(status, exc), openai=request.path.startswith("/v1/"))
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     else:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        status, code, message = 500, "internal_error", "internal server error; the server log has the details"
-    response = json_response(error_body(status, code, message, openai=request.path.startswith("/v1/")), status)
+        status, body, headers = error_parts(exc, request.method, request.path)
+    response = json_response(body, status)
     response.headers.update(headers)
     return response
+
+
+def error_parts(exc: Exception, method: str, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, JSON body and extra headers for a domain error, or for a bug (logged with its traceback).
+
+    Also used outside Flask, by the event loop's lane (smls.web.lane).
+    """
+    if isinstance(exc, SmlsError):
+        status, code, message, headers = exc.status, exc.code, exc.message, dict(exc.headers)
+    else:
+        log.error("unhandled error on %s %s", method, path, exc_info=exc)
+        status, code, message, headers = 500, "internal_error", "internal server error; the server log has the details", {}
+    return status, error_body(status, code, message, openai=path.startswith("/v1/")), headers
 
 
 def _http_message(status: int, exc: HTTPException) -> str:

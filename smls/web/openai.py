@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response
 
 from smls import openai_api
 from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
-from smls.web.state import EmbeddingModel
+from smls.web.state import EmbeddingModel, State
 
 blueprint = Blueprint("openai", __name__)
 
 
 def openai_embeddings() -> Response:
     """Unit-length embeddings in OpenAI's response shape."""
-    app = state()
-    req = openai_api.parse_request(json_body(), dimension_of=lambda name: _model(name).encoder.dimension, max_messages=app.settings.max_messages)
-    model = _model(req.model)
-    result = model.batcher.encode(req.texts, timeout=time_left())
-    return json_response(openai_api.response(result, req.options, model.name))
+    return json_response(answer_json(state(), json_body(), time_left()))
 
 
-def _model(name: str | None) -> EmbeddingModel:
-    return state().embedding(name, listed_at="GET /v1/models")
+def answer_json(app: State, data: bytes, timeout: float) -> dict[str, Any]:
+    """The answer of /v1/embeddings to a JSON body (also the event loop's lane's, smls.web.lane)."""
+    req = openai_api.parse_request(data, dimension_of=lambda name: _model(app, name).encoder.dimension, max_messages=app.settings.max_messages)
+    model = _model(app, req.model)
+    result = model.batcher.encode(req.texts, timeout=timeout)
+    return openai_api.response(result, req.options, model.name)
+
+
+def _model(app: State, name: str | None) -> EmbeddingModel:
+    return app.embedding(name, listed_at="GET /v1/models")
 
 
 def openai_models() -> Response:

@@ -7,14 +7,18 @@ from typing import Any
 import orjson
 from flask import Response, current_app, request
 
+from smls.web import hooks
 from smls.web.state import State
-from smls.worker import QUEUE_WAIT_KEY
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
     """Serialise with orjson; numpy arrays go straight to JSON without .tolist()."""
-    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(body, status=status, mimetype="application/json")
+    return Response(json_bytes(payload), status=status, mimetype="application/json")
+
+
+def json_bytes(payload: Any) -> bytes:
+    """`payload` as JSON, by orjson (numpy arrays included)."""
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def state() -> State:
@@ -25,5 +29,4 @@ def state() -> State:
 
 def time_left() -> float:
     """What is left of this request's SMLS_REQUEST_TIMEOUT after its wait for a thread."""
-    waited: float = request.environ.get(QUEUE_WAIT_KEY, 0.0)
-    return state().settings.request_timeout - waited
+    return hooks.time_left(state().settings, request.environ)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ from smls.search import CrossSearch
 # What Infinity's generated client sends as `model` when its user names none: the default.
 # (A served name cannot contain "/", so no model is shadowed.)
 UNSPECIFIED = "default/not-specified"
+# The model named by a request answered outside Flask, for its metrics label: State.model sets
+# it, smls.web.lane reads it (Flask's requests use g.model). Every such request runs in a
+# greenlet of its own, with a context of its own.
+LANE_MODEL: ContextVar[str] = ContextVar("smls_lane_model", default="")
 
 
 class TransferSlots:
@@ -137,8 +142,11 @@ class State:
         found = self.models.get(self.default if name is None else name)
         if found is None:
             raise ModelNotFound(f"model {name!r} is not served here; {listed_at} lists: {', '.join(self.models)}")
+        # The request's model label in the metrics (smls.web._after; outside Flask, smls.web.lane).
         if has_request_context():
-            g.model = found.name  # the request's model label in the metrics (smls.web._after)
+            g.model = found.name
+        else:
+            LANE_MODEL.set(found.name)
         return found
 
     def embedding(self, name: str | None, *, listed_at: str = "GET /models") -> EmbeddingModel:
