@@ -57,33 +57,49 @@ def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambd
 
 
 def _install() -> None:
-    import flask.app
     from gunicorn.http import parser, wsgi
     from gunicorn.workers import gthread
 
     from smls import batching, turns
     from smls.encoders import onnx as onnx_encoder
-    from smls.web import embed
+    from smls.web import embed, hooks, lane
 
     steps: list[tuple[Any, str, str]] = [
         (parser.Parser, "__next__", "gunicorn: receive and parse"),
         (wsgi, "create", "gunicorn: WSGI environ"),
-        (flask.app.Flask, "request_context", "Flask: request context"),
-        (flask.app.Flask, "preprocess_request", "before-request hooks"),
-        (embed, "read_embed_request", "read body and options"),
+        (hooks, "check_key", "API key"),
+        (embed, "json_texts", "read the JSON body"),
+        (embed, "chosen", "model and options"),
         (onnx_encoder.OnnxEncoder, "prepare", "tokenise"),
         (onnx_encoder.OnnxEncoder, "_encode_batch", "pass"),
         (batching.MicroBatcher, "run_now", "run_now"),
         (turns.LoopRequests, "start", "start"),
-        (embed, "json_response", "JSON"),
-        (flask.app.Flask, "process_response", "after-request hooks"),
+        (lane, "json_bytes", "JSON"),
+        (hooks, "count", "counters"),
         (wsgi.Response, "write", "gunicorn: write"),
         (gthread.ThreadWorker, "finish_request", "gunicorn: finish"),
     ]
+    # Flask's own steps are not on the way: the event loop's lane (smls.web.lane) answers these requests.
     for owner, name, step in steps:
         _timed(owner, name, step)
     # Called on every turn of the loop; only a turn with a request parked runs a pass.
     _timed(turns.LoopRequests, "run_next", "run_next", when=lambda loop: bool(loop.waiting))
+    _time_turns()
+
+
+def _time_turns() -> None:
+    """`turn`: from the loop's wait for events returning to the end of a turn that ran a pass (its requests answered and sent)."""
+    from smls import worker
+
+    inner = worker.ThreadWorker.wait_for_and_dispatch_events
+
+    def timed(self: Any, timeout: float) -> None:
+        before = _passes
+        inner(self, timeout)
+        if _passes != before:
+            _times["turn"].append(time.monotonic() - self._turn_started)
+
+    worker.ThreadWorker.wait_for_and_dispatch_events = timed  # type: ignore[method-assign]
 
 
 _install()
