@@ -286,12 +286,6 @@ def inline_size(data: bytes, max_body: int) -> int | None:
     return end + 4 + length if length is not None and length <= max_body else None
 
 
-def inline_candidate(data: bytes, max_body: int) -> bool:
-    """Whether `data` is one whole small POST to a model route: head, and a Content-Length body of at most `max_body` bytes."""
-    size = inline_size(data, max_body)
-    return size is not None and len(data) >= size
-
-
 class _Answered:
     """What finish_request takes from a request thread (a done future), for a request the loop answered.
 

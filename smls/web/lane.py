@@ -27,6 +27,7 @@ from typing import Any
 from werkzeug.http import HTTP_STATUS_CODES
 
 from smls import logs, metrics
+from smls.body import WSGIApp
 from smls.web import embed, hooks, openai
 from smls.web.endpoints import ENDPOINTS, Endpoint
 from smls.web.errors import error_parts
@@ -34,7 +35,6 @@ from smls.web.responses import json_bytes
 from smls.web.state import LANE_MODEL, State
 from smls.worker import INLINE_KEY
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Answer = Callable[[State, bytes, float], dict[str, Any]]
 _ANSWERS: dict[str, Answer] = {"/embed": embed.answer_json, "/v1/embeddings": openai.answer_json}
 _REQUEST_ID = "HTTP_" + logs.REQUEST_ID_HEADER.upper().replace("-", "_")
