@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
 from bench.procs import children, free_port, held_connections, wait_accepting
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +41,6 @@ INFINITY = ROOT / ".bench" / "infinity-venv" / "bin" / "infinity_emb"
 INFINITY_PYTHON = INFINITY.parent / "python"
 CONCURRENCY = (1, 8, 32)
 SIZES = (1, 32)  # sentences per request
-
-
-def corpus() -> list[str]:
-    """Real English sentences: the public-domain demo document."""
-    return [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]
 
 
 def cores() -> int:
