@@ -57,16 +57,15 @@ def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambd
 
 
 def _install() -> None:
-    from gunicorn.http import parser, wsgi
     from gunicorn.workers import gthread
 
-    from smls import batching, turns
+    from smls import batching, direct, turns
     from smls.encoders import onnx as onnx_encoder
     from smls.web import embed, hooks, lane
 
     steps: list[tuple[Any, str, str]] = [
-        (parser.Parser, "__next__", "gunicorn: receive and parse"),
-        (wsgi, "create", "gunicorn: WSGI environ"),
+        (direct, "parse", "read the head"),
+        (direct, "environ", "WSGI environ"),
         (hooks, "check_key", "API key"),
         (embed, "json_texts", "read the JSON body"),
         (embed, "chosen", "model and options"),
@@ -76,10 +75,11 @@ def _install() -> None:
         (turns.LoopRequests, "start", "start"),
         (lane, "json_bytes", "JSON"),
         (hooks, "count", "counters"),
-        (wsgi.Response, "write", "gunicorn: write"),
+        (direct, "response", "write the response"),
         (gthread.ThreadWorker, "finish_request", "gunicorn: finish"),
     ]
-    # Flask's own steps are not on the way: the event loop's lane (smls.web.lane) answers these requests.
+    # Flask's own steps are not on the way: the event loop's lane (smls.web.lane) answers these
+    # requests; nor are gunicorn's parser and Response: smls.direct reads and writes them.
     for owner, name, step in steps:
         _timed(owner, name, step)
     # Called on every turn of the loop; only a turn with a request parked runs a pass.

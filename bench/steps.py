@@ -8,7 +8,8 @@ process for each sample, and on 2 cores it takes the CPU that wrk needs. Here th
 runs with bench/step_timer.py as its gunicorn config (smls's own, with a few functions
 wrapped in timers), and each cell prints the median of every step over the worker's
 last 200 requests, with the in-process one-thread p50 measured just before the cell.
-The steps are those of a request the worker's event loop answers (the default layout).
+The steps are those of a request the worker's event loop answers (the default layout),
+read and written by smls.direct (wrk's requests are plain HTTP/1.1).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from bench.run import ROOT, _encoder, _single, corpus, load, smls_server
 
 # The order a request meets them in; `start`, `run_now` and `run_next` bound the others.
 STEPS = (
-    "gunicorn: receive and parse", "gunicorn: WSGI environ", "API key", "read the JSON body", "model and options",
-    "tokenise", "pass", "JSON", "counters", "gunicorn: write", "gunicorn: finish",
+    "read the head", "WSGI environ", "API key", "read the JSON body", "model and options",
+    "tokenise", "pass", "JSON", "counters", "write the response", "gunicorn: finish",
 )
 
 

@@ -34,6 +34,7 @@ QUEUE_DEPTH = Gauge("smls_queue_depth", "Requests waiting for a model, over all 
 SENTENCES = Counter("smls_sentences_embedded_total", "Sentences (for a cross-encoder: query-document pairs) run through a model", ["model"])
 TOKENS = Counter("smls_tokens_embedded_total", "Tokens run through a model (after truncation, special tokens included)", ["model"])
 TRUNCATED = Counter("smls_truncated_inputs_total", "Sentences or pairs cut to a model's maximum sequence length", ["model"])
+DIRECT = Counter("smls_direct_requests_total", "Requests whose HTTP head a worker's event loop read itself, without gunicorn's parser (smls.direct)")
 LANE = Counter("smls_lane_requests_total", "Requests answered on a worker's event loop without Flask (smls.web.lane), by route", ["route"])
 DOCUMENTS = Counter("smls_documents_served_total", "Documents served, by where their vectors came from, and model", ["source", "model"])
 

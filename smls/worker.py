@@ -29,7 +29,10 @@ moment, until it arrives). The requests of one turn of the loop each run in a gr
 and their forward passes are shared (smls.turns); their responses are written without
 waiting, what a client cannot take yet being sent as it reads. Everything else still
 goes to the threads. Such a request is marked in the environ (smls.inline), where the
-app answers the commonest kind without Flask (smls.web.lane).
+app answers the commonest kind without Flask (smls.web.lane). When such a request is
+plain HTTP/1.1, the loop reads it from the bytes it peeked and writes its answer itself,
+without gunicorn's parser and Response (smls.direct, _answer_direct), keeping gthread's
+rules for keep-alive, max_requests and the access log; anything else is gunicorn's.
 
 This leans on gthread's internals, which gunicorn does not promise to keep; they are
 checked against each gunicorn release in TESTED_GUNICORN before that range is widened:
@@ -49,7 +52,14 @@ checked against each gunicorn release in TESTED_GUNICORN before that range is wi
     before each request and writes responses with sock.sendall;
   * ThreadWorker.load_wsgi() setting self.wsgi, and gunicorn.util.write_error(sock,
     status, reason, message), which handle_error calls for parser errors;
-  * gunicorn.util.write_nonblock(sock, data).
+  * gunicorn.util.write_nonblock(sock, data);
+  * for smls.direct: conn.client, conn.server and conn.init(); self.nr,
+    self.max_requests, self.keepalived_conns and self.max_keepalived, as gthread's
+    handle_request uses them; gunicorn.http.wsgi.base_environ(cfg) and
+    gunicorn.http.message._ip_in_allow_list(ip, allow_list, networks); self.log.access
+    taking (resp, req, environ, request_time) and reading resp.status, resp.headers and
+    resp.sent, and req.headers (tests/test_direct.py holds smls.direct to gunicorn's own
+    parser, wsgi.create and Response).
 gunicorn.conf.py refuses to start on a gunicorn outside TESTED_GUNICORN (check_gunicorn).
 """
 
@@ -57,19 +67,23 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
+import os
 import select
 import selectors
 import socket
 import threading
 import time
 from concurrent import futures
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import orjson
 from gunicorn import util
+from gunicorn.http import message, wsgi
 from gunicorn.workers import gthread
 
+from smls import direct
 from smls.config import Settings
 from smls.errors import StartupError, error_body, protocol_code
 from smls.logs import REQUEST_ID_HEADER, request_id
@@ -307,6 +321,15 @@ class _Answered:
         return self._result
 
 
+def _take(sock: socket.socket, size: int) -> None:
+    """Read and drop the `size` bytes the loop looked at: they are in the socket's buffer already (OSError if not)."""
+    while size > 0:
+        chunk = socket.socket.recv(sock, size, socket.MSG_DONTWAIT)
+        if not chunk:
+            raise ConnectionResetError(errno.ECONNRESET, "the connection closed")
+        size -= len(chunk)
+
+
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """Answer an HTTP request gunicorn could not parse, as {"error": {"status", "code", "message"}}."""
     body = orjson.dumps(error_body(status, protocol_code(status), message or reason))
@@ -319,6 +342,8 @@ def write_json_error(sock: socket.socket, status: int, reason: str, message: str
 
 class ThreadWorker(gthread.ThreadWorker):
     """gthread, with SMLS_CLIENT_TIMEOUT for receiving each request and a bounded wait for a thread."""
+
+    alive: bool  # (set by gunicorn's Worker; cleared here too, as gthread's handle_request does)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -363,6 +388,16 @@ class ThreadWorker(gthread.ThreadWorker):
         CONNECTIONS.hold(self._slot, 0)
         if self.cfg.is_ssl:
             self.inline = False  # the event loop cannot read a TLS request ahead (and the handshake may wait)
+        # smls.direct builds what gunicorn builds for a plain HTTP/1.1 request, not for the
+        # PROXY protocol, HTTP/2, or a SCRIPT_NAME from the environment.
+        self.direct = self.inline and self.cfg.proxy_protocol == "off" and self.cfg.http2_cleartext == "off" and not os.environ.get("SCRIPT_NAME")
+        self._direct_limits = direct.Limits.of(self.cfg)
+        self._direct_base = wsgi.base_environ(self.cfg)
+        # Imported here, after fork: gunicorn.conf.py imports this module before it points
+        # prometheus_client at the folder every worker writes its numbers to.
+        from smls.metrics import DIRECT
+
+        self._count_direct = DIRECT.inc
         super().init_process()
 
     def accept(self, listener: Any) -> None:
@@ -441,6 +476,7 @@ class ThreadWorker(gthread.ThreadWorker):
             size = inline_size(peeked, self.inline_bytes) if peeked else None
             if size is not None and peeked is not None and len(peeked) >= size:
                 conn.smls_rest_by = None
+                conn.smls_whole = peeked[:size]  # (smls.direct may read it from these bytes)
                 self._turn.append(conn)
                 return
             if size is not None and self._wait_for_rest(conn):
@@ -479,6 +515,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _to_threads(self, conn: Any) -> None:
         """Queue a connection for the request threads, or for the overflow threads when too many wait."""
+        conn.smls_whole = None
         conn.smls_queued_at = time.monotonic()
         with self._waiting_lock:
             conn.smls_overflow = self._waiting >= self.max_waiting
@@ -553,13 +590,75 @@ class ThreadWorker(gthread.ThreadWorker):
         self._current.overflow = False
         self._current.inline = True
         conn.sock.begin_inline()
-        result = gthread.ThreadWorker.handle(self, conn)  # gunicorn answers whatever fails with an error response
+        whole, conn.smls_whole = getattr(conn, "smls_whole", None), None
+        result = self._answer_direct(conn, whole) if whole is not None and self.direct else None
+        if result is None:  # not one smls.direct takes
+            result = gthread.ThreadWorker.handle(self, conn)  # gunicorn answers whatever fails with an error response
         self.notify()  # a turn may answer many requests
         if conn.sock.send_unsent():
             self.finish_request(conn, _Answered(result))
             return
         self._sending[conn] = (result, time.monotonic() + self.client_timeout)
         self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
+
+    def _answer_direct(self, conn: Any, whole: bytes) -> bool | None:
+        """Answer a request the loop holds whole with smls.direct, as gthread's handle_request would; None if it is not one that takes.
+
+        Returns whether the connection stays open, as handle does.
+        """
+        if not isinstance(conn.server, tuple):
+            return None  # a Unix socket: gunicorn names the server after the Host header
+        trusted = getattr(conn, "smls_trusted", None)
+        if trusted is None:
+            client = conn.client
+            trusted = conn.smls_trusted = not isinstance(client, tuple) or message._ip_in_allow_list(
+                client[0], self.cfg.forwarded_allow_ips, self.cfg.forwarded_allow_networks()
+            )
+        request = direct.parse(whole, _INLINE_PATHS, self._direct_limits, self.cfg.secure_scheme_headers if trusted else {})
+        if request is None:
+            return None
+        if not conn.initialized:
+            conn.init()  # gunicorn's parser, for a later request on this connection that is not taken here
+        try:
+            _take(conn.sock, len(whole))
+        except OSError:
+            return False
+        started = time.monotonic()
+        self.cfg.pre_request(self, request)
+        # gthread's handle_request: the count of requests, and when a response must close.
+        self.nr += 1
+        keep_alive = True
+        if self.nr >= self.max_requests:
+            if self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            keep_alive = False
+        if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+            keep_alive = False
+        environ = direct.environ(request, self._direct_base, conn.client, conn.server, conn.sock)
+        environ["wsgi.multithread"] = True
+        answer = direct.Answer("", [])
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            answer.status, answer.headers = status, headers
+
+        try:
+            chunks = self.wsgi(environ, start_response)
+            try:
+                body = b"".join(chunks)
+            finally:
+                if hasattr(chunks, "close"):
+                    chunks.close()
+            data, keep_alive = direct.response(answer, body, keep_alive)
+        except Exception:  # as gunicorn's handle_error: logged, and a 500 that closes the connection
+            self.log.exception("Error handling request")
+            write_json_error(conn.sock, 500, "Internal Server Error", "")
+            return False
+        conn.sock.sendall(data)
+        self._count_direct()
+        self.log.access(answer, request, environ, timedelta(seconds=time.monotonic() - started))
+        self.cfg.post_request(self, request, environ, answer)
+        return keep_alive
 
     def _send_more(self, conn: Any, _sock: Any) -> None:
         """The client can take more of a response answered on the loop: send it; once all is sent, finish as a thread would."""

@@ -107,8 +107,8 @@ def server_env(**smls_vars: str) -> dict[str, str]:
     return env
 
 
-def start_server(tmp: Path, workers: int = 2, **smls_vars: str) -> LiveServer:
-    """Start `gunicorn server:app -c gunicorn.conf.py` and wait until /health answers."""
+def start_server(tmp: Path, workers: int = 2, gunicorn_args: tuple[str, ...] = (), **smls_vars: str) -> LiveServer:
+    """Start `gunicorn server:app -c gunicorn.conf.py` (and gunicorn_args) and wait until /health answers."""
     port = free_port()
     access_log, error_log = tmp / "access.log", tmp / "error.log"
     env = server_env(SMLS_PORT=str(port), SMLS_WORKERS=str(workers), **smls_vars)
@@ -118,6 +118,7 @@ def start_server(tmp: Path, workers: int = 2, **smls_vars: str) -> LiveServer:
         # pid first, so tests can tell which worker answered
         "--access-logformat", '%(p)s "%(r)s" %(s)s',
         "--error-logfile", str(error_log),
+        *gunicorn_args,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = LiveServer(f"http://127.0.0.1:{port}", proc, access_log, error_log)
@@ -133,6 +134,16 @@ def start_server(tmp: Path, workers: int = 2, **smls_vars: str) -> LiveServer:
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"gunicorn did not answer /health in time:\n{error_log.read_text()}")
+
+
+def counter(text: str, line_start: str) -> float:
+    """The sum of the Prometheus samples whose line starts with line_start."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def live_counter(url: str, line_start: str) -> float:
+    """counter() over a live server's /metrics."""
+    return counter(requests.get(url + "/metrics", timeout=30).text, line_start)
 
 
 @pytest.fixture(scope="session")

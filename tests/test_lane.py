@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 import smls
 from smls.web.state import EmbeddingModel
 from smls.worker import INLINE_KEY, QUEUE_WAIT_KEY
-from tests.conftest import start_server
+from tests.conftest import live_counter, start_server
 
 ID = {"X-Request-Id": "lane-test-1"}
 JSON = {"Content-Type": "application/json"}
@@ -202,5 +202,4 @@ def server_lines(url: str) -> list[str]:
 
 def lane_count(url: str) -> float:
     """Requests the server's lane answered (smls_lane_requests_total, all routes)."""
-    text = requests.get(url + "/metrics", timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("smls_lane_requests_total{"))
+    return live_counter(url, "smls_lane_requests_total{")

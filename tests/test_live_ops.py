@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import start_server
-from tests.test_ops import counter
+from tests.conftest import counter, start_server
 
 pytestmark = pytest.mark.live
 

@@ -12,6 +12,7 @@ import pytest
 import smls
 from smls import logs
 from smls.web import warm_up
+from tests.conftest import counter
 from tests.test_http import assert_error
 
 
@@ -176,11 +177,6 @@ def test_a_forked_worker_makes_other_ids_than_its_parent():
     os.close(read)
     mine = "".join(logs.request_id(None) for _ in range(3))
     assert len(child) == len(mine) == 96 and child != mine
-
-
-def counter(text: str, line_start: str) -> float:
-    """The sum of the Prometheus samples whose line starts with line_start."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
 
 
 def metric(client, line_start: str) -> float:

@@ -11,8 +11,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.conftest import LiveServer, start_server
-from tests.test_ops import counter
+from tests.conftest import LiveServer, counter, start_server
 
 pytestmark = pytest.mark.live
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import start_server
+from tests.conftest import live_counter, start_server
 
 BODY = json.dumps({"message": ["a burst of kept-alive connections"]}).encode()
 REQUEST = (
@@ -136,12 +136,6 @@ def test_a_client_that_does_not_read_its_answer_holds_up_no_one(tmp_path):
         server.stop()
 
 
-def lane_answers(url: str) -> float:
-    """Requests the server's event loop answered without Flask (smls_lane_requests_total)."""
-    text = requests.get(url + "/metrics", timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("smls_lane_requests_total{"))
-
-
 def test_a_body_sent_apart_from_its_head_is_answered_on_the_loop_and_a_late_one_on_a_thread(tmp_path):
     # Python's requests (urllib3) writes a request's head and its body separately: the
     # loop waits a moment for the body rather than hand the request to a thread. A body
@@ -155,7 +149,7 @@ def test_a_body_sent_apart_from_its_head_is_answered_on_the_loop_and_a_late_one_
             time.sleep(0.3)
             sock.sendall(body)
             assert read_response(sock).startswith(b"HTTP/1.1 200")
-        assert lane_answers(server.url) == 1
+        assert live_counter(server.url, "smls_lane_requests_total{") == 1
         with socket.create_connection(("127.0.0.1", port), timeout=30) as late:
             late.sendall(head + b"\r\n\r\n" + body[:5])
             started = time.monotonic()
@@ -166,6 +160,6 @@ def test_a_body_sent_apart_from_its_head_is_answered_on_the_loop_and_a_late_one_
             waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in answer, answer[:300]
         assert 2 < waited < 8
-        assert lane_answers(server.url) == 2  # the request sent by requests, not the late one
+        assert live_counter(server.url, "smls_lane_requests_total{") == 2  # the request sent by requests, not the late one
     finally:
         server.stop()
