@@ -1,4 +1,4 @@
-"""The cells whose goals sit near their thresholds, in interleaved rounds: the median and the spread.
+"""The cells whose goals sit near their thresholds (one sentence at c=32 and c=1, 32 at c=32), in interleaved rounds: the median and the spread.
 
     .venv/bin/python -m bench.rounds                       # 5 rounds, every backend
     .venv/bin/python -m bench.rounds --rounds 9 --backends onnx-int8
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import Server, ceilings, load, recheck, smls_server
+from bench.run import Server, ceilings, load, recheck, settle, smls_server
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,18 @@ class Round:
     c1_p50_ms: float
     ceiling_sps: tuple[float, float]  # before, after
     one_thread_p50_ms: tuple[float, float]
+    bulk_sps: float  # 32 sentences per request, c=32
+    at32_sps: tuple[float, float]  # the ceiling at batch 32, before and after
 
     @property
     def c32_ratio(self) -> float:
         """One-sentence sentences/s at c=32 over the mean ceiling of the round."""
         return self.c32_sps / statistics.fmean(self.ceiling_sps)
+
+    @property
+    def bulk_ratio(self) -> float:
+        """32-sentence requests' sentences/s at c=32 over the mean ceiling at batch 32 of the round."""
+        return self.bulk_sps / statistics.fmean(self.at32_sps)
 
     @property
     def c1_ratio(self) -> float:
@@ -65,10 +72,13 @@ def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dic
                 # per process, so a one-thread encoder kept beside the best layout's would slow it.
                 before = recheck(b, ceil[b], ceiling_s)
                 c32 = load(servers[b], 1, 32, seconds, work)
+                settle(servers[b])
                 c1 = load(servers[b], 1, 1, seconds, work)
+                bulk = load(servers[b], 32, 32, seconds, work)
+                settle(servers[b])  # up to 32 requests of 32 sentences still queued: not beside the ceiling
                 after = recheck(b, ceil[b], ceiling_s)
                 out[b].append(Round(c32["sps"], c1["p50"], (before["best"], after["best"]),
-                                    (before["p50_ms_one_thread"], after["p50_ms_one_thread"])))
+                                    (before["p50_ms_one_thread"], after["p50_ms_one_thread"]), bulk["sps"], (before["at32"], after["at32"])))
     finally:
         for srv in servers.values():
             srv.stop()
@@ -85,19 +95,22 @@ def _report(say: Callable[[str], None], out: dict[str, list[Round]], seconds: in
     n = len(next(iter(out.values()), []))
     say(f"## The near-threshold cells, {n} interleaved rounds")
     say("")
-    say(f"Each round measures every backend in turn: its ceiling (best batch and layout, and the one-thread p50), its server for {seconds:g} s "
-        "at c=32 and at c=1 (one sentence per request), then its ceiling again. A ratio is against the mean of the two ceilings. "
-        "The goals are judged on the median; the range shows what one run alone could have said.")
+    say(f"Each round measures every backend in turn: its ceiling (best batch and layout, its rate at batch 32, and the one-thread p50), "
+        f"its server for {seconds:g} s at c=32 and at c=1 (one sentence per request) and at c=32 with 32 sentences per request, then its "
+        "ceiling again. A ratio is against the mean of the two ceilings. The goals are judged on the median; the range shows what one run "
+        "alone could have said.")
     say("")
-    say("| smls backend | c=32, 1 sentence / ceiling: median (range) | c=1 p50 / 1-thread p50: median (range) | every round, c=32 | every round, c=1 "
+    say("| smls backend | c=32, 1 sentence / ceiling: median (range) | c=1 p50 / 1-thread p50: median (range) "
+        "| c=32, 32 sentences / ceiling at batch 32: median (range) | every round, c=32 | every round, c=1 | every round, 32 sentences "
         "| ceiling sent/s: median (range) |")
-    say("|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|")
     for b, rs in out.items():
         if not rs:
             continue
-        c32, c1 = [r.c32_ratio for r in rs], [r.c1_ratio for r in rs]
+        c32, c1, bulk = [r.c32_ratio for r in rs], [r.c1_ratio for r in rs], [r.bulk_ratio for r in rs]
         ceilings_seen = [x for r in rs for x in r.ceiling_sps]
-        say(f"| {b} | {_spread(c32)} | {_spread(c1)} | {' / '.join(f'{x:.2f}' for x in c32)} | {' / '.join(f'{x:.2f}' for x in c1)} "
+        each = " | ".join(" / ".join(f"{x:.2f}" for x in ratios) for ratios in (c32, c1, bulk))
+        say(f"| {b} | {_spread(c32)} | {_spread(c1)} | {_spread(bulk)} | {each} "
             f"| {statistics.median(ceilings_seen):.0f} ({min(ceilings_seen):.0f} to {max(ceilings_seen):.0f}) |")
     say("")
 
