@@ -515,8 +515,8 @@ def main() -> None:
 
         say("## Ratios")
         say()
-        say("The one-sentence ratios are against the mean of the ceiling measured before the servers (the table above) and again right "
-            "after the backend's own server cells (its best batch and layout, and the one-thread p50): this machine's speed drifts, "
+        say("The ratios are against the mean of the ceiling measured before the servers (the table above) and again right "
+            "after the backend's own server cells (its best batch and layout, its rate at batch 32, and the one-thread p50): this machine's speed drifts, "
             "and the last column shows by how much. These are one measurement each; the goals near their thresholds are judged on the "
             "median of the interleaved rounds in the next table.")
         say()
