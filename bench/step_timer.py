@@ -59,7 +59,8 @@ def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambd
 def _install() -> None:
     from gunicorn.workers import gthread
 
-    from smls import batching, direct, turns
+    from smls import batching, direct, metrics, outputs, turns
+    from smls.encoders import base, export
     from smls.encoders import onnx as onnx_encoder
     from smls.web import embed, hooks, lane
 
@@ -71,8 +72,12 @@ def _install() -> None:
         (embed, "chosen", "model and options"),
         (onnx_encoder.OnnxEncoder, "prepare", "tokenise"),
         (onnx_encoder.OnnxEncoder, "_encode_batch", "pass"),
+        (export, "model_feeds", "model inputs"),
+        (base.SentenceEncoder, "encode", "the encoder's call"),
+        (metrics.ModelMetrics, "observe_encoded", "model counters"),
         (batching.MicroBatcher, "run_now", "run_now"),
         (turns.LoopRequests, "start", "start"),
+        (outputs, "render", "render the vectors"),
         (lane, "json_bytes", "JSON"),
         (hooks, "count", "counters"),
         (direct, "response", "write the response"),
