@@ -71,34 +71,31 @@ def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
     n_cores = cores()
     out = {}
     for backend in backends:
-        layouts = sorted({(1, 1), (1, n_cores), (n_cores, 1)})
-        result = {}
-        for streams, threads in layouts:
-            if _in_processes(backend, streams):
-                result[(streams, threads)] = {"rates": _rates_in_processes(backend, BATCHES, streams, seconds)}
-                continue
-            enc = _encoder(backend, streams, threads)
-            rates = {bs: _rate(enc, texts, bs, streams, seconds) for bs in BATCHES}
-            p50_ms, cpu_ms = _single(enc, texts, max(100, int(seconds * 40)))
-            result[(streams, threads)] = {"rates": rates, "p50_ms": p50_ms, "cpu_ms": cpu_ms}
-        best_layout = max(result, key=lambda k: max(result[k]["rates"].values()))
-        best = result[best_layout]
+        rates = {layout: _layout_rates(backend, layout, BATCHES, seconds) for layout in sorted({"1x1", f"1x{n_cores}", f"{n_cores}x1"})}
+        best_layout = max(rates, key=lambda k: max(rates[k].values()))
+        at32_layout = max(rates, key=lambda k: rates[k][32])
+        p50_all_cores, _ = _single(_encoder(backend, 1, n_cores), texts, max(100, int(seconds * 40)))
+        p50_one_thread, cpu_one_thread = _single(_encoder(backend, 1, 1), texts, max(100, int(seconds * 40)))
         out[backend] = {
-            "best": max(best["rates"].values()),
-            "best_batch": max(best["rates"], key=best["rates"].get),
-            "layout": f"{best_layout[0]}x{best_layout[1]}",
-            "at32": max(r["rates"][32] for r in result.values()),
-            "at32_layout": "x".join(map(str, max(result, key=lambda k: result[k]["rates"][32]))),
-            "p50_ms_all_cores": result[(1, n_cores)]["p50_ms"],
-            "p50_ms_one_thread": result[(1, 1)]["p50_ms"],
-            "cpu_ms_one_thread": result[(1, 1)]["cpu_ms"],  # CPU time of one single-sentence pass, as a server stream runs it
+            "best": max(rates[best_layout].values()),
+            "best_batch": max(rates[best_layout], key=rates[best_layout].get),
+            "layout": best_layout,
+            "at32": rates[at32_layout][32],
+            "at32_layout": at32_layout,
+            "p50_ms_all_cores": p50_all_cores,
+            "p50_ms_one_thread": p50_one_thread,
+            "cpu_ms_one_thread": cpu_one_thread,  # CPU time of one single-sentence pass, as a server stream runs it
         }
     return out
 
 
-def _in_processes(backend: str, streams: int) -> bool:
-    """Whether a layout of `streams` streams is measured as that many processes (torch: as its workers run)."""
-    return backend == "torch" and streams > 1
+def _layout_rates(backend: str, layout: str, batches: tuple[int, ...], seconds: float) -> dict[int, float]:
+    """Sentences/s at each batch size in a layout ("streams x threads", e.g. "2x1"): streams of one encoder, or (torch) processes."""
+    streams, threads = map(int, layout.split("x"))
+    if backend == "torch" and streams > 1:
+        return _rates_in_processes(backend, batches, streams, seconds)
+    enc = _encoder(backend, streams, threads)
+    return {bs: _rate(enc, corpus(), bs, streams, seconds) for bs in batches}
 
 
 def _rates_in_processes(backend: str, batches: tuple[int, ...], procs: int, seconds: float) -> dict[int, float]:
@@ -108,7 +105,8 @@ def _rates_in_processes(backend: str, batches: tuple[int, ...], procs: int, seco
     # spawn: a forked child would inherit torch's thread pools (and this process's threads).
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(procs), ctx.Queue()
-    children = [ctx.Process(target=_process_rates, args=(backend, batches, k, seconds, barrier, results)) for k in range(procs)]
+    # daemon: if one child fails, the others (waiting at the barrier) end with this process.
+    children = [ctx.Process(target=_process_rates, args=(backend, batches, k, seconds, barrier, results), daemon=True) for k in range(procs)]
     for child in children:
         child.start()
     got = [results.get(timeout=600) for _ in children]
@@ -118,15 +116,14 @@ def _rates_in_processes(backend: str, batches: tuple[int, ...], procs: int, seco
 
 
 def _process_rates(backend: str, batches: tuple[int, ...], k: int, seconds: float, barrier, results) -> None:
-    """In a child process: one one-thread stream's sentences/s at each batch size, each measured once every child is ready."""
+    """In child process k: one one-thread stream's sentences/s at each batch size, each measured once every child is ready."""
     texts = corpus()
-    texts = texts[k * 97 % len(texts):] + texts[: k * 97 % len(texts)]  # each process reads its own part, as streams do
     enc = _encoder(backend, 1, 1)
-    _rate(enc, texts, 32, 1, min(1.0, seconds))  # torch's first passes in a process run slow: not part of a rate
+    _rate(enc, texts, 32, 1, min(1.0, seconds), first=k)  # torch's first passes in a process run slow: not part of a rate
     rates = {}
     for bs in batches:
-        barrier.wait()
-        rates[bs] = _rate(enc, texts, bs, 1, seconds)
+        barrier.wait(timeout=600)
+        rates[bs] = _rate(enc, texts, bs, 1, seconds, first=k)
     results.put(rates)
 
 
@@ -159,25 +156,12 @@ def recheck(backend: str, ceiling: dict, seconds: float) -> dict[str, float]:
     This machine's speed drifts from minute to minute; a ratio against the mean of the
     ceiling before and after the server's cells is a side-by-side one.
     """
-    texts = corpus()
-    batch = ceiling["best_batch"]
-    # At batch 32 (the bulk cells' ceiling) too, in its best layout: the same measurement when that is the best one.
-    best_layout, at32_layout = ceiling["layout"], ceiling.get("at32_layout", ceiling["layout"])
-    layouts: dict[str, set[int]] = {best_layout: {batch}}
-    layouts.setdefault(at32_layout, set()).add(32)
-    rates: dict[tuple[str, int], float] = {}
-    for layout, batches in layouts.items():
-        streams, threads = map(int, layout.split("x"))
-        if _in_processes(backend, streams):
-            got = _rates_in_processes(backend, tuple(sorted(batches)), streams, seconds)
-        else:
-            enc = _encoder(backend, streams, threads)
-            got = {bs: _rate(enc, texts, bs, streams, seconds) for bs in sorted(batches)}
-            del enc
-        rates.update({(layout, bs): r for bs, r in got.items()})
-    p50_ms, cpu_ms = _single(_encoder(backend, 1, 1), texts, max(100, int(seconds * 40)))
-    return {"best": rates[(best_layout, batch)], "at32": rates[(at32_layout, 32)],
-            "p50_ms_one_thread": p50_ms, "cpu_ms_one_thread": cpu_ms}
+    batch, layout, at32_layout = ceiling["best_batch"], ceiling["layout"], ceiling["at32_layout"]
+    # At batch 32 (the bulk cells' ceiling) too, in its own best layout: one measurement when that is the best's.
+    rates = _layout_rates(backend, layout, tuple(sorted({batch, 32} if at32_layout == layout else {batch})), seconds)
+    at32 = rates[32] if at32_layout == layout else _layout_rates(backend, at32_layout, (32,), seconds)[32]
+    p50_ms, cpu_ms = _single(_encoder(backend, 1, 1), corpus(), max(100, int(seconds * 40)))
+    return {"best": rates[batch], "at32": at32, "p50_ms_one_thread": p50_ms, "cpu_ms_one_thread": cpu_ms}
 
 
 def _inference_cpu_ms(ceiling: dict) -> float | None:
@@ -187,13 +171,13 @@ def _inference_cpu_ms(ceiling: dict) -> float | None:
     return None if before is None else (before + after) / 2
 
 
-def _rate(enc, texts: list[str], batch: int, streams: int, seconds: float) -> float:
-    """Sentences/s with `streams` threads each calling enc.run on `batch` sentences, for `seconds`."""
+def _rate(enc, texts: list[str], batch: int, streams: int, seconds: float, first: int = 0) -> float:
+    """Sentences/s with `streams` threads each calling enc.run on `batch` sentences, for `seconds` (streams numbered from `first`)."""
     counts = [0] * streams
     start = time.perf_counter()
 
     def work(k: int) -> None:
-        i = k * 97  # each stream reads its own part of the corpus
+        i = (first + k) * 97  # each stream (or process of one) reads its own part of the corpus
         while time.perf_counter() - start < seconds:
             enc.run([texts[(i + j) % len(texts)] for j in range(batch)])
             i, counts[k] = i + batch, counts[k] + batch

@@ -43,6 +43,11 @@ def busiest(now: dict[str, dict], before: dict[str, dict]) -> dict[str, float]:
     return now[pid]["ms"] if pid is not None and ran[pid] > 0 else {}
 
 
+def _gap(ms: dict[str, float], outer: str, inner: str) -> float:
+    """The time of step `outer` outside the step `inner` it contains (nan if either was not timed)."""
+    return ms[outer] - ms[inner] if {outer, inner} <= ms.keys() else float("nan")
+
+
 def main() -> None:
     """Run the cells and print one row per cell: c=1 p50, in-process p50 and each step's median."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,9 +81,7 @@ def main() -> None:
     print("|" + "---|" * (len(STEPS) + 8))
     for c1, in_process, ms in rows:
         steps = " | ".join(f"{ms[s]:.3f}" if s in ms else "n/a" for s in STEPS)
-        around = ms["the encoder's call"] - ms["pass"] if {"the encoder's call", "pass"} <= ms.keys() else float("nan")
-        book = ms["run_now"] - ms["pass"] if {"run_now", "pass"} <= ms.keys() else float("nan")
-        resume = ms["run_next"] - ms["run_now"] if {"run_next", "run_now"} <= ms.keys() else float("nan")
+        around, book, resume = _gap(ms, "the encoder's call", "pass"), _gap(ms, "run_now", "pass"), _gap(ms, "run_next", "run_now")
         print(f"| {c1['p50']:.2f} | {in_process:.2f} | {c1['p50'] / in_process:.2f} | {ms.get('turn', float('nan')):.2f} | {ms.get('start', float('nan')):.3f} | {steps} | {around:.3f} | {book:.3f} | {resume:.3f} |")
     ratios = [c1["p50"] / p for c1, p, _ in rows]
     print(f"\nc=1 p50 / in-process p50: median {statistics.median(ratios):.2f} over {len(ratios)} cells")
