@@ -59,7 +59,7 @@ def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambd
 def _install() -> None:
     from gunicorn.workers import gthread
 
-    from smls import batching, direct, metrics, outputs, turns
+    from smls import batching, direct, metrics, outputs, turns, worker
     from smls.encoders import base, export
     from smls.encoders import onnx as onnx_encoder
     from smls.web import embed, hooks, lane
@@ -82,6 +82,9 @@ def _install() -> None:
         (hooks, "count", "counters"),
         (direct, "response", "write the response"),
         (gthread.ThreadWorker, "finish_request", "gunicorn: finish"),
+        (gthread.ThreadWorker, "on_client_socket_readable", "gunicorn: dispatch"),
+        (worker.ThreadWorker, "_peek", "peek"),
+        (worker._DeadlineSocket, "send_unsent", "send"),
     ]
     # Flask's own steps are not on the way: the event loop's lane (smls.web.lane) answers these
     # requests; nor are gunicorn's parser and Response: smls.direct reads and writes them.

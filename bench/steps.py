@@ -25,9 +25,9 @@ from bench.run import ROOT, _encoder, _single, corpus, load, smls_server
 
 # The order a request meets them in; `start`, `run_now` and `run_next` bound the others.
 STEPS = (
-    "read the head", "WSGI environ", "API key", "read the JSON body", "model and options",
+    "gunicorn: dispatch", "peek", "read the head", "WSGI environ", "API key", "read the JSON body", "model and options",
     "tokenise", "pass", "model inputs", "the encoder's call", "model counters",
-    "render the vectors", "JSON", "counters", "write the response", "gunicorn: finish",
+    "render the vectors", "JSON", "counters", "write the response", "send", "gunicorn: finish",
 )
 
 
