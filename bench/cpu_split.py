@@ -24,16 +24,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 from bench.run import Server, _encoder, corpus, load, smls_server
+from smls.encoders.base import Encoder
 
 LIBRARIES = {"onnxruntime": "ONNX Runtime", "libpython": "Python", "libc.so": "libc", "[kernel": "kernel",
              "tokenizers": "tokenizer", "_multiarray": "numpy", "orjson": "orjson"}
 
 
-def sample(pids: list[int], seconds: float, data: Path) -> Counter[str]:
+def sample(pids: list[int], seconds: float, data: Path) -> defaultdict[str, float]:
     """The share of wall time, by library, that `pids` spent on a CPU over about `seconds` (perf's cpu-clock samples)."""
     subprocess.run(["perf", "record", "-q", "-F", "2000", "-o", str(data), "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
                    capture_output=True, check=True)
@@ -42,7 +43,7 @@ def sample(pids: list[int], seconds: float, data: Path) -> Counter[str]:
     header = subprocess.run(["perf", "report", "-i", str(data), "--header-only"], capture_output=True, text=True, check=True).stdout
     # From the first sample to the last: perf's own start and end are outside it.
     span_ms = float(next(line for line in header.splitlines() if "sample duration" in line).split(":")[1].split()[0])
-    share: Counter[str] = Counter()
+    share: defaultdict[str, float] = defaultdict(float)
     for line in report.splitlines():
         parts = line.split()
         if len(parts) < 2 or not parts[0].isdigit():
@@ -52,9 +53,9 @@ def sample(pids: list[int], seconds: float, data: Path) -> Counter[str]:
     return share
 
 
-def in_process(backend: str, seconds: float, data: Path) -> tuple[float, Counter[str], float]:
-    """p50 ms of back-to-back single-sentence passes in a thread of this process, its CPU share by library, and the mean ms per pass."""
-    enc, texts = _encoder(backend, 1, 1), corpus()
+def in_process(enc: Encoder, seconds: float, data: Path) -> tuple[float, defaultdict[str, float], float]:
+    """p50 ms of back-to-back single-sentence passes of `enc` in a thread of this process, its CPU share by library, and the mean ms per pass."""
+    texts = corpus()
     lat: list[float] = []
     stop = threading.Event()
 
@@ -96,10 +97,11 @@ def main() -> None:
         work = Path(tmp)
         srv = smls_server(f"smls {args.backend} (cpu split)", SMLS_BACKEND=args.backend)
         srv.start(work / "server.log")
+        enc = _encoder(args.backend, 1, 1)  # one thread, as a server stream runs
         try:
             load(srv, 1, 1, 2, work)  # warm-up
             for k in range(1, args.rounds + 1):
-                p50, share, each_ms = in_process(args.backend, args.seconds, work / "in.data")
+                p50, share, each_ms = in_process(enc, args.seconds, work / "in.data")
                 _row(k, "in process", p50, share, each_ms, names)
                 c1 = _sampled_load(srv, args.seconds, work)
                 _row(k, "server, c=1", c1["p50"], c1["share"], 1000 / c1["rps"], names)
@@ -122,7 +124,7 @@ def _sampled_load(srv: Server, seconds: int, work: Path) -> dict:
     return result
 
 
-def _row(k: int, where: str, p50: float, share: Counter[str], each_ms: float, names: list[str]) -> None:
+def _row(k: int, where: str, p50: float, share: defaultdict[str, float], each_ms: float, names: list[str]) -> None:
     """One row: CPU ms by library per pass (the share of wall time times the mean ms between passes, one at a time)."""
     per = {name: share[name] * each_ms for name in names}
     print(f"| {k} | {where} | {p50:.2f} | {sum(per.values()):.2f} | " + " | ".join(f"{per[n]:.3f}" for n in names) + " |")
