@@ -10,6 +10,12 @@ turn, its ceiling, its server at c=32 and at c=1, and its ceiling again; each ro
 ratio is against the mean of the ceilings just before and just after it. The ceiling is
 the best batch and layout that `make bench`'s first table found, measured alone; taking
 it afresh as the best of many layouts every round would bias it upwards.
+
+Beside each c=1 cell, the same cell on bench.bare_server (the least any Python server
+does around the same pass), the two in turn, their order swapped every round (on this
+machine the first of two like cells ran slower). The c=1 ratio then splits in two: the
+bare server's p50 over the in-process p50 is the machine's share (loopback, wake-ups,
+the load generator), smls's p50 over the bare server's is smls's own.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import Server, ceilings, load, recheck, settle, smls_server
+from bench.run import Server, bare_server, ceilings, load, recheck, settle, smls_server
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Round:
     one_thread_p50_ms: tuple[float, float]
     bulk_sps: float  # 32 sentences per request, c=32
     at32_sps: tuple[float, float]  # the ceiling at batch 32, before and after
+    bare_c1_p50_ms: float | None = None  # bench.bare_server's c=1 p50, beside the server's (None: it did not start)
 
     @property
     def c32_ratio(self) -> float:
@@ -50,10 +57,21 @@ class Round:
         """c=1 p50 over the mean one-thread in-process p50 of the round."""
         return self.c1_p50_ms / statistics.fmean(self.one_thread_p50_ms)
 
+    @property
+    def bare_ratio(self) -> float | None:
+        """The bare server's c=1 p50 over the mean one-thread in-process p50 of the round: the machine's share."""
+        return None if self.bare_c1_p50_ms is None else self.bare_c1_p50_ms / statistics.fmean(self.one_thread_p50_ms)
+
+    @property
+    def over_bare(self) -> float | None:
+        """smls's c=1 p50 over the bare server's, measured beside it: smls's own share."""
+        return None if self.bare_c1_p50_ms is None else self.c1_p50_ms / self.bare_c1_p50_ms
+
 
 def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dict], work: Path, rounds: int, seconds: int) -> dict[str, list[Round]]:
     """Run `rounds` interleaved rounds over `backends` and print one table: per backend, the median and range of each ratio."""
     servers: dict[str, Server] = {}
+    bare: dict[str, Server] = {}
     out: dict[str, list[Round]] = {b: [] for b in backends}
     try:
         for b in list(backends):
@@ -64,26 +82,47 @@ def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dic
                 say(f"{srv.name}: could not start ({exc}); no rounds for it")
                 srv.stop()
                 del servers[b], out[b]
+                continue
+            floor = bare[b] = bare_server(b)
+            try:
+                floor.start(work / f"bare-{b}.log")
+                load(floor, 1, 1, 1, work)  # warm-up, as the smls server's warm_up
+            except RuntimeError as exc:
+                say(f"{floor.name}: could not start ({exc}); the c=1 cells go without it")
+                floor.stop()
+                del bare[b]
         backends = list(servers)
         ceiling_s = max(1.0, seconds / 3)
-        for _ in range(rounds):
+        for k in range(rounds):
             for b in backends:
                 # Encoders made afresh each time, as recheck does: torch's thread count is one
                 # per process, so a one-thread encoder kept beside the best layout's would slow it.
                 before = recheck(b, ceil[b], ceiling_s)
                 c32 = load(servers[b], 1, 32, seconds, work)
                 settle(servers[b])
-                c1 = load(servers[b], 1, 1, seconds, work)
+                c1, bare_c1 = _c1_cells(servers[b], bare.get(b), seconds, work, smls_first=k % 2 == 0)
                 bulk = load(servers[b], 32, 32, seconds, work)
                 settle(servers[b])  # up to 32 requests of 32 sentences still queued: not beside the ceiling
                 after = recheck(b, ceil[b], ceiling_s)
                 out[b].append(Round(c32["sps"], c1["p50"], (before["best"], after["best"]),
-                                    (before["p50_ms_one_thread"], after["p50_ms_one_thread"]), bulk["sps"], (before["at32"], after["at32"])))
+                                    (before["p50_ms_one_thread"], after["p50_ms_one_thread"]), bulk["sps"], (before["at32"], after["at32"]),
+                                    bare_c1["p50"] if bare_c1 else None))
     finally:
-        for srv in servers.values():
+        for srv in [*servers.values(), *bare.values()]:
             srv.stop()
     _report(say, out, seconds)
     return out
+
+
+def _c1_cells(srv: Server, floor: Server | None, seconds: int, work: Path, smls_first: bool) -> tuple[dict, dict | None]:
+    """The server's c=1 cell and the bare server's (None without one), one after the other in the order asked."""
+    if floor is None:
+        return load(srv, 1, 1, seconds, work), None
+    if smls_first:
+        c1 = load(srv, 1, 1, seconds, work)
+        return c1, load(floor, 1, 1, seconds, work)
+    bare_c1 = load(floor, 1, 1, seconds, work)
+    return load(srv, 1, 1, seconds, work), bare_c1
 
 
 def _spread(values: list[float]) -> str:
@@ -112,6 +151,27 @@ def _report(say: Callable[[str], None], out: dict[str, list[Round]], seconds: in
         each = " | ".join(" / ".join(f"{x:.2f}" for x in ratios) for ratios in (c32, c1, bulk))
         say(f"| {b} | {_spread(c32)} | {_spread(c1)} | {_spread(bulk)} | {each} "
             f"| {statistics.median(ceilings_seen):.0f} ({min(ceilings_seen):.0f} to {max(ceilings_seen):.0f}) |")
+    say("")
+    _report_c1(say, out)
+
+
+def _report_c1(say: Callable[[str], None], out: dict[str, list[Round]]) -> None:
+    """The c=1 ratio split in two: the bare server's share (the machine's) and smls's own, round by round."""
+    split = {b: rs for b, rs in out.items() if rs and all(r.bare_c1_p50_ms is not None for r in rs)}
+    if not split:
+        return
+    say("The c=1 ratio split in two: bench.bare_server (a bare Python HTTP server around the same pass, no checks, no options) "
+        "at c=1 beside smls's cell in every round, the two in turn, the order swapped each round.")
+    say("")
+    say("| smls backend | smls c=1 p50 / 1-thread p50 | bare server c=1 p50 / 1-thread p50 (the machine's share) "
+        "| smls c=1 p50 / bare server's (smls's own share) | every round: smls / bare | p50 ms, every round: smls / bare |")
+    say("|---|---|---|---|---|---|")
+    for b, rs in split.items():
+        bare_ratios = [r.bare_ratio for r in rs if r.bare_ratio is not None]
+        over = [r.over_bare for r in rs if r.over_bare is not None]
+        each = " / ".join(f"{x:.2f}" for x in over)
+        ms = ", ".join(f"{r.c1_p50_ms:.2f} / {r.bare_c1_p50_ms:.2f}" for r in rs)
+        say(f"| {b} | {_spread([r.c1_ratio for r in rs])} | {_spread(bare_ratios)} | {_spread(over)} | {each} | {ms} |")
     say("")
 
 

@@ -374,6 +374,12 @@ def naive_server() -> Server:
                                   "naive_server:app"], env, "/embed", "message", cwd=ROOT / "bench", workers=2)
 
 
+def bare_server(backend: str) -> Server:
+    """bench.bare_server on `backend`: the least a Python server does around the in-process p50's pass (the c=1 floor)."""
+    return Server(f"bare server ({backend})", [sys.executable, "-m", "bench.bare_server", "--port", "{port}", "--backend", backend],
+                  {**os.environ, "HF_HUB_OFFLINE": "1"}, "/embed", "message")
+
+
 def _infinity_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1",
             "HF_HOME": str(ROOT / ".bench" / "hf")}
