@@ -4,7 +4,7 @@ Each wrapped function's wall time goes into a window of its last WINDOW calls; e
 forward passes the worker writes the windows' medians (ms) to
 $SMLS_BENCH_STEPS_DIR/<pid>.json. A step that spans a request's park for its pass (the
 view, gunicorn's handle_request) cannot be timed this way, so the steps are the pieces
-either side of it, and `start`, `run_now` and `run_next` (smls.turns, smls.batching) bound
+either side of it, and `start`, `run_now` and `resume` (smls.turns, smls.batching) bound
 them. Used only by bench.steps; never by a server that serves anyone.
 """
 
@@ -35,14 +35,12 @@ def _dump() -> None:
     tmp.replace(_OUT / f"{os.getpid()}.json")  # whole, for a reader in another process
 
 
-def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambda self: True) -> None:
-    """Wrap owner.name so that its calls for which when(first argument) holds are timed as `step`."""
+def _timed(owner: Any, name: str, step: str) -> None:
+    """Wrap owner.name so that its calls are timed as `step`."""
     inner: Callable[..., Any] = getattr(owner, name)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         global _passes
-        if not when(args[0] if args else None):
-            return inner(*args, **kwargs)
         began = time.perf_counter()
         try:
             return inner(*args, **kwargs)
@@ -59,7 +57,7 @@ def _timed(owner: Any, name: str, step: str, when: Callable[[Any], bool] = lambd
 def _install() -> None:
     from gunicorn.workers import gthread
 
-    from smls import batching, direct, metrics, outputs, turns, worker
+    from smls import batching, direct, metrics, outputs, worker
     from smls.encoders import base, export
     from smls.encoders import onnx as onnx_encoder
     from smls.web import embed, hooks, lane
@@ -76,7 +74,6 @@ def _install() -> None:
         (base.SentenceEncoder, "encode", "the encoder's call"),
         (metrics.ModelMetrics, "observe_encoded", "model counters"),
         (batching.MicroBatcher, "run_now", "run_now"),
-        (turns.LoopRequests, "start", "start"),
         (outputs, "render", "render the vectors"),
         (lane, "json_bytes", "JSON"),
         (hooks, "count", "counters"),
@@ -90,9 +87,55 @@ def _install() -> None:
     # requests; nor are gunicorn's parser and Response: smls.direct reads and writes them.
     for owner, name, step in steps:
         _timed(owner, name, step)
-    # Called on every turn of the loop; only a turn with a request parked runs a pass.
-    _timed(turns.LoopRequests, "run_next", "run_next", when=lambda loop: bool(loop.waiting))
+    _time_start_and_resume()
     _time_turns()
+
+
+def _time_start_and_resume() -> None:
+    """`start`: from the loop starting a request to its pass; `resume`: from the end of that pass to the request answered.
+
+    A request alone in its turn runs in LoopRequests.start_alone, its pass (run_now) inside
+    it; one that shares its turn runs in LoopRequests.start up to its park, and its pass
+    and the rest of it in run_next.
+    """
+    from smls import batching, turns
+
+    marks: dict[str, float] = {}  # when the lone request began; when the last pass ended
+    run_now, start, start_alone, run_next = (
+        batching.MicroBatcher.run_now, turns.LoopRequests.start, turns.LoopRequests.start_alone, turns.LoopRequests.run_next,
+    )
+
+    def timed_run_now(self: Any, jobs: list[Any]) -> None:
+        if "alone" in marks:
+            _times["start"].append(time.perf_counter() - marks.pop("alone"))
+        try:
+            run_now(self, jobs)
+        finally:
+            marks["passed"] = time.perf_counter()
+
+    def timed_start_alone(self: Any, answer: Callable[[], None]) -> None:
+        marks["alone"] = time.perf_counter()
+        try:
+            start_alone(self, answer)
+        finally:
+            marks.pop("alone", None)  # (a request that ran no pass)
+            if "passed" in marks:
+                _times["resume"].append(time.perf_counter() - marks.pop("passed"))
+
+    def timed_start(self: Any, answer: Callable[[], None]) -> None:
+        began = time.perf_counter()
+        start(self, answer)
+        _times["start"].append(time.perf_counter() - began)  # it returns where the request parks
+
+    def timed_run_next(self: Any) -> None:
+        run_next(self)
+        if "passed" in marks:  # only a turn with a request parked runs a pass
+            _times["resume"].append(time.perf_counter() - marks.pop("passed"))
+
+    batching.MicroBatcher.run_now = timed_run_now  # type: ignore[method-assign]
+    turns.LoopRequests.start_alone = timed_start_alone  # type: ignore[method-assign]
+    turns.LoopRequests.start = timed_start  # type: ignore[method-assign]
+    turns.LoopRequests.run_next = timed_run_next  # type: ignore[method-assign]
 
 
 def _time_turns() -> None:

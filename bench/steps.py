@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.run import ROOT, _encoder, _single, corpus, load, smls_server
 
-# The order a request meets them in; `start`, `run_now` and `run_next` bound the others.
+# The order a request meets them in; `start`, `run_now` and `resume` bound the others.
 STEPS = (
     "gunicorn: dispatch", "peek", "read the head", "WSGI environ", "API key", "read the JSON body", "model and options",
     "tokenise", "pass", "model inputs", "the encoder's call", "model counters",
@@ -77,15 +77,15 @@ def main() -> None:
             srv.stop()
     print(f"# Steps of a one-sentence request at c=1, {args.backend}, ms (medians of the worker's last 200 requests per cell)\n")
     print("| c=1 p50 | in-process 1-thread p50 | ratio | turn | start | " + " | ".join(STEPS)
-          + " | the encoder around the pass (its call - pass) | bookkeeping (run_now - pass) | resume (run_next - run_now) |")
+          + " | the encoder around the pass (its call - pass) | bookkeeping (run_now - pass) | resume (the pass's end to the answer sent) |")
     print("|" + "---|" * (len(STEPS) + 8))
     for c1, in_process, ms in rows:
         steps = " | ".join(f"{ms[s]:.3f}" if s in ms else "n/a" for s in STEPS)
-        around, book, resume = _gap(ms, "the encoder's call", "pass"), _gap(ms, "run_now", "pass"), _gap(ms, "run_next", "run_now")
+        around, book, resume = _gap(ms, "the encoder's call", "pass"), _gap(ms, "run_now", "pass"), ms.get("resume", float("nan"))
         print(f"| {c1['p50']:.2f} | {in_process:.2f} | {c1['p50'] / in_process:.2f} | {ms.get('turn', float('nan')):.2f} | {ms.get('start', float('nan')):.3f} | {steps} | {around:.3f} | {book:.3f} | {resume:.3f} |")
     ratios = [c1["p50"] / p for c1, p, _ in rows]
     print(f"\nc=1 p50 / in-process p50: median {statistics.median(ratios):.2f} over {len(ratios)} cells")
-    never = [s for s in (*STEPS, "start", "run_now", "run_next", "turn") if not any(s in ms for _, _, ms in rows)]
+    never = [s for s in (*STEPS, "start", "run_now", "resume", "turn") if not any(s in ms for _, _, ms in rows)]
     if never:  # a renamed or bypassed function: the table would silently lose a step
         raise SystemExit(f"never timed: {', '.join(never)}; bench/step_timer.py wraps what the request path no longer calls")
 

@@ -436,7 +436,8 @@ class ThreadWorker(gthread.ThreadWorker):
 
         Requests answered on the loop each run in a greenlet and park for their vectors
         (smls.turns); after every turn the loop runs one shared pass of what is parked and
-        resumes those requests. At most SMLS_QUEUE_SIZE are parked at once; beyond, they go
+        resumes those requests. A turn's only request, with nothing parked, runs without a
+        greenlet: its pass would be its own anyway. At most SMLS_QUEUE_SIZE are parked at once; beyond, they go
         the threads' way, where a flood meets the queue's limit (503 at once) as before.
         """
         pause = self._resume_accepting - time.monotonic()
@@ -455,6 +456,9 @@ class ThreadWorker(gthread.ThreadWorker):
                 key.data(key.fileobj)
         finally:
             turn, self._turn = self._turn, None
+        if len(turn) == 1 and not self._loop_requests.waiting and self.alive:
+            self._loop_requests.start_alone(partial(self._answer_inline, turn[0]))  # (smls.turns: no greenlet needed)
+            return
         for conn in turn:
             if self._loop_requests.waiting < self.max_waiting and self.alive:
                 self._loop_requests.start(partial(self._answer_inline, conn))

@@ -235,3 +235,42 @@ def test_a_pass_of_its_own_whose_deadline_passed_gets_a_503_and_does_not_run():
     loop.start(request)
     run_all(loop)
     assert outcomes == ["no result within 0 s (SMLS_REQUEST_TIMEOUT); retry shortly"] and shed == [1]  # counted as the batcher's are
+
+
+def test_a_request_alone_in_its_turn_runs_its_pass_at_once_without_waiting():
+    encoder = Recording()
+    depth: list[int] = []
+    batcher = MicroBatcher(encoder, max_batch=2, streams=1, on_depth=depth.append)
+    answers: list[list[float]] = []
+    inside: list[object] = []
+
+    def request() -> None:
+        inside.append(loop_requests())
+        answers.append(batcher.encode(["a", "bb", "ccc"]).vectors[:, 0].tolist())  # bigger than a pass: alone, as in run_next
+        answers.append(batcher.encode(["dddd"]).vectors[:, 0].tolist())  # a request may ask twice
+
+    loop = LoopRequests()
+    loop.start_alone(request)
+    assert answers == [[1.0, 2.0, 3.0], [4.0]] and encoder.passes == [["a", "bb", "ccc"], ["dddd"]]
+    assert inside == [loop] and loop_requests() is None and loop.alone_runs == 1 and not loop.alone
+    assert loop.waiting == 0 and depth == []  # it never waited for a model, so the queue depth never counted it
+    assert batcher.batches == 2
+
+
+def test_a_request_alone_meets_its_deadline_and_the_models_errors_as_a_parked_one_does():
+    outcomes: list[str] = []
+    shed: list[int] = []
+    loop = LoopRequests()
+
+    def request(batcher: MicroBatcher, timeout: float) -> None:
+        try:
+            batcher.encode(["text"], timeout=timeout)
+            outcomes.append("vectors")
+        except (Overloaded, RuntimeError) as exc:
+            outcomes.append(str(exc))
+
+    loop.start_alone(lambda: request(MicroBatcher(Recording(fail=True), streams=1), 30))
+    loop.start_alone(lambda: request(MicroBatcher(Recording(), streams=1, on_shed=lambda: shed.append(1)), 0))
+    loop.start_alone(lambda: outcomes.append(own_pass(lambda left: f"own pass, {0 < left <= 5}", 5)))
+    assert outcomes == ["the model failed", "no result within 0 s (SMLS_REQUEST_TIMEOUT); retry shortly", "own pass, True"]
+    assert shed == [1]
