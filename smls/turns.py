@@ -73,7 +73,6 @@ class LoopRequests:
     def __init__(self) -> None:
         self._loop: greenlet.greenlet | None = None  # the loop's own greenlet, where a parked request goes back to
         self._parked: deque[tuple[Runner, Any, greenlet.greenlet]] = deque()
-        self.alone_runs = 0  # requests run by start_alone (for tests)
 
     @property
     def waiting(self) -> int:
@@ -97,7 +96,6 @@ class LoopRequests:
         would take this request's job alone.
         """
         assert not self._parked, "a request alone in its turn: nothing may be parked"
-        self.alone_runs += 1
         _alone.loop = self
         try:
             answer()

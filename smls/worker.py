@@ -437,8 +437,9 @@ class ThreadWorker(gthread.ThreadWorker):
         Requests answered on the loop each run in a greenlet and park for their vectors
         (smls.turns); after every turn the loop runs one shared pass of what is parked and
         resumes those requests. A turn's only request, with nothing parked, runs without a
-        greenlet: its pass would be its own anyway. At most SMLS_QUEUE_SIZE are parked at once; beyond, they go
-        the threads' way, where a flood meets the queue's limit (503 at once) as before.
+        greenlet: its pass would be its own anyway. At most SMLS_QUEUE_SIZE are parked at
+        once; beyond, they go the threads' way, where a flood meets the queue's limit (503
+        at once) as before.
         """
         pause = self._resume_accepting - time.monotonic()
         if pause > 0 and self.alive:

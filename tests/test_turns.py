@@ -252,7 +252,7 @@ def test_a_request_alone_in_its_turn_runs_its_pass_at_once_without_waiting():
     loop = LoopRequests()
     loop.start_alone(request)
     assert answers == [[1.0, 2.0, 3.0], [4.0]] and encoder.passes == [["a", "bb", "ccc"], ["dddd"]]
-    assert inside == [loop] and loop_requests() is None and loop.alone_runs == 1 and not loop.alone
+    assert inside == [loop] and loop_requests() is None and not loop.alone
     assert loop.waiting == 0 and depth == []  # it never waited for a model, so the queue depth never counted it
     assert batcher.batches == 2
 
