@@ -57,7 +57,7 @@ def _timed(owner: Any, name: str, step: str) -> None:
 def _install() -> None:
     from gunicorn.workers import gthread
 
-    from smls import batching, direct, metrics, outputs, worker
+    from smls import afterwards, batching, direct, metrics, outputs, worker
     from smls.encoders import base, export
     from smls.encoders import onnx as onnx_encoder
     from smls.web import embed, hooks, lane
@@ -72,16 +72,17 @@ def _install() -> None:
         (onnx_encoder.OnnxEncoder, "_encode_batch", "pass"),
         (export, "model_feeds", "model inputs"),
         (base.SentenceEncoder, "encode", "the encoder's call"),
-        (metrics.ModelMetrics, "observe_encoded", "model counters"),
+        (metrics.ModelMetrics, "_count_encoded", "model counters"),
         (batching.MicroBatcher, "run_now", "run_now"),
         (outputs, "render", "render the vectors"),
         (lane, "json_bytes", "JSON"),
-        (hooks, "count", "counters"),
+        (hooks, "_count", "counters"),
         (direct, "response", "write the response"),
         (gthread.ThreadWorker, "finish_request", "gunicorn: finish"),
         (gthread.ThreadWorker, "on_client_socket_readable", "gunicorn: dispatch"),
         (worker.ThreadWorker, "_peek", "peek"),
         (worker._DeadlineSocket, "send_unsent", "send"),
+        (afterwards, "done_sending", "after the send"),
     ]
     # Flask's own steps are not on the way: the event loop's lane (smls.web.lane) answers these
     # requests; nor are gunicorn's parser and Response: smls.direct reads and writes them.
@@ -92,18 +93,29 @@ def _install() -> None:
 
 
 def _time_start_and_resume() -> None:
-    """`start`: from the loop starting a request to its pass; `resume`: from the end of that pass to the request answered.
+    """`start`: from the loop starting a request to its pass; `resume`: from the end of that pass to its answer sent.
 
     A request alone in its turn runs in LoopRequests.start_alone, its pass (run_now) inside
     it; one that shares its turn runs in LoopRequests.start up to its park, and its pass
     and the rest of it in run_next.
     """
-    from smls import batching, turns
+    from smls import batching, turns, worker
 
-    marks: dict[str, float] = {}  # when the lone request began; when the last pass ended
-    run_now, start, start_alone, run_next = (
+    marks: dict[str, float] = {}  # when the lone request began; when the last pass ended; when an answer was last sent
+    run_now, start, start_alone, run_next, send_unsent = (
         batching.MicroBatcher.run_now, turns.LoopRequests.start, turns.LoopRequests.start_alone, turns.LoopRequests.run_next,
+        worker._DeadlineSocket.send_unsent,
     )
+
+    def resumed() -> None:
+        passed, sent = marks.pop("passed"), marks.pop("sent", None)
+        _times["resume"].append((sent if sent is not None and sent > passed else time.perf_counter()) - passed)
+
+    def timed_send_unsent(self: Any) -> bool:
+        try:
+            return send_unsent(self)
+        finally:
+            marks["sent"] = time.perf_counter()  # (the last of a turn's answers, for `resume`)
 
     def timed_run_now(self: Any, jobs: list[Any]) -> None:
         if "alone" in marks:
@@ -120,7 +132,7 @@ def _time_start_and_resume() -> None:
         finally:
             marks.pop("alone", None)  # (a request that ran no pass)
             if "passed" in marks:
-                _times["resume"].append(time.perf_counter() - marks.pop("passed"))
+                resumed()
 
     def timed_start(self: Any, answer: Callable[[], None]) -> None:
         began = time.perf_counter()
@@ -130,12 +142,13 @@ def _time_start_and_resume() -> None:
     def timed_run_next(self: Any) -> None:
         run_next(self)
         if "passed" in marks:  # only a turn with a request parked runs a pass
-            _times["resume"].append(time.perf_counter() - marks.pop("passed"))
+            resumed()
 
     batching.MicroBatcher.run_now = timed_run_now  # type: ignore[method-assign]
     turns.LoopRequests.start_alone = timed_start_alone  # type: ignore[method-assign]
     turns.LoopRequests.start = timed_start  # type: ignore[method-assign]
     turns.LoopRequests.run_next = timed_run_next  # type: ignore[method-assign]
+    worker._DeadlineSocket.send_unsent = timed_send_unsent  # type: ignore[method-assign]
 
 
 def _time_turns() -> None:

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from bench.run import ROOT, _encoder, _single, corpus, load, smls_server
 
-# The order a request meets them in; `start`, `run_now` and `resume` bound the others.
+# The order a request meets them in; `start`, `run_now` and `resume` bound the others. The
+# counters are made after the send (smls.afterwards), inside it.
 STEPS = (
     "gunicorn: dispatch", "peek", "read the head", "WSGI environ", "API key", "read the JSON body", "model and options",
-    "tokenise", "pass", "model inputs", "the encoder's call", "model counters",
-    "render the vectors", "JSON", "counters", "write the response", "send", "gunicorn: finish",
+    "tokenise", "pass", "model inputs", "the encoder's call",
+    "render the vectors", "JSON", "write the response", "send", "after the send", "model counters", "counters", "gunicorn: finish",
 )
 
 

@@ -12,6 +12,8 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from smls.afterwards import later
+
 REQUESTS = Counter(
     "smls_http_requests_total", "HTTP requests answered, by route, method, status and model (\"\" where none ran)", ["route", "method", "status", "model"]
 )
@@ -44,12 +46,20 @@ class ModelMetrics:
 
     def __init__(self, model: str) -> None:
         self.model = model
+        # Not held (smls.afterwards): a rise and its fall held together would never show.
         self.queue_depth = QUEUE_DEPTH.labels(model).inc
-        self.batch_size = BATCH_SIZE.labels(model).observe
+        self._batch_size = BATCH_SIZE.labels(model).observe
         self._counters = (SENTENCES.labels(model), TOKENS.labels(model), TRUNCATED.labels(model))
 
+    def batch_size(self, sentences: int) -> None:
+        """Count one shared pass's size, once the answer on its way is sent."""
+        later(self._batch_size, sentences)
+
     def observe_encoded(self, sentences: int, tokens: int, truncated: int) -> None:
-        """Count one forward pass's sentences, tokens and truncated inputs."""
+        """Count one forward pass's sentences, tokens and truncated inputs, once the answer on its way is sent."""
+        later(self._count_encoded, sentences, tokens, truncated)
+
+    def _count_encoded(self, sentences: int, tokens: int, truncated: int) -> None:
         for counter, n in zip(self._counters, (sentences, tokens, truncated), strict=True):
             if n:  # each write locks and stamps a shared file; most passes truncate nothing
                 counter.inc(n)

@@ -83,7 +83,7 @@ from gunicorn import util
 from gunicorn.http import message, wsgi
 from gunicorn.workers import gthread
 
-from smls import direct
+from smls import afterwards, direct
 from smls.config import Settings
 from smls.errors import StartupError, error_body, protocol_code
 from smls.logs import REQUEST_ID_HEADER, request_id
@@ -452,20 +452,21 @@ class ThreadWorker(gthread.ThreadWorker):
         self._turn_started = time.monotonic()
         CONNECTIONS.hold(self._slot, self.nr_conns)
         self._turn = []
-        try:
-            for key, _ in events:
-                key.data(key.fileobj)
-        finally:
-            turn, self._turn = self._turn, None
-        if len(turn) == 1 and not self._loop_requests.waiting and self.alive:
-            self._loop_requests.start_alone(partial(self._answer_inline, turn[0]))  # (smls.turns: no greenlet needed)
-            return
-        for conn in turn:
-            if self._loop_requests.waiting < self.max_waiting and self.alive:
-                self._loop_requests.start(partial(self._answer_inline, conn))
-            else:
-                self._to_threads(conn)
-        self._loop_requests.run_next()
+        with afterwards.held():  # (each answer's counters and access log wait until it is sent)
+            try:
+                for key, _ in events:
+                    key.data(key.fileobj)
+            finally:
+                turn, self._turn = self._turn, None
+            if len(turn) == 1 and not self._loop_requests.waiting and self.alive:
+                self._loop_requests.start_alone(partial(self._answer_inline, turn[0]))  # (smls.turns: no greenlet needed)
+                return
+            for conn in turn:
+                if self._loop_requests.waiting < self.max_waiting and self.alive:
+                    self._loop_requests.start(partial(self._answer_inline, conn))
+                else:
+                    self._to_threads(conn)
+            self._loop_requests.run_next()
 
     def enqueue_req(self, conn: Any) -> None:
         """Gather a small model request for the event loop to answer, or queue the connection for the request threads.
@@ -599,8 +600,10 @@ class ThreadWorker(gthread.ThreadWorker):
         result = self._answer_direct(conn, whole) if whole is not None and self.direct else None
         if result is None:  # not one smls.direct takes
             result = gthread.ThreadWorker.handle(self, conn)  # gunicorn answers whatever fails with an error response
+        sent = conn.sock.send_unsent()
+        afterwards.done_sending()  # (or as much as the client took: it has what it can read)
         self.notify()  # a turn may answer many requests
-        if conn.sock.send_unsent():
+        if sent:
             self.finish_request(conn, _Answered(result))
             return
         self._sending[conn] = (result, time.monotonic() + self.client_timeout)
@@ -660,9 +663,10 @@ class ThreadWorker(gthread.ThreadWorker):
             write_json_error(conn.sock, 500, "Internal Server Error", "")
             return False
         conn.sock.sendall(data)
-        self._count_direct()
-        self.log.access(answer, request, environ, timedelta(seconds=time.monotonic() - started))
-        self.cfg.post_request(self, request, environ, answer)
+        # After the answer is sent, as gunicorn logs and calls post_request after its writes.
+        afterwards.later(self._count_direct)
+        afterwards.later(self.log.access, answer, request, environ, timedelta(seconds=time.monotonic() - started))
+        afterwards.later(self.cfg.post_request, self, request, environ, answer)
         return keep_alive
 
     def _send_more(self, conn: Any, _sock: Any) -> None:

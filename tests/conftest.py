@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +145,20 @@ def counter(text: str, line_start: str) -> float:
 def live_counter(url: str, line_start: str) -> float:
     """counter() over a live server's /metrics."""
     return counter(requests.get(url + "/metrics", timeout=30).text, line_start)
+
+
+def settled_metrics(url: str, ready: Callable[[str], bool], within: float = 5.0) -> str:
+    """A live server's /metrics once `ready` holds of it, or as it is after `within` seconds.
+
+    A worker counts a request its event loop answered just after the answer is sent
+    (smls.afterwards), so another worker's /metrics may be a moment behind the client.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        text = requests.get(url + "/metrics", timeout=30).text
+        if ready(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import counter, start_server
+from tests.conftest import counter, settled_metrics, start_server
 
 pytestmark = pytest.mark.live
 
@@ -88,7 +88,7 @@ def test_two_hot_models_both_answer_and_metrics_carry_the_model(server):
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(64)))
     assert results == [(200, ("mini", "tiny")[i % 2]) for i in range(64)]
-    text = requests.get(server.url + "/metrics", timeout=30).text
+    text = settled_metrics(server.url, lambda t: counter(t, 'smls_http_requests_total{method="POST",model="tiny",route="/embed",status="200"}') >= 32)
     assert counter(text, 'smls_http_requests_total{method="POST",model="tiny",route="/embed",status="200"}') >= 32
     assert counter(text, 'smls_sentences_embedded_total{model="tiny"}') >= 64
     assert counter(text, 'smls_sentences_embedded_total{model="judge"}') >= 2  # each worker's warm-up pair

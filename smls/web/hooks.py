@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from smls import metrics
+from smls.afterwards import later
 from smls.config import Settings
 from smls.errors import Overloaded
 from smls.web.endpoints import Endpoint
@@ -44,6 +45,10 @@ def time_left(settings: Settings, environ: Mapping[str, Any]) -> float:
 def count(state: State, route: str, method: str, status: int, model: str, started: float | None) -> None:
     """A request answered: the worker is not idle, and the request counters and latency (since `started`, a perf_counter) go up."""
     state.trimmer.touch()
-    metrics.REQUESTS.labels(route, method, str(status), model).inc()
-    if started is not None:
-        metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+    later(_count, route, method, str(status), model, None if started is None else time.perf_counter() - started)
+
+
+def _count(route: str, method: str, status: str, model: str, seconds: float | None) -> None:
+    metrics.REQUESTS.labels(route, method, status, model).inc()
+    if seconds is not None:
+        metrics.LATENCY.labels(route).observe(seconds)

@@ -27,6 +27,7 @@ from typing import Any
 from werkzeug.http import HTTP_STATUS_CODES
 
 from smls import logs, metrics
+from smls.afterwards import later
 from smls.body import WSGIApp
 from smls.web import embed, hooks, openai
 from smls.web.endpoints import ENDPOINTS, Endpoint
@@ -81,7 +82,7 @@ class Lane:
             status, payload, headers = error_parts(exc, "POST", endpoint.rule)
         body = json_bytes(payload)
         hooks.count(self.state, endpoint.rule, "POST", status, LANE_MODEL.get(), started)
-        self._taken[endpoint.rule].inc()
+        later(self._taken[endpoint.rule].inc)
         start_response(
             f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items(), (logs.REQUEST_ID_HEADER, request_id)],
