@@ -1,13 +1,11 @@
 """Work a request owes that its client does not wait for: counters and the access log, done once its answer is sent.
 
-A one-sentence request answered on a worker's event loop (smls.worker) makes about ten
-metric writes (smls.metrics) besides its access log line and post_request hook. Each
-write takes a lock and stamps a shared file, and right after a forward pass the caches
-are cold: together 0.05-0.1 ms of a 2-6 ms request at c=1, all of it before the answer
-left (docs/benchmarks.org, "Counters after the answer"). The loop holds such work
-(`later`) while it answers, and does it as soon as the answer is sent (`done_sending`),
-before it waits for the next event. A scrape of /metrics on another worker may thus
-miss a request answered a moment before, as it may miss one still being answered.
+A one-sentence request answered on a worker's event loop (smls.worker) counts about ten
+things (smls.metrics) besides its access log line and post_request hook, right after a
+forward pass, when the caches are cold: together 0.05-0.1 ms of a 2-6 ms request at
+c=1, all of it once done before the answer left (docs/benchmarks.org, "Counters after
+the answer"). The loop holds such work (`later`) while it answers, and does it as soon
+as the answer is sent (`done_sending`), before it waits for the next event.
 
 Anywhere else (request threads, batcher threads, scripts, tests) nothing is held:
 `later` does the work at once.

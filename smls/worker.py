@@ -395,10 +395,18 @@ class ThreadWorker(gthread.ThreadWorker):
         self._direct_base = wsgi.base_environ(self.cfg)
         # Imported here, after fork: gunicorn.conf.py imports this module before it points
         # prometheus_client at the folder every worker writes its numbers to.
-        from smls.metrics import DIRECT
+        from smls import metrics
 
-        self._count_direct = DIRECT.inc
+        self._tally = metrics.tally_here()  # (before the app's warm-up, which counts too)
+        self._count_direct = partial(metrics.inc, metrics.DIRECT)
         super().init_process()
+
+    def run(self) -> None:
+        """Run as gthread does; then write the counts still tallied, before the process exits."""
+        try:
+            super().run()
+        finally:
+            self._tally.flush()
 
     def accept(self, listener: Any) -> None:
         """Accept as gthread does, wrapping the new connection's socket; pause accepting while this worker holds more than another.
@@ -444,6 +452,12 @@ class ThreadWorker(gthread.ThreadWorker):
         pause = self._resume_accepting - time.monotonic()
         if pause > 0 and self.alive:
             timeout = min(timeout, pause)
+        flush_in = self._tally.flush_in()
+        if flush_in is not None:  # counts tallied: written every Tally.FLUSH_EVERY s, busy or idle
+            if flush_in <= 0:
+                self._tally.flush()
+            else:
+                timeout = min(timeout, flush_in)
         if self._gathering:
             timeout = min(timeout, max(0.0, min(self._gathering.values()) - time.monotonic()))
         if self._loop_requests.waiting:

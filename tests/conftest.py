@@ -150,8 +150,8 @@ def live_counter(url: str, line_start: str) -> float:
 def settled_metrics(url: str, ready: Callable[[str], bool], within: float = 5.0) -> str:
     """A live server's /metrics once `ready` holds of it, or as it is after `within` seconds.
 
-    A worker counts a request its event loop answered just after the answer is sent
-    (smls.afterwards), so another worker's /metrics may be a moment behind the client.
+    A worker writes its counts every moment (smls.metrics.Tally), after the answers they
+    count were sent, so another worker's /metrics may be a moment behind the client.
     """
     deadline = time.monotonic() + within
     while True:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import counter, start_server
+from tests.conftest import counter, settled_metrics, start_server
 
 pytestmark = pytest.mark.live
 
@@ -46,7 +46,11 @@ def test_metrics_are_summed_over_both_workers_and_the_access_log_is_json(tmp_pat
             time.sleep(0.1)
         assert {r["request_id"] for r in records} >= set(ids) | {"bad-request-1"}
         assert all(set(r) >= {"time", "method", "path", "status", "duration_ms", "request_id", "pid"} for r in records)
-        # Whichever worker answers /metrics, the numbers are the sum over both.
+        # Whichever worker answers /metrics, the numbers are the sum over both, once each
+        # worker's tally is written (within a moment of its last answer).
+        settled_metrics(server.url, lambda t: counter(t, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}') == sent
+                        and counter(t, 'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}') == 1
+                        and counter(t, 'smls_sentences_embedded_total{model="all-MiniLM-L6-v2"}') == sent + 2)
         for _ in range(4):
             text = requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=30).text
             assert counter(text, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}') == sent

@@ -49,6 +49,6 @@ def count(state: State, route: str, method: str, status: int, model: str, starte
 
 
 def _count(route: str, method: str, status: str, model: str, seconds: float | None) -> None:
-    metrics.REQUESTS.labels(route, method, status, model).inc()
+    metrics.inc(metrics.REQUESTS, route, method, status, model)
     if seconds is not None:
-        metrics.LATENCY.labels(route).observe(seconds)
+        metrics.observe(metrics.LATENCY, seconds, route)
