@@ -412,3 +412,27 @@ def test_the_budget_goes_to_the_model_that_used_least_and_gives_up_after_a_timeo
     slots = Slots(1, Budget(1), "m")
     with slots.hold(), pytest.raises(Overloaded, match="no free inference stream within 0.05 s"), slots.hold(timeout=0.05):
         pass
+
+
+def test_slots_count_passes_and_a_pass_refused_by_the_budget_gives_its_own_slot_back():
+    from smls.encoders.slots import Budget, Slots
+    from smls.errors import Overloaded
+
+    two = Slots(2)
+    first, second = two.acquire(), two.acquire(timeout=0.05)
+    with pytest.raises(Overloaded):
+        two.acquire(timeout=0.05)  # both taken
+    two.release(first)
+    two.release(second)
+    with two.hold(), two.hold():
+        pass  # both free again
+    budget = Budget(1)
+    assert budget.acquire("other")
+    slots = Slots(1, budget, "m")
+    with pytest.raises(Overloaded):
+        slots.acquire(timeout=0.05)  # its own slot is free, the budget's is not
+    budget.release("other", 0.0)
+    started = slots.acquire(timeout=0.05)  # its own slot came back with the refusal
+    assert started > 0
+    slots.release(started)
+    assert budget.acquire("other", timeout=0.05)  # and the budget's went back on release

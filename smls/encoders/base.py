@@ -160,15 +160,28 @@ class SentenceEncoder:
             raise TypeError("SentenceEncoder.encode takes a list of strings")
         if prepared is None:
             prepared = self.prepare(texts)
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        truncated = np.zeros(len(texts), dtype=bool)
-        tokens = np.zeros(len(texts), dtype=np.int64)
-        with self._slots.hold():
-            for idx in batches_by_length(self._lengths(texts, prepared), self.batch_size, self.pass_tokens):
-                part = None if prepared is None else [prepared[i] for i in idx]
-                out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
+        started = self._slots.acquire()
+        try:
+            if len(texts) == 1:
+                # One sentence, as most requests are: its pass's own arrays, without the sort
+                # and the copies into place, which cost about 0.1 ms right after a pass, its
+                # caches cold (docs/benchmarks.org, "Around the pass").
+                vectors, flags, counts = self._encode_batch(texts, prepared)
+                out = np.asarray(vectors, dtype=np.float32).reshape(1, self.dimension)
+                truncated, tokens = np.asarray(flags, dtype=bool).reshape(1), np.asarray(counts, dtype=np.int64).reshape(1)
                 with self._count_lock:
-                    self.sentences_encoded += len(idx)
+                    self.sentences_encoded += 1
+            else:
+                out = np.empty((len(texts), self.dimension), dtype=np.float32)
+                truncated = np.zeros(len(texts), dtype=bool)
+                tokens = np.zeros(len(texts), dtype=np.int64)
+                for idx in batches_by_length(self._lengths(texts, prepared), self.batch_size, self.pass_tokens):
+                    part = None if prepared is None else [prepared[i] for i in idx]
+                    out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
+                    with self._count_lock:
+                        self.sentences_encoded += len(idx)
+        finally:
+            self._slots.release(started)
         result = Encoded(out, truncated, tokens)
         if self.on_encoded is not None:
             self.on_encoded(len(texts), int(tokens.sum()), int(truncated.sum()))

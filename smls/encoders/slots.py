@@ -13,6 +13,7 @@ the small model's short requests.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -77,29 +78,44 @@ class Slots:
 
     The model's own slot is taken first and the budget's second, by every model: a
     thread holding a budget slot never waits for anything else, so no two can deadlock.
+    The own slots are tokens in a queue.SimpleQueue, a counting semaphore written in C:
+    threading.Semaphore is Python over a Condition, and right after a forward pass, its
+    caches cold, its release alone took 35 µs (docs/benchmarks.org, "Around the pass").
     """
 
     def __init__(self, n: int, budget: Budget | None = None, model: str = "") -> None:
-        self._own = threading.Semaphore(n)
+        self._own: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(n):
+            self._own.put(None)
         self._budget = budget
         self._model = model
 
+    def acquire(self, timeout: float | None = None) -> float:
+        """Take one of the model's own slots and one of the budget's for a pass (Overloaded after `timeout` seconds); give back what this returns to release."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._own.get(timeout=timeout)
+        except queue.Empty:
+            raise Overloaded(f"no free inference stream within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly") from None
+        if self._budget is None:
+            return 0.0
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._budget.acquire(self._model, remaining):
+            self._own.put(None)
+            raise Overloaded(f"no free inference stream within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+        return time.monotonic()
+
+    def release(self, started: float) -> None:
+        """Give back the slots acquire took (`started`: what it returned, for the budget's count of inference time)."""
+        if self._budget is not None:
+            self._budget.release(self._model, time.monotonic() - started)
+        self._own.put(None)
+
     @contextmanager
     def hold(self, timeout: float | None = None) -> Iterator[None]:
-        """Hold one of the model's own slots and one of the budget's for a pass; Overloaded after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._own.acquire(timeout=timeout):
-            raise Overloaded(f"no free inference stream within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
+        """Hold the slots of one pass for the block (acquire, then release)."""
+        started = self.acquire(timeout)
         try:
-            if self._budget is not None:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not self._budget.acquire(self._model, remaining):
-                    raise Overloaded(f"no free inference stream within {timeout:g} s (SMLS_REQUEST_TIMEOUT); retry shortly")
-            started = time.monotonic()
-            try:
-                yield
-            finally:
-                if self._budget is not None:
-                    self._budget.release(self._model, time.monotonic() - started)
+            yield
         finally:
-            self._own.release()
+            self.release(started)
