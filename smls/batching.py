@@ -370,19 +370,23 @@ class MicroBatcher(Generic[E]):
 
     def _run_batch(self, batch: list[_Job]) -> None:
         try:
-            texts = [t for job in batch for t in job.texts]
-            prepared: list[Any] | None = []
-            for job in batch:  # tokenised by every requester, or by none: then the encoder does it
-                prepared = None if prepared is None or job.prepared is None else prepared + job.prepared
-            result = self.encoder.encode(texts, prepared=prepared)
+            if len(batch) == 1:  # (at c=1 every pass: its result is the job's, whole)
+                texts = batch[0].texts
+                batch[0].result = self.encoder.encode(texts, prepared=batch[0].prepared)
+            else:
+                texts = [t for job in batch for t in job.texts]
+                prepared: list[Any] | None = []
+                for job in batch:  # tokenised by every requester, or by none: then the encoder does it
+                    prepared = None if prepared is None or job.prepared is None else prepared + job.prepared
+                result = self.encoder.encode(texts, prepared=prepared)
+                start = 0
+                for job in batch:
+                    job.result = result.slice(start, start + len(job.texts))
+                    start += len(job.texts)
             with self._stats_lock:
                 self.batches += 1
                 self.largest_batch = max(self.largest_batch, len(texts))
             self._on_batch(len(texts))
-            start = 0
-            for job in batch:
-                job.result = result.slice(start, start + len(job.texts))
-                start += len(job.texts)
         except BaseException as exc:  # hand every failure to the waiting requests
             log.exception("batch of %d requests failed", len(batch))
             for job in batch:

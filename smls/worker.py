@@ -139,7 +139,7 @@ class _DeadlineSocket(socket.socket):
                 self._deadline = time.monotonic() + self._limit
                 self._idle = False
             super().settimeout(self._limit)
-        else:
+        elif super().gettimeout() != 0.0:  # (already so after a request the loop answered: no system call)
             super().setblocking(False)
 
     def grant(self, seconds: float) -> None:
@@ -191,7 +191,8 @@ class _DeadlineSocket(socket.socket):
     def _send_some(self) -> None:
         """Send what the client can take now of the kept response, without waiting."""
         assert self._unsent is not None
-        super().setblocking(False)  # (with a timeout set, send would wait for room)
+        if super().gettimeout() != 0.0:  # (with a timeout set, send would first poll for room)
+            super().setblocking(False)
         try:
             sent = super().send(self._unsent)
         except BlockingIOError:
