@@ -89,20 +89,19 @@ class Tally:
         return self._flushed + self.FLUSH_EVERY - time.monotonic()
 
     def flush(self) -> None:
-        """Write what was tallied since the last flush."""
+        """Write what was tallied since the last flush (holding the tally: a /metrics flushing meanwhile waits for the whole of it)."""
         with self._lock:
-            counts, self._counts = self._counts, {}
-            observed, self._observed = self._observed, {}
+            for (metric, labels), amount in self._counts.items():
+                (metric.labels(*labels) if labels else metric).inc(amount)
+            for (metric, labels), (total, buckets) in self._observed.items():
+                # prometheus-client's Histogram.observe, for many observations at once: its sum
+                # and the bucket each fell in (tests/test_metrics.py holds it to observe's result).
+                child = metric.labels(*labels)
+                child._sum.inc(total)
+                for bucket, n in buckets.items():
+                    child._buckets[bucket].inc(n)
+            self._counts, self._observed = {}, {}
             self._flushed = time.monotonic()
-        for (metric, labels), amount in counts.items():
-            (metric.labels(*labels) if labels else metric).inc(amount)
-        for (metric, labels), (total, buckets) in observed.items():
-            # prometheus-client's Histogram.observe, for many observations at once: its sum
-            # and the bucket each fell in (tests/test_metrics.py holds it to observe's result).
-            child = metric.labels(*labels)
-            child._sum.inc(total)
-            for bucket, n in buckets.items():
-                child._buckets[bucket].inc(n)
 
 
 _tally: Tally | None = None  # set in a gunicorn worker (tally_here); elsewhere every count is written at once

@@ -1,0 +1,120 @@
+"""Two trees' servers side by side at c=1: one client alternates single requests between them, and the paired differences say which is faster.
+
+    .venv/bin/python -m bench.pair                           # this tree against HEAD~1, 3000 pairs, onnx-int8
+    .venv/bin/python -m bench.pair --against 0d142bd --pairs 5000
+    .venv/bin/python -m bench.pair --against HEAD            # an A/A check of the method: expect about 0
+
+A change of 0.1-0.2 ms in a 2-10 ms request is far below what this machine's drift lets
+two runs one after the other show (bench.rounds: rounds of seconds, and the in-process
+p50 moves 20-35% between them). Here both servers are up at once. The client sends one
+request to each in turn, on a kept-alive raw socket (no client library in the way), and
+flips the order every pair. Each pair then meets the same moment of the machine, and
+the median of the paired differences estimates the change. The other tree is checked
+out with `git worktree` into a temporary folder and served from there with this tree's
+virtual environment (gunicorn imports smls from the folder it runs in). Its ONNX
+exports are made afresh there, in its own .cache.
+
+Every RECONNECT pairs both connections are opened anew. Without that, one A/A run
+(--against HEAD) read -520 µs: the worker a connection stays with sat, for the whole
+run, where the kernel had placed it. With it, A/A runs read -4 and +19 µs, and the
+halves of a run within 0.1 ms of each other (docs/benchmarks.org, "Around the pass").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.run import ROOT, corpus, smls_server
+
+# Pairs per connection. A kept-alive connection stays with one worker, and the kernel's
+# placement of that worker beside or away from the client can persist for a whole run.
+RECONNECT = 100
+
+
+def _request(text: str) -> bytes:
+    body = json.dumps({"message": [text]}).encode()
+    return b"POST /embed HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def _ask(sock: socket.socket, request: bytes) -> float:
+    """Send one request and read its whole answer; the seconds it took."""
+    began = time.perf_counter()
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or _closed()
+    head, body = data.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 200"):
+        status = head.split(b"\r\n", 1)[0].decode()
+        raise SystemExit(f"a server answered {status!r}")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536) or _closed()
+    return time.perf_counter() - began
+
+
+def _closed() -> bytes:
+    raise SystemExit("a server closed the connection")
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def main() -> None:
+    """Serve both trees, alternate the requests, print each p50 and the paired differences."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", default="HEAD~1", help="the other tree: any commit git knows")
+    parser.add_argument("--pairs", type=int, default=3000)
+    parser.add_argument("--backend", default="onnx-int8", choices=("onnx", "onnx-int8", "torch"))
+    args = parser.parse_args()
+    if args.pairs < 2:
+        parser.error("--pairs must be at least 2")
+    with tempfile.TemporaryDirectory() as tmp:
+        work, other_tree = Path(tmp), Path(tmp) / "other"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(other_tree), args.against], check=True)
+        this, other = smls_server("this tree", SMLS_BACKEND=args.backend), smls_server(args.against, SMLS_BACKEND=args.backend)
+        other.cwd = other_tree
+        try:
+            this.start(work / "this.log")
+            other.start(work / "other.log")
+            requests = [_request(t) for t in corpus()]
+            socks = {"this": _connect(this.port), "other": _connect(other.port)}
+            for i in range(200):  # warm-up: both servers' code and caches
+                for sock in socks.values():
+                    _ask(sock, requests[i % len(requests)])
+            took: dict[str, list[float]] = {"this": [], "other": []}
+            for i in range(args.pairs):
+                if i % RECONNECT == 0:  # a new connection may land on the server's other worker
+                    for name, sock in socks.items():
+                        sock.close()
+                        socks[name] = _connect(this.port if name == "this" else other.port)
+                for name in ("this", "other") if i % 2 else ("other", "this"):
+                    took[name].append(_ask(socks[name], requests[i % len(requests)]))
+            for sock in socks.values():
+                sock.close()
+        finally:
+            this.stop()
+            other.stop()
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other_tree)], check=False)
+    diffs = [a - b for a, b in zip(took["this"], took["other"], strict=True)]
+    half = args.pairs // 2
+    p50 = {name: statistics.median(t) * 1000 for name, t in took.items()}
+    print(f"# This tree against {args.against}, {args.backend}, c=1, {args.pairs} alternated pairs\n")
+    print(f"- p50: this tree {p50['this']:.3f} ms, {args.against} {p50['other']:.3f} ms")
+    quartiles = ", ".join(f"{q * 1e6:.0f}" for q in statistics.quantiles(diffs, n=4))
+    print(f"- paired difference (this - other), median: {statistics.median(diffs) * 1e6:+.1f} µs (quartiles {quartiles} µs)")
+    print(f"- by half: {statistics.median(diffs[:half]) * 1e6:+.1f} µs, then {statistics.median(diffs[half:]) * 1e6:+.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
