@@ -18,6 +18,12 @@ Every RECONNECT pairs both connections are opened anew. Without that, one A/A ru
 (--against HEAD) read -520 µs: the worker a connection stays with sat, for the whole
 run, where the kernel had placed it. With it, A/A runs read -4 and +19 µs, and the
 halves of a run within 0.1 ms of each other (docs/benchmarks.org, "Around the pass").
+Both servers are started anew halfway, the other one first, so which one started first
+weighs on both sides equally.
+
+That resolution depends on the hour. On a busier host (a pass of 7-10 ms, quartiles of
+the paired differences +-1 ms) A/A runs read +201 and -234 µs. Run an A/A first: its
+result is how small a difference the run after it can show.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import ROOT, corpus, smls_server
+from bench.run import ROOT, Server, corpus, smls_server
 
 # Pairs per connection. A kept-alive connection stays with one worker, and the kernel's
 # placement of that worker beside or away from the client can persist for a whole run.
@@ -70,6 +76,32 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
+def _session(servers: dict[str, Server], first: str, pairs: int, work: Path) -> dict[str, list[float]]:
+    """Start both servers, `first` first; alternate `pairs` pairs of requests between them; stop them. Each one's seconds per request."""
+    try:
+        for name in sorted(servers, key=lambda name: name != first):
+            servers[name].start(work / f"{name}.log")
+        requests = [_request(t) for t in corpus()]
+        socks = {name: _connect(server.port) for name, server in servers.items()}
+        for i in range(200):  # warm-up: both servers' code and caches
+            for sock in socks.values():
+                _ask(sock, requests[i % len(requests)])
+        took: dict[str, list[float]] = {"this": [], "other": []}
+        for i in range(pairs):
+            if i % RECONNECT == 0:  # a new connection may land on the server's other worker
+                for name, sock in socks.items():
+                    sock.close()
+                    socks[name] = _connect(servers[name].port)
+            for name in ("this", "other") if i % 2 else ("other", "this"):
+                took[name].append(_ask(socks[name], requests[i % len(requests)]))
+        for sock in socks.values():
+            sock.close()
+        return took
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def main() -> None:
     """Serve both trees, alternate the requests, print each p50 and the paired differences."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,43 +109,29 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3000)
     parser.add_argument("--backend", default="onnx-int8", choices=("onnx", "onnx-int8", "torch"))
     args = parser.parse_args()
-    if args.pairs < 2:
-        parser.error("--pairs must be at least 2")
+    if args.pairs < 4:
+        parser.error("--pairs must be at least 4")
+    half = args.pairs // 2
     with tempfile.TemporaryDirectory() as tmp:
         work, other_tree = Path(tmp), Path(tmp) / "other"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(other_tree), args.against], check=True)
-        this, other = smls_server("this tree", SMLS_BACKEND=args.backend), smls_server(args.against, SMLS_BACKEND=args.backend)
-        other.cwd = other_tree
         try:
-            this.start(work / "this.log")
-            other.start(work / "other.log")
-            requests = [_request(t) for t in corpus()]
-            socks = {"this": _connect(this.port), "other": _connect(other.port)}
-            for i in range(200):  # warm-up: both servers' code and caches
-                for sock in socks.values():
-                    _ask(sock, requests[i % len(requests)])
-            took: dict[str, list[float]] = {"this": [], "other": []}
-            for i in range(args.pairs):
-                if i % RECONNECT == 0:  # a new connection may land on the server's other worker
-                    for name, sock in socks.items():
-                        sock.close()
-                        socks[name] = _connect(this.port if name == "this" else other.port)
-                for name in ("this", "other") if i % 2 else ("other", "this"):
-                    took[name].append(_ask(socks[name], requests[i % len(requests)]))
-            for sock in socks.values():
-                sock.close()
+            servers = {"this": smls_server("this tree", SMLS_BACKEND=args.backend), "other": smls_server(args.against, SMLS_BACKEND=args.backend)}
+            servers["other"].cwd = other_tree
+            # Which server starts first matters on some hosts (an A/A run once read +200 µs for
+            # the first started, the same sign in each half): each half starts the other first.
+            halves = [_session(servers, first, half, work) for first in ("this", "other")]
         finally:
-            this.stop()
-            other.stop()
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other_tree)], check=False)
+    took = {name: halves[0][name] + halves[1][name] for name in ("this", "other")}
     diffs = [a - b for a, b in zip(took["this"], took["other"], strict=True)]
-    half = args.pairs // 2
     p50 = {name: statistics.median(t) * 1000 for name, t in took.items()}
-    print(f"# This tree against {args.against}, {args.backend}, c=1, {args.pairs} alternated pairs\n")
+    print(f"# This tree against {args.against}, {args.backend}, c=1, {len(diffs)} alternated pairs\n")
     print(f"- p50: this tree {p50['this']:.3f} ms, {args.against} {p50['other']:.3f} ms")
     quartiles = ", ".join(f"{q * 1e6:.0f}" for q in statistics.quantiles(diffs, n=4))
     print(f"- paired difference (this - other), median: {statistics.median(diffs) * 1e6:+.1f} µs (quartiles {quartiles} µs)")
-    print(f"- by half: {statistics.median(diffs[:half]) * 1e6:+.1f} µs, then {statistics.median(diffs[half:]) * 1e6:+.1f} µs")
+    print(f"- by half: this tree started first {statistics.median(diffs[:half]) * 1e6:+.1f} µs, "
+          f"{args.against} started first {statistics.median(diffs[half:]) * 1e6:+.1f} µs")
 
 
 if __name__ == "__main__":

@@ -48,15 +48,15 @@ def test_metrics_are_summed_over_both_workers_and_the_access_log_is_json(tmp_pat
         assert all(set(r) >= {"time", "method", "path", "status", "duration_ms", "request_id", "pid"} for r in records)
         # Whichever worker answers /metrics, the numbers are the sum over both, once each
         # worker's tally is written (within a moment of its last answer).
-        settled_metrics(server.url, lambda t: counter(t, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}') == sent
-                        and counter(t, 'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}') == 1
-                        and counter(t, 'smls_sentences_embedded_total{model="all-MiniLM-L6-v2"}') == sent + 2)
+        expected = {
+            'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}': sent,
+            'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}': 1,
+            'smls_sentences_embedded_total{model="all-MiniLM-L6-v2"}': sent + 2,  # each worker's warm-up embeds one sentence too
+        }
+        settled_metrics(server.url, lambda t: all(counter(t, name) == n for name, n in expected.items()))
         for _ in range(4):
             text = requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=30).text
-            assert counter(text, 'smls_http_requests_total{method="POST",model="all-MiniLM-L6-v2",route="/embed",status="200"}') == sent
-            assert counter(text, 'smls_http_requests_total{method="POST",model="",route="/embed",status="400"}') == 1
-            # each worker's warm-up embeds one sentence too
-            assert counter(text, 'smls_sentences_embedded_total{model="all-MiniLM-L6-v2"}') == sent + 2
+            assert {name: counter(text, name) for name in expected} == expected
             assert re.search(r'^smls_queue_depth\{model="all-MiniLM-L6-v2"\} 0\.0$', text, re.M)
         assert requests.get(server.url + "/ready", timeout=30).json() == {"status": "ready"}
     finally:

@@ -169,8 +169,6 @@ class SentenceEncoder:
                 vectors, flags, counts = self._encode_batch(texts, prepared)
                 out = np.asarray(vectors, dtype=np.float32).reshape(1, self.dimension)
                 truncated, tokens = np.asarray(flags, dtype=bool).reshape(1), np.asarray(counts, dtype=np.int64).reshape(1)
-                with self._count_lock:
-                    self.sentences_encoded += 1
             else:
                 out = np.empty((len(texts), self.dimension), dtype=np.float32)
                 truncated = np.zeros(len(texts), dtype=bool)
@@ -178,8 +176,8 @@ class SentenceEncoder:
                 for idx in batches_by_length(self._lengths(texts, prepared), self.batch_size, self.pass_tokens):
                     part = None if prepared is None else [prepared[i] for i in idx]
                     out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
-                    with self._count_lock:
-                        self.sentences_encoded += len(idx)
+            with self._count_lock:  # (once all passed: nothing reads it as a document's progress)
+                self.sentences_encoded += len(texts)
         finally:
             self._slots.release(started)
         result = Encoded(out, truncated, tokens)
