@@ -53,9 +53,10 @@ class OnnxEncoder(SentenceEncoder):
 
     def _session_for_this_process(self) -> Any:
         # A session with threads is made in the process that runs it: threads do not survive a fork.
-        if self._session is None or (self._session_pid != os.getpid() and not self._shared):
+        # (A shared one is never remade, so it asks for no process id: a system call a pass.)
+        if self._session is None or (not self._shared and self._session_pid != os.getpid()):
             with self._session_lock:  # two streams may get here first at once
-                if self._session is None or (self._session_pid != os.getpid() and not self._shared):
+                if self._session is None or (not self._shared and self._session_pid != os.getpid()):
                     self._new_session()
         return self._session
 
