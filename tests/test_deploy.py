@@ -140,10 +140,20 @@ def test_two_instances_on_one_postgresql_share_uploads_vectors_and_search(tmp_pa
         # Uploads through nginx while instance a dies: every one is acknowledged and kept.
         acknowledged: dict[str, str] = {}
 
+        cut_off: list[str] = []
+
         def upload(session: requests.Session, n: int, i: int) -> int:
             doc_id, text = f"c{n}-{i}", f"client {n} wrote sentence number {i} about {['ships', 'tax', 'rain'][i % 3]}"
             body = {"texts": [{"text": text, "pages": ["p"]}], "pages": [{"id": "p", "page_number": i}]}
-            status = session.put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
+            try:
+                status = session.put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                # a died after nginx had begun passing its answer on, which nginx cannot retry
+                # (its error log: "upstream prematurely closed connection while reading
+                # upstream"). A PUT may be sent again, as a client whose answer was cut off
+                # would; a second failure is a failure.
+                cut_off.append(doc_id)
+                status = requests.Session().put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
             if status in (200, 201):
                 acknowledged[doc_id] = text
             return status
@@ -152,6 +162,7 @@ def test_two_instances_on_one_postgresql_share_uploads_vectors_and_search(tmp_pa
         # 200: stored by a, which died before it answered; nginx sent the same PUT to b,
         # which found it there and replaced it with itself.
         assert set(statuses) <= {200, 201}, f"uploads that failed: {statuses}"
+        assert len(cut_off) <= 4, cut_off  # at most the uploads in flight when a died
         assert len(acknowledged) > 20, statuses
         listed = {d["id"]: d["sentences"] for d in requests.get(url + "/documents", timeout=60).json()["documents"]}
         assert set(acknowledged) <= set(listed)
