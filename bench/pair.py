@@ -118,8 +118,9 @@ def main() -> None:
         try:
             servers = {"this": smls_server("this tree", SMLS_BACKEND=args.backend), "other": smls_server(args.against, SMLS_BACKEND=args.backend)}
             servers["other"].cwd = other_tree
-            # Which server starts first matters on some hosts (an A/A run once read +200 µs for
-            # the first started, the same sign in each half): each half starts the other first.
+            # An A/A run once read +200 µs, the same sign in both halves, with the same server
+            # started first throughout. Whether start order was why is not known (the next A/A
+            # read -57 and -350 µs by half), so each half starts the other first, and shows it.
             halves = [_session(servers, first, half, work) for first in ("this", "other")]
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other_tree)], check=False)
