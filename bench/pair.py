@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.pair                           # this tree against HEAD~1, 3000 pairs, onnx-int8
     .venv/bin/python -m bench.pair --against 0d142bd --pairs 5000
     .venv/bin/python -m bench.pair --against HEAD            # an A/A check of the method: expect about 0
+    .venv/bin/python -m bench.pair --set SMLS_INLINE=off     # both servers so: the request threads' path
 
 A change of 0.1-0.2 ms in a 2-10 ms request is far below what this machine's drift lets
 two runs one after the other show (bench.rounds: rounds of seconds, and the in-process
@@ -108,15 +109,22 @@ def main() -> None:
     parser.add_argument("--against", default="HEAD~1", help="the other tree: any commit git knows")
     parser.add_argument("--pairs", type=int, default=3000)
     parser.add_argument("--backend", default="onnx-int8", choices=("onnx", "onnx-int8", "torch"))
+    parser.add_argument("--set", action="append", default=[], metavar="SMLS_NAME=VALUE", help="a setting for both servers (repeatable)")
     args = parser.parse_args()
     if args.pairs < 4:
         parser.error("--pairs must be at least 4")
+    settings = {"SMLS_BACKEND": args.backend}
+    for setting in args.set:
+        name, equals, value = setting.partition("=")
+        if not equals or not name.startswith("SMLS_"):
+            parser.error(f"--set takes SMLS_NAME=VALUE, not {setting!r}")
+        settings[name] = value
     half = args.pairs // 2
     with tempfile.TemporaryDirectory() as tmp:
         work, other_tree = Path(tmp), Path(tmp) / "other"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(other_tree), args.against], check=True)
         try:
-            servers = {"this": smls_server("this tree", SMLS_BACKEND=args.backend), "other": smls_server(args.against, SMLS_BACKEND=args.backend)}
+            servers = {"this": smls_server("this tree", **settings), "other": smls_server(args.against, **settings)}
             servers["other"].cwd = other_tree
             # An A/A run once read +200 µs, the same sign in both halves, with the same server
             # started first throughout. Whether start order was why is not known (the next A/A
@@ -127,7 +135,7 @@ def main() -> None:
     took = {name: halves[0][name] + halves[1][name] for name in ("this", "other")}
     diffs = [a - b for a, b in zip(took["this"], took["other"], strict=True)]
     p50 = {name: statistics.median(t) * 1000 for name, t in took.items()}
-    print(f"# This tree against {args.against}, {args.backend}, c=1, {len(diffs)} alternated pairs\n")
+    print(f"# This tree against {args.against}, {', '.join(args.set) or 'default settings'}, {args.backend}, c=1, {len(diffs)} alternated pairs\n")
     print(f"- p50: this tree {p50['this']:.3f} ms, {args.against} {p50['other']:.3f} ms")
     quartiles = ", ".join(f"{q * 1e6:.0f}" for q in statistics.quantiles(diffs, n=4))
     print(f"- paired difference (this - other), median: {statistics.median(diffs) * 1e6:+.1f} µs (quartiles {quartiles} µs)")

@@ -5,7 +5,8 @@ with no time limit, so clients that send a request a byte at a time (or stop hal
 could hold every thread and starve the others. Here each request, head and body, must
 arrive within SMLS_CLIENT_TIMEOUT seconds; a client that is slower is disconnected.
 Sending the response is not limited that way (a big document may stream for minutes),
-only each write must make progress within the same time.
+only each write must make progress within the same time. A request thread's answer leaves
+with its head and body in one send, as the event loop's do (_is_head_of_sized_body).
 
 gunicorn's own protocol errors (a malformed request line, headers or URI over the
 limits, a bad chunk size) are written in smls's JSON error shape instead of HTML.
@@ -49,7 +50,8 @@ checked against each gunicorn release in TESTED_GUNICORN before that range is wi
   * self.pending_conns and on_pending_socket_readable(conn, sock), conn.initialized,
     conn.data_ready and conn.parser.unreader.buf, and self.age (set by the arbiter);
   * ThreadWorker.handle(conn) and conn.sock, and that gthread calls sock.setblocking(True)
-    before each request and writes responses with sock.sendall;
+    before each request and writes responses with sock.sendall (a file's body with
+    sock.sendfile), a response's head in one call of its own;
   * ThreadWorker.load_wsgi() setting self.wsgi, and gunicorn.util.write_error(sock,
     status, reason, message), which handle_error calls for parser errors;
   * gunicorn.util.write_nonblock(sock, data);
@@ -114,11 +116,12 @@ class ReceiveTimeout(ConnectionResetError):
 class _DeadlineSocket(socket.socket):
     """A client socket whose reads share one deadline per request."""
 
-    __slots__ = ("_limit", "_deadline", "_idle", "_unsent")
+    __slots__ = ("_limit", "_deadline", "_idle", "_unsent", "_held")
     _limit: float  # SMLS_CLIENT_TIMEOUT
     _deadline: float  # monotonic time by which this request must have arrived
     _idle: bool  # a response went out; the next request's time starts when a thread reads again
     _unsent: bytearray | None  # answering on the event loop: what the client could not take yet (None: on a thread)
+    _held: bytes | None  # on a thread: a response's head, sent with the first of its body (see sendall)
 
     @classmethod
     def adopt(cls, sock: socket.socket, limit: float) -> _DeadlineSocket:
@@ -130,6 +133,7 @@ class _DeadlineSocket(socket.socket):
         new._deadline = time.monotonic() + limit
         new._idle = False
         new._unsent = None
+        new._held = None
         return new
 
     def setblocking(self, flag: bool) -> None:
@@ -168,11 +172,39 @@ class _DeadlineSocket(socket.socket):
         self._idle = True  # (a streamed response sends many times; the next request comes after the last)
         if self._unsent is None:
             super().settimeout(self._limit)
-            super().sendall(data, flags)
+            if self._held is not None:
+                self._send_held_with(data, flags)
+            elif _is_head_of_sized_body(data):
+                self._held = bytes(data)
+            else:
+                super().sendall(data, flags)
             return
         self._unsent += data
         if len(self._unsent) >= _SEND_AT:
             self._send_some()
+
+    def _send_held_with(self, data: Any, flags: int) -> None:
+        """Send the held head and `data` together: one system call, and for a small answer one segment."""
+        head, self._held = self._held, None
+        assert head is not None
+        body = memoryview(data).cast("B")
+        sent = super().sendmsg([head, body], (), flags)
+        if sent < len(head):
+            super().sendall(head[sent:], flags)
+            sent = len(head)
+        if sent - len(head) < len(body):
+            super().sendall(body[sent - len(head) :], flags)
+
+    def flush_held(self) -> None:
+        """Send a held head that no body followed (a HEAD request's answer, or a failed one): a request thread is done with the answer."""
+        if self._held is not None:
+            head, self._held = self._held, None
+            super().sendall(head)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """sendfile, after a held head (gunicorn sends a file's body straight from the file)."""
+        self.flush_held()
+        return super().sendfile(file, offset, count)
 
     def begin_inline(self) -> None:
         """The event loop answers the next request: its writes must never wait for the client."""
@@ -198,6 +230,24 @@ class _DeadlineSocket(socket.socket):
         except BlockingIOError:
             sent = 0
         del self._unsent[:sent]
+
+
+def _is_head_of_sized_body(data: Any) -> bool:
+    """Whether a request thread's write is a response's head announcing a body of known, nonzero length.
+
+    gunicorn's Response writes the head and then the body in two sends. Held until the
+    body's first write, the head goes with it: a small answer leaves in one segment, not
+    two, and a worker that dies between the two writes cannot leave a proxy holding a head
+    without its body (which it cannot retry). A chunked head (a stream, such as a
+    document's) goes at once: its first chunk may be a while coming.
+    """
+    if not isinstance(data, bytes) or not data.startswith(b"HTTP/1.") or not data.endswith(b"\r\n\r\n"):
+        return False
+    at = data.lower().find(b"\r\ncontent-length:")
+    if at < 0:
+        return False
+    length = data[at + 17 : data.index(b"\r\n", at + 2)].strip()
+    return length.isdigit() and int(length) > 0
 
 
 class _Listener:
@@ -563,7 +613,7 @@ class ThreadWorker(gthread.ThreadWorker):
         with self._waiting_lock:
             self._handling += 1
         try:
-            result = super().handle(conn)
+            result = self._handle_one(conn)
             # A client on a kept-alive connection often sends its next request at once (a
             # loop in a script, a load generator). Waiting a moment for it on this thread
             # saves handing the socket to the event loop and back to a thread: three thread
@@ -571,11 +621,22 @@ class ThreadWorker(gthread.ThreadWorker):
             # nothing is queued and another thread is free, so no one waits for this one.
             while result is True and not conn.smls_overflow and not conn.is_http2 and self._may_linger() and _next_request_within(conn, _LINGER):
                 self._current.wait, self._current.overflow = 0.0, False
-                result = super().handle(conn)
+                result = self._handle_one(conn)
             return result
         finally:
             with self._waiting_lock:
                 self._handling -= 1
+
+    def _handle_one(self, conn: Any) -> Any:
+        """gthread's handle of one request; then send a head still held, which no body followed (_DeadlineSocket.sendall)."""
+        try:
+            return super().handle(conn)
+        finally:
+            if isinstance(conn.sock, _DeadlineSocket):
+                try:
+                    conn.sock.flush_held()
+                except OSError:
+                    pass  # (closed after a failure: the client sees the connection end, with no answer begun)
 
     def _may_linger(self) -> bool:
         # Not when the loop answers requests: a lingering thread would only keep it from doing so.

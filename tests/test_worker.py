@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
+import threading
 import time
 from collections import Counter
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 
+from smls import worker
 from tests.conftest import live_counter, start_server
 
 BODY = json.dumps({"message": ["a burst of kept-alive connections"]}).encode()
@@ -156,10 +159,102 @@ def test_a_body_sent_apart_from_its_head_is_answered_on_the_loop_and_a_late_one_
             time.sleep(0.2)
             r = requests.post(server.url + "/embed", json={"message": ["meanwhile"]}, timeout=30)  # the loop is not held up
             assert r.status_code == 200 and time.monotonic() - started < 1
-            answer = read_response(late)  # whole: a request thread writes the head and the body apart
+            answer = read_response(late)
             waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in answer, answer[:300]
         assert 2 < waited < 8
         assert live_counter(server.url, "smls_lane_requests_total{") == 2  # the request sent by requests, not the late one
+    finally:
+        server.stop()
+
+
+SIZED_HEAD = b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+
+
+def adopted_pair() -> tuple[worker._DeadlineSocket, socket.socket]:
+    """A request thread's socket (blocking, as gthread sets it) and its client's end."""
+    ours, theirs = socket.socketpair()
+    sock = worker._DeadlineSocket.adopt(ours, 5.0)
+    sock.setblocking(True)
+    theirs.settimeout(5)
+    return sock, theirs
+
+
+def waiting(sock: socket.socket) -> bytes:
+    """What the client could read now (waiting a moment for it)."""
+    readable, _, _ = select.select([sock], [], [], 0.05)
+    return sock.recv(1 << 20) if readable else b""
+
+
+@pytest.mark.parametrize(
+    ("data", "held"),
+    [
+        (SIZED_HEAD, True),
+        (SIZED_HEAD.replace(b"Content-Length", b"content-length"), True),
+        (SIZED_HEAD.replace(b"Content-Length: 11", b"Content-Length: 0"), False),  # no body will follow
+        (SIZED_HEAD.replace(b"Content-Length: 11", b"Transfer-Encoding: chunked"), False),  # a stream: its first chunk may be a while
+        (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", False),
+        (SIZED_HEAD[:-2], False),  # not a whole head
+        (b'{"ok":true}', False),
+    ],
+)
+def test_a_thread_holds_only_the_head_of_an_answer_with_a_body_to_come(data, held):
+    assert worker._is_head_of_sized_body(data) is held
+    sock, client = adopted_pair()
+    sock.sendall(data)
+    assert waiting(client) == (b"" if held else data)
+    sock.flush_held()  # (what the worker does when a request thread is done)
+    assert waiting(client) == (data if held else b"")
+
+
+def test_a_held_head_goes_out_with_the_body_and_before_anything_else():
+    sock, client = adopted_pair()
+    sock.sendall(SIZED_HEAD)
+    sock.sendall(b'{"ok":true}')
+    assert waiting(client) == SIZED_HEAD + b'{"ok":true}'
+    sock.flush_held()  # nothing held: nothing sent
+    assert waiting(client) == b""
+
+    # A body bigger than the socket takes at once: the rest follows, in order, as the client reads.
+    body = bytes(range(256)) * 20_000
+    sock.sendall(SIZED_HEAD.replace(b"11", str(len(body)).encode()))
+    received = bytearray()
+    reader = threading.Thread(target=lambda: [received.extend(client.recv(1 << 16)) for _ in iter(lambda: len(received) < len(SIZED_HEAD) + len(body), False)])
+    reader.start()
+    sock.sendall(memoryview(body))
+    reader.join(10)
+    assert bytes(received) == SIZED_HEAD.replace(b"11", str(len(body)).encode()) + body
+
+
+def test_a_held_head_goes_out_before_a_file_sent_from_the_file(tmp_path):
+    # gunicorn sends a wsgi.file_wrapper's file with socket.sendfile, past sendall.
+    path = tmp_path / "file"
+    path.write_bytes(b"x" * 11)
+    sock, client = adopted_pair()
+    sock.sendall(SIZED_HEAD)
+    with path.open("rb") as file:
+        assert sock.sendfile(file) == 11
+    assert waiting(client) == SIZED_HEAD + b"x" * 11
+
+
+def test_on_a_thread_a_small_answer_arrives_whole_and_a_head_alone_arrives(tmp_path):
+    server = start_server(tmp_path, workers=1, SMLS_INLINE="off")  # every request on a request thread
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            for _ in range(20):
+                sock.sendall(REQUEST)
+                first = sock.recv(1 << 20)  # the head and the body left in one send: one read has both
+                head, _, body = first.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and body, f"the first read had the head alone: {first[:200]!r}"
+                assert len(json.loads(body)["embeddings"]) == 1
+            sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: test\r\n\r\n")  # a head with a length, and no body to follow
+            head = sock.recv(1 << 20)
+            assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n") and b"Content-Length: " in head
+            sock.sendall(b"GET /docs/static/swagger-ui-bundle.js HTTP/1.1\r\nHost: test\r\n\r\n")  # more than one send takes
+            bundle = read_response(sock)
+            assert len(bundle.partition(b"\r\n\r\n")[2]) > 1_000_000
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")  # and the connection is still in step
+            assert read_response(sock).startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
