@@ -145,15 +145,20 @@ def test_two_instances_on_one_postgresql_share_uploads_vectors_and_search(tmp_pa
         def upload(session: requests.Session, n: int, i: int) -> int:
             doc_id, text = f"c{n}-{i}", f"client {n} wrote sentence number {i} about {['ships', 'tax', 'rain'][i % 3]}"
             body = {"texts": [{"text": text, "pages": ["p"]}], "pages": [{"id": "p", "page_number": i}]}
+
+            def put(via: requests.Session) -> int:
+                return via.put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
+
             try:
-                status = session.put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
+                status = put(session)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 # a died after nginx had begun passing its answer on, which nginx cannot retry
                 # (its error log: "upstream prematurely closed connection while reading
-                # upstream"). A PUT may be sent again, as a client whose answer was cut off
-                # would; a second failure is a failure.
+                # upstream"). A request thread now sends a small answer's head and body in
+                # one send, which leaves little such window, but a PUT may be sent again, as a
+                # client whose answer was cut off would; a second failure is a failure.
                 cut_off.append(doc_id)
-                status = requests.Session().put(f"{url}/documents/{doc_id}", params={"compute": "true"}, json=body, timeout=60).status_code
+                status = put(requests.Session())
             if status in (200, 201):
                 acknowledged[doc_id] = text
             return status
