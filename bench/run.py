@@ -543,6 +543,9 @@ def main() -> None:
         from bench import rounds
 
         rounds.measure(say, backends, ceil, work, 1 if args.short else args.rounds, 1 if args.short else 8)
+        from bench import c1
+
+        c1.report(say, backends, 3 if args.short else 60, 3 if args.short else 25, work)
 
         say("## CPU time per request (one sentence)")
         say()
