@@ -109,8 +109,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=25, help="timed passes or requests per block")
     args = parser.parse_args()
     backends = args.backends.split(",")
-    if args.rotations < 3 or args.size < 1:
-        parser.error("--rotations must be at least 3 and --size at least 1")
+    if args.rotations < 3 or not 1 <= args.size < len(corpus()):
+        parser.error(f"--rotations must be at least 3, and --size from 1 to {len(corpus()) - 1} (the demo corpus's sentences, less one)")
     if not set(backends) <= {"onnx", "onnx-int8", "torch"}:
         parser.error(f"--backends: {args.backends!r} names a backend other than onnx, onnx-int8, torch")
     with tempfile.TemporaryDirectory() as tmp:
