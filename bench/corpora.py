@@ -49,6 +49,12 @@ def stdlib() -> list[str]:
     return out
 
 
+def stdlib_sample(n: int = 2000) -> list[str]:
+    """`n` sentences spread evenly over stdlib(): the second corpus of the int8 quality checks."""
+    std = stdlib()
+    return std[:: max(1, len(std) // n)][:n]
+
+
 def write_document(data_dir: Path, doc_id: str, texts: list[str], per_page: int = 40) -> None:
     """texts_<doc_id>.json and pages_<doc_id>.csv in data_dir: the texts in order, per_page sentences a page."""
     data_dir.mkdir(parents=True, exist_ok=True)

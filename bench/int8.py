@@ -126,13 +126,12 @@ def rate(enc, texts: list[str], batch: int, seconds: float = 3.0) -> float:
 
 def main(names: list[str]) -> None:
     import smls
-    from bench.corpora import demo, stdlib
+    from bench.corpora import demo, stdlib_sample
     from smls.encoders.export import sentence_feeds
     from smls.outputs import calibration_texts
 
     base = smls.build_encoder(model=str(smls.ml_services.get("SentenceEncoder").path), backend="onnx", threads=1)
-    std = stdlib()
-    corpora = {"demo": demo(), "stdlib": std[:: max(1, len(std) // 2000)][:2000]}
+    corpora = {"demo": demo(), "stdlib": stdlib_sample()}
     reference = {k: base.run(v, normalize=True) for k, v in corpora.items()}
     encoders = {"fp32": base}
     rows = {}
