@@ -204,12 +204,12 @@ def quality(backends: list[str], second: int) -> dict[str, dict[str, tuple[float
     import smls
 
     corpora = {"demo": corpus(), "stdlib": stdlib_sample(second)}
-    reference = smls.ml_services.get("SentenceEncoder", backend="torch")
     out: dict[str, dict[str, tuple[float, float, float]]] = {b: {} for b in backends}
     for name, texts in corpora.items():
-        ref = reference.run(texts, normalize=True)
+        # Each backend runs once per corpus; torch, the reference, too (it is often one of them).
+        vectors = {b: smls.ml_services.get("SentenceEncoder", backend=b).run(texts, normalize=True) for b in dict.fromkeys(["torch", *backends])}
         for backend in backends:
-            out[backend][name] = scores(smls.ml_services.get("SentenceEncoder", backend=backend).run(texts, normalize=True), ref)
+            out[backend][name] = scores(vectors[backend], vectors["torch"])
     return out
 
 
