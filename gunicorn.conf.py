@@ -33,7 +33,7 @@ except StartupError as _exc:
 limit_arenas(_settings.malloc_arenas)
 
 # OpenMP reads this when torch first loads; post_fork sets torch's own count as well.
-# (The encoder gets the same count from the settings: smls.encoders.encoder_for.)
+# (The encoder gets the same count from the settings: smls.serving.loading.encoder_for.)
 os.environ.setdefault("OMP_NUM_THREADS", str(_settings.effective_torch_threads))
 
 # Prometheus multiprocess mode: each worker writes its numbers into this folder and /metrics

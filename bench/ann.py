@@ -120,7 +120,7 @@ def real_vectors(folder: Path, short: bool) -> Path:
     """Embed the stdlib corpus and the demo sentences with the default model (onnx); saved for the children."""
     from bench.corpora import demo, stdlib
     from smls.config import Settings
-    from smls.encoders import encoder_for
+    from smls.serving.loading import encoder_for
 
     texts = stdlib()[: 3000 if short else None]
     encoder = encoder_for(Settings())

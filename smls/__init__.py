@@ -14,13 +14,14 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from smls import ml_services  # noqa: E402
-from smls.encoders import SentenceEncoder, build_encoder, build_reranker, resolve_config, resolve_reranker_config  # noqa: E402
+from smls.encoders import SentenceEncoder  # noqa: E402
+from smls.serving import loading  # noqa: E402
+from smls.serving.loading import build_encoder  # noqa: E402
+from smls.version import __version__  # noqa: E402
 
-__version__ = "0.1.0"
-__all__ = ["__version__", "create_app", "ml_services", "SentenceEncoder"]
+__all__ = ["__version__", "build_encoder", "create_app", "ml_services", "SentenceEncoder"]
 
-ml_services.register("SentenceEncoder", build_encoder, resolve=resolve_config)
-ml_services.register("Reranker", build_reranker, resolve=resolve_reranker_config)
+loading.register()
 
 
 def create_app(*args, **kwargs):  # type: ignore[no-untyped-def]

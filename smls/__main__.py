@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 
 from tqdm import tqdm
 
-from smls.config import Settings, cpu_count
-from smls.doc_vectors import DocumentEmbedder
-from smls.encoders import SentenceEncoder, encoder_for
+from smls.config import Settings
 from smls.errors import SmlsError
-from smls.library import Library
-from smls.store import open_store
+from smls.serving import engine
+from smls.serving.loading import machine_encoder
 
 
 def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = False, progress: bool = True, model: str | None = None) -> int:
@@ -22,12 +19,14 @@ def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = Fals
 
     Returns the number that failed.
     """
-    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
+    encoder = machine_encoder(settings, model)
+    # Served as the server serves it, on every core: precompute is the only job on the machine.
+    served = engine.build(settings, {encoder.name: encoder}, streams=encoder.streams, load_indexes=False)
+    library, embedder = served.library, served.embedders[0].documents
     ids = doc_ids or [entry.doc_id for entry in library.listing()]
     if not ids:
         print(f"no documents in {settings.data_dir}", file=sys.stderr)
         return 0
-    embedder = DocumentEmbedder.from_settings(whole_machine(settings, model), settings)
     failed = 0
     for doc_id in ids:
         try:
@@ -44,20 +43,6 @@ def precompute(settings: Settings, doc_ids: list[str], *, normalize: bool = Fals
             failed += 1
             print(f"{doc_id}: error: {exc.message}", file=sys.stderr)
     return failed
-
-
-def whole_machine(settings: Settings, model: str | None) -> SentenceEncoder:
-    """The model laid out over every core: one single-threaded stream per core (ONNX, the fastest layout measured), else one stream on all cores.
-
-    A server shares the cores among its workers; precompute is the only job on the machine.
-    """
-    catalog = settings.catalog()
-    spec = next((s for s in catalog.models if s.name == (model or catalog.default)), None)
-    parallel = (spec.backend if spec and spec.backend else settings.backend) != "torch"
-    cores = cpu_count()
-    encoder = encoder_for(replace(settings, torch_threads=1 if parallel else cores, inference_streams=None), model)
-    encoder.set_streams(cores if encoder.parallel_safe else 1)
-    return encoder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smls.errors import StartupError
+from smls.model_dirs import check_model_dir, embedded_model_path
 
 KINDS = ("embedding", "cross-encoder")
 EMBEDDED = "embedded"
@@ -46,8 +47,6 @@ class ModelEntry:
     def folder(self, data_dir: Path) -> Path:
         """The folder this entry names (not yet checked)."""
         if self.source == EMBEDDED:
-            from smls.config import embedded_model_path
-
             return embedded_model_path()
         if not self.source:
             return data_dir / "models" / self.name
@@ -155,8 +154,6 @@ class ModelSpec:
 
 def default_name(path: Path) -> str:
     """The name clients see for a model folder: the embedded model's real name, else the folder name."""
-    from smls.config import embedded_model_path
-
     try:
         if path == embedded_model_path().resolve():
             return EMBEDDED_MODEL_NAME
@@ -180,8 +177,6 @@ class Catalog:
 
 def resolve_entries(entries: list[ModelEntry], data_dir: Path, default: str | None) -> Catalog:
     """Check every entry's folder and kind, and choose the default. StartupError names the entry at fault."""
-    from smls.config import check_model_dir
-
     specs = []
     for entry in entries:
         folder = check_model_dir(entry.folder(data_dir), f"SMLS_MODELS entry {entry.name!r}")

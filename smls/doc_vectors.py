@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from smls.batching import BulkJob, MicroBatcher
-from smls.config import Settings
 from smls.documents import Document
 from smls.encoders import Encoder
-from smls.store import VectorStore, open_vectors
+from smls.store import VectorStore
 from smls.vectors import unit_rows
 
 
@@ -46,12 +45,6 @@ class DocumentEmbedder:
     def encoder(self) -> Encoder:
         """The model whose scheduler computes the vectors (its name and fingerprint key them in the cache)."""
         return self.batcher.encoder
-
-    @classmethod
-    def from_settings(cls, encoder: Encoder, settings: Settings) -> DocumentEmbedder:
-        """An embedder over the vector store (SMLS_STORE's database, else SMLS_CACHE_DIR), in SMLS_DOC_BATCH chunks, on all of the encoder's streams."""
-        batcher = MicroBatcher(encoder, streams=encoder.streams, piece_size=encoder.batch_size, queue_size=settings.queue_size)
-        return cls(batcher, open_vectors(settings.store, settings.cache_dir), settings.doc_batch, settings.request_timeout)
 
     def _model_key(self, normalize: bool) -> str:
         return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}"

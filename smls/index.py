@@ -1,6 +1,6 @@
 """A nearest-neighbour index over every published document's vectors, per model: hnswlib's HNSW, kept on disk.
 
-What the index should hold is the cache's `published` table (smls.cache): one row per
+What the index should hold is the cache's `published` table (smls.store.sqlite_vectors): one row per
 document version, whose id gives its sentences their labels (id << 32 | sentence index).
 Each process holds its own copy in memory and catches up with the table before it
 searches (adding versions it lacks from the cached vectors, removing the ones gone), so

@@ -9,9 +9,7 @@ import smls
 from smls import auth
 from smls.config import Settings
 from smls.errors import StartupError
-from tests.conftest import start_server
-from tests.test_http import assert_error
-from tests.test_openai import assert_openai_error
+from tests.helpers import assert_error, assert_openai_error, start_server
 
 KEY = "k-0123456789abcdef-first"
 OTHER = "k-0123456789abcdef-second"

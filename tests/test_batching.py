@@ -16,8 +16,7 @@ from smls.config import Settings
 from smls.encoders import Encoded
 from smls.errors import Overloaded, StartupError
 from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
-from tests.conftest import StandInEncoder, counter
-from tests.test_http import assert_error
+from tests.helpers import StandInEncoder, assert_error, counter
 
 
 class Gated(StandInEncoder):

@@ -11,10 +11,7 @@ import pytest
 
 from smls import documents
 from smls.config import Settings
-from smls.doc_vectors import DocumentEmbedder
-from tests.conftest import ROOT, server_env
-from tests.docgen import write_document
-from tests.test_documents import write
+from tests.helpers import ROOT, documents_of, server_env, write, write_document
 
 
 def run_precompute(env: dict, *args: str) -> subprocess.Popen:
@@ -37,7 +34,7 @@ def test_precompute_one_good_one_broken_twice_at_once(tmp_path, encoder):
         assert "Traceback" not in err
 
     settings = Settings(data_dir=data, cache_dir=cache, doc_batch=64)
-    embedder = DocumentEmbedder.from_settings(encoder, settings)
+    embedder = documents_of(encoder, settings)
     doc = documents.load_document(data, "good")
     assert embedder.is_cached(doc)
     before = encoder.sentences_encoded
@@ -82,7 +79,7 @@ def test_precompute_with_a_named_model_fills_that_models_cache(tmp_path, tiny_mo
     import smls
 
     tiny = smls.ml_services.get("SentenceEncoder", model=str(tiny_models["tiny"]), name="tiny", cache_dir=str(cache))
-    embedder = DocumentEmbedder.from_settings(tiny, Settings(data_dir=data, cache_dir=cache))
+    embedder = documents_of(tiny, Settings(data_dir=data, cache_dir=cache))
     assert embedder.is_cached(documents.load_document(data, "doc"))
     bad = run_precompute(env, "--model", "nope")
     _, err = bad.communicate(timeout=600)

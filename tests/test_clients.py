@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_server
+from tests.helpers import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.clients, pytest.mark.live]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port, start_server
+from tests.helpers import free_port, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.deploy, pytest.mark.live]

@@ -24,7 +24,7 @@ from gunicorn.http.parser import RequestParser
 
 from smls import direct
 from smls.worker import _INLINE_PATHS
-from tests.conftest import live_counter, start_server
+from tests.helpers import live_counter, start_server
 
 CLIENT, SERVER = ("127.0.0.1", 40000), ("127.0.0.1", 8000)
 BODY = b'{"message": ["Hello world!"]}'

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from smls import documents, spill
 from smls.errors import DocumentNotFound, InvalidDocId, InvalidDocument
-
-P1, P2, P3 = "0b7e5b1c-4c44-4a8c-9d3e-1f2a3b4c5d6e", "6f1d2e3c-8b9a-4d7e-a1b2-c3d4e5f60718", "a1b2c3d4-e5f6-4789-8abc-def012345678"
-PAGES = f"page_id,page_number,chapter,heading\n{P1},1,One,Beginnings\n{P2},2,One,\"Middle, with comma\"\n{P3},3,Two,End\n"
-TEXTS = [
-    {"text": "The first sentence.", "pages": [P1], "speaker": "narrator", "score": 0.5},
-    {"text": "It runs over a page break.", "pages": [P1, P2], "tags": ["a", "b"]},
-    {"text": "A heading with no page.", "pages": []},
-    {"text": "Ünïcode survives, \"quotes\" too.", "pages": [P3], "nested": {"k": [1, 2]}},
-]
+from tests.helpers import HOSTILE_IDS, P1, P3, PAGES, TEXTS, write
 
 
 @pytest.fixture(autouse=True, params=["whole", "streamed"])
@@ -28,12 +19,6 @@ def reading(request, monkeypatch):
     return request.param
 
 
-def write(data: Path, doc_id: str = "doc", texts=None, pages: str | bytes = PAGES) -> Path:
-    data.mkdir(exist_ok=True)
-    body = texts if isinstance(texts, (str, bytes)) else json.dumps(TEXTS if texts is None else texts)
-    (data / f"texts_{doc_id}.json").write_bytes(body if isinstance(body, bytes) else body.encode())
-    (data / f"pages_{doc_id}.csv").write_bytes(pages if isinstance(pages, bytes) else pages.encode())
-    return data
 
 
 def test_join_keeps_every_field_and_resolves_pages(tmp_path):
@@ -120,10 +105,7 @@ def test_missing_document_or_half_of_one(tmp_path):
         documents.load_document(tmp_path, "doc")
 
 
-HOSTILE_IDS = [
-    "..", ".", "../doc", "..%2Fdoc", "/etc/passwd", "doc/../doc", "a/b", "a\\b", "~root", "doc\x00", " doc", "doc ",
-    "\u2024\u2024", "doc\u2215x", "ｄｏｃ", "dóc", "-doc", ".hidden", "a..b", "x" * 101, "", "%2e%2e", "doc;rm", "$(id)",
-]
+
 
 
 @pytest.mark.parametrize("doc_id", HOSTILE_IDS)

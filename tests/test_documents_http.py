@@ -10,8 +10,7 @@ import orjson
 import pytest
 
 from smls import outputs
-from tests.test_documents import HOSTILE_IDS, P1, P2, PAGES, TEXTS, write
-from tests.test_http import assert_error
+from tests.helpers import HOSTILE_IDS, P1, P2, PAGES, TEXTS, assert_error, write
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,9 +11,9 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 import smls
-from smls.encoders import build_encoder
 from smls.errors import StartupError
-from tests.conftest import ROOT, server_env
+from smls.serving.loading import build_encoder
+from tests.helpers import ROOT, server_env
 
 BACKENDS = ["torch", "onnx", "onnx-int8"]
 DEMO = [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import GUNICORN, ROOT, free_port, server_env, start_server
+from tests.helpers import GUNICORN, ROOT, free_port, server_env, start_server
 
 pytestmark = pytest.mark.live
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import start_server
+from tests.helpers import start_server
 
 pytestmark = pytest.mark.live
 

@@ -8,22 +8,11 @@ import pytest
 
 import smls
 from smls.config import Settings
-from tests.conftest import StandInEncoder
+from tests.helpers import StandInEncoder, assert_error
 
 FORM = "application/x-www-form-urlencoded"
 
 
-def assert_error(response, status: int, code: str) -> dict:
-    """Every error: the status, JSON, and exactly {"error": {"status", "code", "message"}}."""
-    assert response.status_code == status, response.data
-    assert response.mimetype == "application/json"
-    body = orjson.loads(response.data)
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"status", "code", "message"}
-    assert body["error"]["status"] == status
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and len(body["error"]["message"]) > 10
-    return body["error"]
 
 
 def test_form_list_literal(client, encoder):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smls.cache import VectorCache
 from smls.index import AnnIndex, SearchIndex, labels, split
+from smls.store.sqlite_vectors import VectorCache
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:

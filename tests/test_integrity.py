@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import start_server
+from tests.helpers import start_server
 
 pytestmark = pytest.mark.live
 

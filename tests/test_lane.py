@@ -18,9 +18,9 @@ import requests
 from prometheus_client import REGISTRY
 
 import smls
-from smls.web.state import EmbeddingModel
+from smls.serving.models import EmbeddingModel
 from smls.worker import INLINE_KEY, QUEUE_WAIT_KEY
-from tests.conftest import live_counter, start_server
+from tests.helpers import live_counter, start_server
 
 ID = {"X-Request-Id": "lane-test-1"}
 JSON = {"Content-Type": "application/json"}

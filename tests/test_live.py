@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ import pytest
 import requests
 from sentence_transformers import SentenceTransformer
 
-from tests.conftest import GUNICORN, ROOT, free_port, server_env, start_server
+from tests.helpers import run_gunicorn_expecting_failure, start_server
 
 pytestmark = pytest.mark.live
 
@@ -110,10 +109,6 @@ def test_fork_safety_both_workers_answer_concurrent_requests_quickly(live_server
     assert len(pids) >= 2, f"only these workers served /embed: {pids}"
 
 
-def run_gunicorn_expecting_failure(tmp_path, **smls_vars: str) -> subprocess.CompletedProcess:
-    env = server_env(SMLS_PORT=str(free_port()), SMLS_WORKERS="1", **smls_vars)
-    return subprocess.run([GUNICORN, "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("kind", ["missing", "not a model"])

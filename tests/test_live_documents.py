@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LiveServer, start_server
-from tests.docgen import write_document
+from tests.helpers import LiveServer, start_server, write_document
 
 pytestmark = pytest.mark.live
 

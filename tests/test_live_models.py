@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import counter, settled_metrics, start_server
+from tests.helpers import counter, settled_metrics, start_server
 
 pytestmark = pytest.mark.live
 

@@ -23,9 +23,7 @@ from smls.config import BACKENDS, Settings
 from smls.encoders import SentenceEncoder
 from smls.encoders.base import BatchResult
 from smls.errors import StartupError
-from tests.conftest import ROOT
-from tests.test_http import assert_error
-from tests.test_openai import assert_openai_error
+from tests.helpers import ROOT, assert_error, assert_openai_error
 
 # --- SMLS_MODELS: syntax and start-up checks ---------------------------------------------
 
@@ -106,7 +104,7 @@ def test_kind_is_found_in_the_folder(tiny_models, encoder):
 
 
 def test_a_bad_entry_stops_gunicorn_with_one_line(tmp_path):
-    from tests.test_live import run_gunicorn_expecting_failure
+    from tests.helpers import run_gunicorn_expecting_failure
 
     result = run_gunicorn_expecting_failure(tmp_path, SMLS_MODELS="mini=embedded,x=/no/such/folder")
     assert result.returncode != 0

@@ -9,19 +9,13 @@ import orjson
 import pytest
 
 from smls import outputs
+from tests.helpers import assert_openai_error
 
 
 def post(client, body, **kwargs):
     return client.post("/v1/embeddings", data=orjson.dumps(body), content_type="application/json", **kwargs)
 
 
-def assert_openai_error(response, status: int, code: str) -> dict:
-    """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
-    assert response.status_code == status, response.data
-    body = orjson.loads(response.data)
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["code"] == code and len(body["error"]["message"]) > 10
-    return body["error"]
 
 
 def test_a_list_of_texts_gives_unit_vectors_in_order_with_real_token_counts(client, encoder):

@@ -12,8 +12,7 @@ import pytest
 import smls
 from smls import logs
 from smls.web import warm_up
-from tests.conftest import counter
-from tests.test_http import assert_error
+from tests.helpers import assert_error, counter
 
 
 def test_ready_is_503_until_warmed_up_then_200(app):

@@ -10,7 +10,7 @@ import pytest
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from smls import outputs
-from tests.test_http import assert_error
+from tests.helpers import assert_error
 
 
 def test_truncation_keeps_the_first_dimensions_and_renormalises():

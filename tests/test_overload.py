@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.conftest import LiveServer, counter, start_server
+from tests.helpers import LiveServer, counter, start_server
 
 pytestmark = pytest.mark.live
 

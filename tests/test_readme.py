@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, start_server
+from tests.helpers import ROOT, start_server
 
 pytestmark = pytest.mark.live
 

@@ -6,7 +6,7 @@ import inspect
 import re
 
 from smls import errors
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # Raised in-process only (ml_services.get, start-up), never sent over HTTP.
 IN_PROCESS_ONLY = {"unknown_service", "startup_error"}

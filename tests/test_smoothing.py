@@ -14,7 +14,7 @@ import smls
 from smls.encoders.export import sentence_feeds
 from smls.encoders.smoothing import Smoothed, activation_peaks, smooth, weight_matmuls
 from smls.outputs import calibration_texts
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DEMO = [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]
 # Not the calibration text (which is the demo's): sentences of other kinds, short ones included.

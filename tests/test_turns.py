@@ -10,7 +10,7 @@ from smls.encoders import Encoded
 from smls.errors import Overloaded
 from smls.turns import LoopRequests, loop_requests, own_pass
 from smls.worker import inline_size
-from tests.conftest import StandInEncoder
+from tests.helpers import StandInEncoder
 
 
 class Recording(StandInEncoder):

@@ -12,8 +12,7 @@ import pytest
 from smls import uploads
 from smls.errors import InvalidInput
 from smls.forms import Part
-from tests.test_documents import P1, P2, P3, PAGES, TEXTS, write
-from tests.test_http import assert_error
+from tests.helpers import P1, P2, P3, PAGES, TEXTS, assert_error, write
 
 PAGES_JSON = [
     {"id": P1, "page_number": 1, "chapter": "One", "heading": "Beginnings"},
@@ -268,7 +267,7 @@ def test_the_index_survives_a_restart_without_recomputing(settings, encoder):
 def test_a_store_that_cannot_be_reached_is_a_503_not_a_500(tmp_path, encoder):
     import smls
     from smls.config import Settings
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     dead = f"postgresql://smls@127.0.0.1:{free_port()}/none"
     client = smls.create_app(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", store=dead), encoder=encoder).test_client()

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from smls import worker
-from tests.conftest import live_counter, start_server
+from tests.helpers import live_counter, start_server
 
 BODY = json.dumps({"message": ["a burst of kept-alive connections"]}).encode()
 REQUEST = (

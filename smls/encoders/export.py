@@ -173,7 +173,7 @@ def _in_a_child(step: str, path: Path, *files: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "smls.encoders.export", step, str(path), *map(str, files)], capture_output=True, text=True)
     if done.returncode != 0 or not target.is_file():
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        # The same words as a load that fails in this process (smls.encoders.build_encoder).
+        # The same words as a load that fails in this process (smls.serving.loading.build_encoder).
         raise StartupError(f"could not load the model at {str(path)!r}: {lines[-1] if lines else f'its ONNX export exited with {done.returncode}'}")
 
 
@@ -237,8 +237,7 @@ def _quantize(path: Path, source: Path, target: Path) -> None:
 
 
 if __name__ == "__main__":  # python -m smls.encoders.export fp32|int8 MODEL_FOLDER FILE... (see _in_a_child)
-    import smls  # noqa: F401  (offline settings for the libraries)
-
+    # (smls/__init__.py, imported first as this module's package, has set the offline settings.)
     step, folder, *files = sys.argv[1:]
     if step == "fp32":
         _export_fp32(Path(folder), Path(files[0]))

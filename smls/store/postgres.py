@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 
 from smls.errors import StoreUnavailable
-from smls.store import StoredDocument
+from smls.store.base import StoredDocument
 
 log = logging.getLogger("smls")
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from smls.store import StoredDocument
+from smls.store.base import StoredDocument
 
 log = logging.getLogger("smls")
 

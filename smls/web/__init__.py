@@ -5,7 +5,7 @@ The path of a request (README.org has the map):
   -> lane.py (a small JSON /embed or /v1/embeddings on the event loop: the same steps without Flask)
   -> hooks here, with hooks.py (request id, API key, shedding, query names)  -> a blueprint's view:
      embed.py /embed, openai.py /v1/..., rerank.py /rerank, documents.py /documents/..., ops.py the rest
-  -> state.py picks the model the request names (the default if none)
+  -> state.py picks the model the request names (the default if none) from smls.serving
   -> smls.batching (that model's shared forward passes) -> smls.encoders -> smls.outputs -> JSON
 Any error on the way becomes a response in errors.py, the one place that does so.
 The table of routes is endpoints.py.
@@ -19,23 +19,18 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
-from smls import auth, fields, forms, logs, memory, metrics, outputs
-from smls.batching import MicroBatcher
+from smls import auth, fields, forms, logs, memory, metrics
 from smls.body import CompleteBody
 from smls.config import Settings
-from smls.doc_vectors import DocumentEmbedder
-from smls.encoders import Budget, Encoder, PairScorer, load_model
-from smls.errors import Overloaded, StartupError
-from smls.index import SearchIndex
-from smls.library import Library
-from smls.search import CrossSearch
-from smls.store import is_postgres, open_store, open_vectors
+from smls.encoders import Encoder, PairScorer
+from smls.errors import Overloaded
+from smls.serving import engine
 from smls.web import documents, embed, hooks, openai, ops, rerank, responses
 from smls.web.endpoints import BY_ENDPOINT
 from smls.web.errors import error_response
 from smls.web.lane import Lane
 from smls.web.openapi import spec
-from smls.web.state import EmbeddingModel, ScoringModel, Served, State, TransferSlots
+from smls.web.state import State, TransferSlots
 
 log = logging.getLogger("smls")
 
@@ -53,11 +48,8 @@ def create_app(
     _setup_logging(settings.log_level)
     if encoder is not None:
         models = {encoder.name: encoder}
-    if models is None:
-        models = {}
-        for entry in settings.catalog().models:
-            models[entry.name] = load_model(entry, settings)
-            log.info("model %s (%s) loaded from %s (%s)", entry.name, entry.kind, entry.path, entry.origin)
+    # Search indexes are read here, in the master: the workers share their pages until they change them.
+    served = engine.build(settings, models)
     app = Flask("smls", static_folder=None)  # Swagger UI's files are served by ops.docs_static
     # "/embed/" and "/documents/" answer like "/embed" and "/documents": a redirect would only
     # make simple clients (curl without -L, Emacs url) fail.
@@ -66,16 +58,10 @@ def create_app(
     app.url_map.merge_slashes = False
     # Forms are parsed by smls.forms (strict UTF-8), so werkzeug's form limits play no part.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)  # uploads: SMLS_MAX_UPLOAD_BYTES, set in _before
-    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
-    served = _serve(models, settings, library)
-    default = settings.default_model if settings.default_model in served else next(m.name for m in served.values() if isinstance(m, EmbeddingModel))
     app.extensions["smls"] = State(
-        settings=settings,
-        library=library,
-        models=served,
-        default=default,
+        engine=served,
         keys=auth.KeyRing(settings.api_key, settings.api_key_file),
-        description=spec(list(served.values()), default, settings),
+        description=spec(list(served.models.values()), served.default, settings),
         transfers=TransferSlots(settings.effective_threads),
     )
     state: State = app.extensions["smls"]
@@ -88,69 +74,11 @@ def create_app(
     return app
 
 
-def _serve(models: Mapping[str, Encoder | PairScorer], settings: Settings, library: Library) -> dict[str, Served]:
-    """Each model with what serving it takes: embedding models get a batch queue, document vectors and int8 ranges.
-
-    Every model may run its own passes, but all of them together hold at most the worker's
-    SMLS_INFERENCE_STREAMS at once (one budget), so two busy models never oversubscribe the
-    cores. With one model the budget would only repeat the model's own limit.
-    """
-    streams = settings.effective_streams
-    budget = Budget(streams) if len(models) > 1 else None
-    cache = open_vectors(settings.store, settings.cache_dir)
-    served: dict[str, Served] = {}
-    for name, model in models.items():
-        hooks = metrics.ModelMetrics(name)
-        model.on_encoded = hooks.observe_encoded
-        if model.kind == "cross-encoder":
-            model.set_streams(1, budget)
-            served[name] = ScoringModel(name, model)
-            continue
-        encoder = model
-        own = streams if encoder.parallel_safe else 1
-        encoder.set_streams(own, budget)
-        batcher = MicroBatcher(
-            encoder,
-            max_batch=settings.max_batch,
-            max_wait=settings.batch_wait_ms / 1000,
-            queue_size=settings.queue_size,
-            streams=own,
-            piece_size=encoder.batch_size,
-            direct=budget is None,
-            on_depth=hooks.queue_depth,
-            on_batch=hooks.batch_size,
-            on_shed=metrics.SHED.labels("deadline").inc,
-        )
-        documents_ = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout)
-        # Loaded here, in the master: the workers share its pages until they change them.
-        index = SearchIndex(cache, documents_.index_name, encoder.dimension, settings.cache_dir / "index")
-        index.load()
-        search = CrossSearch(library, documents_, index, settings.request_timeout, shared=is_postgres(settings.store))
-        served[name] = EmbeddingModel(name, encoder, batcher, documents_, search, outputs.Calibration(encoder, settings.cache_dir))
-    if not any(isinstance(m, EmbeddingModel) for m in served.values()):
-        raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")
-    return served
-
-
 def warm_up(app: Flask) -> None:
     """Run one tiny inference through every model (starting the batchers) so the first client does not pay for it; then /ready says 200."""
     state: State = app.extensions["smls"]
-    for model in state.models.values():
-        if isinstance(model, EmbeddingModel):
-            model.batcher.encode(["warm up"])
-        else:
-            model.scorer.score("warm up", ["warm up"])
-    if is_postgres(state.settings.store):
-        # Other instances change what the search indexes hold: follow them as they do.
-        from smls.store.postgres import listen
-
-        indexes = [m.search.index for m in state.embedders]
-
-        def follow() -> None:
-            for index in indexes:
-                index.sync()
-
-        listen(str(state.settings.store), follow)
+    state.engine.warm_up()
+    state.engine.follow_store()  # other instances change what the search indexes hold: follow them as they do
     memory.trim()
     state.trimmer.start()
     state.ready.set()

@@ -8,9 +8,10 @@ from flask import Blueprint, Response, request
 
 from smls import fields, forms, outputs, parsing
 from smls.errors import MissingMessage, UnsupportedMediaType
+from smls.serving.models import EmbeddingModel
 from smls.web.endpoints import MODEL_OPTIONS, register
 from smls.web.responses import json_response, state, time_left
-from smls.web.state import EmbeddingModel, State
+from smls.web.state import State
 
 blueprint = Blueprint("embed", __name__)
 # The fields of an /embed JSON body or form.

@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, Response
 
 from smls import openai_api
+from smls.serving.models import EmbeddingModel
 from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
-from smls.web.state import EmbeddingModel, State
+from smls.web.state import State
 
 blueprint = Blueprint("openai", __name__)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import smls
 from smls import outputs
 from smls.config import Settings
 from smls.documents import DOC_ID_PATTERN
+from smls.serving.models import EmbeddingModel, Served
+from smls.version import __version__
 from smls.web.endpoints import ENDPOINTS
-from smls.web.state import EmbeddingModel, Served
 
 _ERROR = {
     "type": "object",
@@ -108,7 +108,7 @@ def _query(name: str, schema: dict[str, Any], description: str = "", required: b
 
 def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str, Any]:
     """The OpenAPI document for this server, its models and its limits."""
-    version = smls.__version__
+    version = __version__
     embedders = [m for m in models if isinstance(m, EmbeddingModel)]
     dimension = max(m.encoder.dimension for m in embedders)  # the largest; a smaller model refuses more
     model_about = f"an embedding model's name (GET /models); absent: {default}"

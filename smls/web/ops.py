@@ -7,14 +7,14 @@ from importlib import resources
 from flask import Blueprint, Response
 from werkzeug.exceptions import NotFound
 
-import smls
-from smls import metrics, outputs
+from smls import metrics, ml_services, outputs
 from smls.errors import NotReady
+from smls.serving.models import EmbeddingModel
+from smls.version import __version__
 from smls.web import openapi
 from smls.web.endpoints import index as endpoint_index
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state
-from smls.web.state import EmbeddingModel
 
 blueprint = Blueprint("ops", __name__)
 _STATIC = resources.files("smls").joinpath("static", "swagger-ui")
@@ -31,7 +31,7 @@ def index() -> Response:
     return json_response(
         {
             "name": "smls",
-            "version": smls.__version__,
+            "version": __version__,
             "model": app.models[app.default].info(),
             "models": list(app.models),
             "limits": {"max_messages": app.settings.max_messages, "max_body_bytes": app.settings.max_body_bytes},
@@ -66,7 +66,7 @@ def models() -> Response:
         else:
             entry.update(service="Reranker", routes=["/rerank"])
         listed.append(entry)
-    return json_response({"default": app.default, "models": listed, "services": smls.ml_services.names()})
+    return json_response({"default": app.default, "models": listed, "services": ml_services.names()})
 
 
 _EMBEDDING_ROUTES = ["/embed", "/v1/embeddings", "/documents/{doc_id}", "/documents/{doc_id}/search", "/rerank"]

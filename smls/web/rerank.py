@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, g
 
 from smls import metrics, rerank, turns
+from smls.serving.models import EmbeddingModel
 from smls.web.embed import json_body
 from smls.web.endpoints import register
 from smls.web.responses import json_response, state, time_left
-from smls.web.state import EmbeddingModel, Served
 
 blueprint = Blueprint("rerank", __name__)
 
@@ -17,7 +17,7 @@ def rerank_view() -> Response:
     """The documents' relevance scores, best first; the model named, else the first cross-encoder, else the default model."""
     app = state()
     req = rerank.parse_request(json_body(), app.settings.max_messages)
-    model = app.model(req.model if req.model is not None else _default_reranker())
+    model = app.model(req.model if req.model is not None else app.engine.default_reranker())
     if isinstance(model, EmbeddingModel):
         # The query goes through the batch queue with the documents: one shared pass, one budget.
         encoded = model.batcher.encode([req.query, *req.texts], timeout=time_left())
@@ -34,13 +34,6 @@ def rerank_view() -> Response:
         rerank.check_length(req, scores.truncated_flags, limit, rerank.CROSS)
         scorer = rerank.CROSS
     return json_response(rerank.response(req, scores, query_tokens, model=model.name, scorer=scorer, request_id=g.request_id))
-
-
-def _default_reranker() -> str:
-    """The first cross-encoder served, else the default (embedding) model."""
-    app = state()
-    cross: list[Served] = [m for m in app.models.values() if not isinstance(m, EmbeddingModel)]
-    return cross[0].name if cross else app.default
 
 
 # Cohere's clients call {base_url}/v1/rerank and /v2/rerank; Infinity's and TEI's call /rerank.

@@ -1,4 +1,4 @@
-"""What the routes need, built once by create_app and stored on the app: settings, the served models, keys."""
+"""What the routes need, built once by create_app and stored on the app: the served models, keys, readiness, transfer slots."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from typing import Any
 
 from flask import g, has_request_context
 
-from smls import auth, memory, outputs
-from smls.batching import MicroBatcher
+from smls import auth, memory
 from smls.config import Settings
-from smls.doc_vectors import DocumentEmbedder
-from smls.encoders import Encoder, PairScorer
-from smls.errors import ModelNotFound, Overloaded, WrongModelKind
+from smls.errors import Overloaded
 from smls.library import Library
-from smls.search import CrossSearch
+from smls.serving.engine import Engine
+from smls.serving.models import EmbeddingModel, Served
 
 # What Infinity's generated client sends as `model` when its user names none: the default.
 # (A served name cannot contain "/", so no model is shadowed.)
@@ -81,46 +79,10 @@ class Lease:
 
 
 @dataclass(frozen=True)
-class EmbeddingModel:
-    """An embedding model as served: its encoder, its own batch queue, its document vectors, its search index and int8 ranges."""
-
-    name: str
-    encoder: Encoder
-    batcher: MicroBatcher
-    documents: DocumentEmbedder
-    search: CrossSearch
-    calibration: outputs.Calibration
-    kind = "embedding"
-
-    def info(self) -> dict[str, Any]:
-        """What GET /models says of it."""
-        return {**self.encoder.info(), "name": self.name, "kind": self.kind}
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    """A cross-encoder as served: it scores (query, document) pairs for /rerank."""
-
-    name: str
-    scorer: PairScorer
-    kind = "cross-encoder"
-
-    def info(self) -> dict[str, Any]:
-        """What GET /models says of it (a cross-encoder makes no vectors: dimension 0)."""
-        return {**self.scorer.info(), "name": self.name, "kind": self.kind, "dimension": 0}
-
-
-Served = EmbeddingModel | ScoringModel
-
-
-@dataclass(frozen=True)
 class State:
-    """The app's settings, documents, models (by name, in the configured order), default model, keys and OpenAPI document."""
+    """What the routes need: the served models (smls.serving), keys, the OpenAPI document, readiness and per-worker limits."""
 
-    settings: Settings
-    library: Library
-    models: dict[str, Served]
-    default: str  # an embedding model's name
+    engine: Engine
     keys: auth.KeyRing
     description: dict[str, Any]  # the OpenAPI document, built once
     # Set by warm_up in each worker: an Event set in the master would be copied into every fork.
@@ -131,17 +93,33 @@ class State:
     transfers: TransferSlots = field(default_factory=lambda: TransferSlots(4))
 
     @property
+    def settings(self) -> Settings:
+        """The settings the app was built with."""
+        return self.engine.settings
+
+    @property
+    def library(self) -> Library:
+        """The documents: uploaded ones and the data folder's."""
+        return self.engine.library
+
+    @property
+    def models(self) -> dict[str, Served]:
+        """The served models by name, in the configured order."""
+        return self.engine.models
+
+    @property
+    def default(self) -> str:
+        """The default (embedding) model's name."""
+        return self.engine.default
+
+    @property
     def embedders(self) -> list[EmbeddingModel]:
         """The embedding models, in the configured order."""
-        return [m for m in self.models.values() if isinstance(m, EmbeddingModel)]
+        return self.engine.embedders
 
     def model(self, name: str | None, *, listed_at: str = "GET /models") -> Served:
-        """The model a request names (None: the default), or ModelNotFound listing the served names."""
-        if name == UNSPECIFIED:
-            name = None
-        found = self.models.get(self.default if name is None else name)
-        if found is None:
-            raise ModelNotFound(f"model {name!r} is not served here; {listed_at} lists: {', '.join(self.models)}")
+        """The model a request names (None, or Infinity's placeholder: the default), or ModelNotFound listing the served names."""
+        found = self.engine.model(None if name == UNSPECIFIED else name, listed_at=listed_at)
         # The request's model label in the metrics (smls.web._after; outside Flask, smls.web.lane).
         if has_request_context():
             g.model = found.name
@@ -151,11 +129,4 @@ class State:
 
     def embedding(self, name: str | None, *, listed_at: str = "GET /models") -> EmbeddingModel:
         """The embedding model a request names (None: the default); WrongModelKind for a cross-encoder."""
-        found = self.model(name, listed_at=listed_at)
-        if not isinstance(found, EmbeddingModel):
-            embedders = ", ".join(m.name for m in self.embedders)
-            raise WrongModelKind(
-                f"model {found.name!r} is a cross-encoder: it scores query-document pairs (POST /rerank) and makes no "
-                f"embeddings; the embedding models here are: {embedders}"
-            )
-        return found
+        return self.engine.embedding(self.model(name, listed_at=listed_at))
