@@ -18,8 +18,8 @@ import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from smls.contract import ReceiveTimeout
 from smls.errors import IncompleteBody, RequestTimeout, SmlsError
-from smls.worker import ReceiveTimeout
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

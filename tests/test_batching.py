@@ -13,9 +13,9 @@ import pytest
 import smls
 from smls.batching import MicroBatcher
 from smls.config import Settings
+from smls.contract import OVERFLOW_KEY, QUEUE_WAIT_KEY
 from smls.encoders import Encoded
 from smls.errors import Overloaded, StartupError
-from smls.worker import OVERFLOW_KEY, QUEUE_WAIT_KEY
 from tests.helpers import StandInEncoder, assert_error, counter
 
 

@@ -23,8 +23,11 @@ from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
 from smls import direct
-from smls.worker import _INLINE_PATHS
+from smls.web.endpoints import ENDPOINTS
 from tests.helpers import live_counter, start_server
+
+# The paths the app declares fast (the worker reads the same set from the app).
+_INLINE_PATHS = frozenset(e.rule.encode() for e in ENDPOINTS if e.fast)
 
 CLIENT, SERVER = ("127.0.0.1", 40000), ("127.0.0.1", 8000)
 BODY = b'{"message": ["Hello world!"]}'

@@ -18,8 +18,9 @@ import requests
 from prometheus_client import REGISTRY
 
 import smls
+from smls.contract import INLINE_KEY, QUEUE_WAIT_KEY
 from smls.serving.models import EmbeddingModel
-from smls.worker import INLINE_KEY, QUEUE_WAIT_KEY
+from smls.web.endpoints import ENDPOINTS
 from tests.helpers import live_counter, start_server
 
 ID = {"X-Request-Id": "lane-test-1"}
@@ -51,7 +52,14 @@ TAKEN = [
     ("/v1/embeddings", {"input": []}),
     ("/v1/embeddings", {"input": "x", "model": "nope"}),
     ("/v1/embeddings", {"input": "x", "user": 5, "extra": 1}),
+    ("/rerank", {"query": "where?", "documents": ["here", "there"], "top_n": 1}),
+    ("/rerank", {"query": "where?", "documents": ["here"], "model": "nope"}),
+    ("/v1/rerank", {"query": "where?", "documents": []}),
+    ("/v2/rerank", {"query": "where?", "documents": [{"text": "here"}], "return_documents": True}),
 ]
+# Bodies every fast route is sent besides its example in the OpenAPI description: malformed, or not the route's shape.
+ANY_ROUTE = [b"{}", b"[]", b"null", b'{"unclosed"', b"\xff\xfe not utf-8", b'{"x": "\\ud800"}', b'{"colour": "blue"}']
+FAST = [e for e in ENDPOINTS if e.fast]
 
 
 def raw(body: Any) -> bytes:
@@ -87,6 +95,30 @@ def test_the_lane_answers_as_flask_does(counted, path, body):
     same(lane, flask)
 
 
+def test_every_fast_route_has_an_example_body_in_the_description(app):
+    """So the test below can send each a good request without naming it: a new fast route needs an example."""
+    paths = app.extensions["smls"].description["paths"]
+    assert FAST and all("example" in paths[e.path]["post"]["requestBody"]["content"]["application/json"] for e in FAST)
+
+
+@pytest.mark.parametrize("endpoint", FAST, ids=[e.rule for e in FAST])
+def test_every_fast_route_answers_as_flask_does(counted, endpoint):
+    """Driven by the endpoint table: the route's example, the example with an unknown field, and bodies any route must refuse."""
+    app, seen = counted
+    client = app.test_client()
+    example = app.extensions["smls"].description["paths"][endpoint.path]["post"]["requestBody"]["content"]["application/json"]["example"]
+    statuses = set()
+    for body in [orjson.dumps(example), orjson.dumps({**example, "colour": "blue"}), *ANY_ROUTE]:
+        seen.clear()
+        lane = answer(client, endpoint.rule, body, inline=True)
+        assert seen == [], body  # answered by the lane
+        flask = answer(client, endpoint.rule, body, inline=False)
+        assert seen == ["flask"]
+        same(lane, flask)
+        statuses.add(lane.status_code)
+    assert 200 in statuses and statuses - {200}  # the example was answered, the rest refused
+
+
 def test_an_answer_without_a_request_id_gets_a_fresh_one(counted):
     app, seen = counted
     client = app.test_client()
@@ -101,7 +133,7 @@ def test_an_answer_without_a_request_id_gets_a_fresh_one(counted):
         ("/embed", {"headers": {"Content-Type": "application/json; charset=utf-8"}}),
         ("/embed", {"headers": {"Content-Type": "application/x-www-form-urlencoded"}}),
         ("/embed/", {}),
-        ("/rerank", {}),
+        ("/nothing", {}),
     ],
 )
 def test_anything_else_goes_on_to_flask(counted, path, kwargs):
@@ -195,9 +227,10 @@ def test_live_servers_answer_alike_on_their_loop_and_on_threads(tmp_path):
 
 
 def server_lines(url: str) -> list[str]:
-    """The request counters of /embed and /v1/embeddings in /metrics."""
+    """The request counters of the fast routes in /metrics."""
     text = requests.get(url + "/metrics", timeout=30).text
-    return sorted(line for line in text.splitlines() if line.startswith("smls_http_requests_total{") and ('route="/embed"' in line or 'route="/v1/embeddings"' in line))
+    routes = tuple(f'route="{e.rule}"' for e in FAST)
+    return sorted(line for line in text.splitlines() if line.startswith("smls_http_requests_total{") and any(r in line for r in routes))
 
 
 def lane_count(url: str) -> float:

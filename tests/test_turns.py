@@ -9,8 +9,12 @@ from smls.batching import MicroBatcher
 from smls.encoders import Encoded
 from smls.errors import Overloaded
 from smls.turns import LoopRequests, loop_requests, own_pass
+from smls.web.endpoints import ENDPOINTS
 from smls.worker import inline_size
 from tests.helpers import StandInEncoder
+
+# The paths the app declares fast (the worker reads the same set from the app).
+PATHS = frozenset(e.rule.encode() for e in ENDPOINTS if e.fast)
 
 
 class Recording(StandInEncoder):
@@ -142,16 +146,16 @@ BODY = b'{"message": ["hello"]}'
     ],
 )
 def test_only_whole_small_posts_to_model_routes_are_answered_on_the_loop(data, answered_on_the_loop):
-    size = inline_size(data, 4096)
+    size = inline_size(data, 4096, PATHS)
     assert (size is not None and len(data) >= size) is answered_on_the_loop
 
 
 def test_a_small_post_whose_body_is_on_its_way_is_known_by_its_head():
     whole = b"POST /embed HTTP/1.1\r\nContent-Length: 22\r\n\r\n" + BODY
     for cut in (len(whole) - 22, len(whole) - 1, len(whole)):
-        assert inline_size(whole[:cut], 4096) == len(whole)
-    assert inline_size(whole[:20], 4096) is None  # the head is not all here
-    assert inline_size(b"POST /embed HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 4096) is None
+        assert inline_size(whole[:cut], 4096, PATHS) == len(whole)
+    assert inline_size(whole[:20], 4096, PATHS) is None  # the head is not all here
+    assert inline_size(b"POST /embed HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 4096, PATHS) is None
 
 
 def test_a_request_whose_deadline_passes_before_its_pass_gets_a_503_and_costs_no_pass():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from smls import worker
+from smls.worker.deadline import DeadlineSocket, is_head_of_sized_body
 from tests.helpers import live_counter, start_server
 
 BODY = json.dumps({"message": ["a burst of kept-alive connections"]}).encode()
@@ -171,10 +171,10 @@ def test_a_body_sent_apart_from_its_head_is_answered_on_the_loop_and_a_late_one_
 SIZED_HEAD = b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
 
 
-def adopted_pair() -> tuple[worker._DeadlineSocket, socket.socket]:
+def adopted_pair() -> tuple[DeadlineSocket, socket.socket]:
     """A request thread's socket (blocking, as gthread sets it) and its client's end."""
     ours, theirs = socket.socketpair()
-    sock = worker._DeadlineSocket.adopt(ours, 5.0)
+    sock = DeadlineSocket.adopt(ours, 5.0)
     sock.setblocking(True)
     theirs.settimeout(5)
     return sock, theirs
@@ -199,7 +199,7 @@ def waiting(sock: socket.socket) -> bytes:
     ],
 )
 def test_a_thread_holds_only_the_head_of_an_answer_with_a_body_to_come(data, held):
-    assert worker._is_head_of_sized_body(data) is held
+    assert is_head_of_sized_body(data) is held
     sock, client = adopted_pair()
     sock.sendall(data)
     assert waiting(client) == (b"" if held else data)

@@ -2,7 +2,7 @@
 
 The path of a request (README.org has the map):
   smls.worker (gunicorn thread, receive deadline, overflow)  -> smls.body (whole bodies only)
-  -> lane.py (a small JSON /embed or /v1/embeddings on the event loop: the same steps without Flask)
+  -> lane.py (a small JSON POST to a fast route, on the event loop: the same steps without Flask)
   -> hooks here, with hooks.py (request id, API key, shedding, query names)  -> a blueprint's view:
      embed.py /embed, openai.py /v1/..., rerank.py /rerank, documents.py /documents/..., ops.py the rest
   -> state.py picks the model the request names (the default if none) from smls.serving
@@ -19,14 +19,15 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
-from smls import auth, fields, forms, logs, memory, metrics
+from smls import auth, logs, memory, metrics
 from smls.body import CompleteBody
 from smls.config import Settings
+from smls.contract import FAST_PATHS_KEY
 from smls.encoders import Encoder, PairScorer
 from smls.errors import Overloaded
 from smls.serving import engine
 from smls.web import documents, embed, hooks, openai, ops, rerank, responses
-from smls.web.endpoints import BY_ENDPOINT
+from smls.web.endpoints import BY_ENDPOINT, fast_answers
 from smls.web.errors import error_response
 from smls.web.lane import Lane
 from smls.web.openapi import spec
@@ -71,6 +72,8 @@ def create_app(
     app.after_request(_after)
     for area in (embed, openai, rerank, documents, ops):
         app.register_blueprint(area.blueprint)
+    # The routes whose small requests gunicorn's worker answers on its event loop (smls.contract).
+    app.config[FAST_PATHS_KEY] = frozenset(rule.encode() for rule in fast_answers())
     return app
 
 
@@ -85,24 +88,16 @@ def warm_up(app: Flask) -> None:
 
 
 def _before() -> None:
-    """Request id, API key, shedding under overload, the query string's names and a transfer's slot, in that order."""
+    """Request id and start time; the checks every request meets (hooks.before); then an upload's body limit and a transfer's slot."""
     g.request_id = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
     g.started = time.perf_counter()
     state = responses.state()
     endpoint = BY_ENDPOINT.get(request.endpoint or "")
-    hooks.check_key(state, endpoint, request.headers.get("Authorization"))
+    hooks.before(state, endpoint, request.environ)
     if endpoint is None:
         return  # no such route: the error handler answers 404 or 405
     if endpoint.upload:
         request.max_content_length = state.settings.max_upload_bytes
-    # Health, readiness and metrics are cheap and still answered: a flood should not make a
-    # load balancer or an orchestrator think the server is dead.
-    if endpoint.model:
-        hooks.shed_if_queued_too_long(state.settings, request.environ)
-    # Checked for every route, so a typo is never silently ignored; a name repeated with two
-    # values is refused too (the views then read request.args as usual).
-    query = forms.parse_query(request.environ.get("QUERY_STRING", ""))
-    fields.collect([("query string", query, endpoint.query)], {name: str for name, _ in query})
     if endpoint.transfer:
         try:
             g.transfer = state.transfers.take()  # given back by _after, once the response is out

@@ -68,7 +68,7 @@ def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptio
     return model, texts, options
 
 
-def answer_json(app: State, data: bytes, timeout: float) -> dict[str, Any]:
+def answer_json(app: State, data: bytes, timeout: float, request_id: str) -> dict[str, Any]:
     """The answer of /embed to a JSON body with no query string (the event loop's lane, smls.web.lane)."""
     texts, body = json_texts(data, app.settings.max_messages)
     model, options = chosen(app, body, [])
@@ -105,4 +105,4 @@ def check_charset() -> None:
         raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
 
 
-register(blueprint, {"embed": embed})
+register(blueprint, {"embed": embed}, fast={"embed": answer_json})

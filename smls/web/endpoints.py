@@ -1,18 +1,26 @@
-"""The one table of endpoints: route registration, the index page, the OpenAPI description and the hooks read it.
+"""The one table of endpoints: route registration, the index page, the OpenAPI description, the hooks and the worker read it.
 
 Each area of the API is a Flask blueprint (embed, openai, documents, ops) whose views are
 registered from this table by `register`, so a route, its summary, its query parameters
-and its description cannot drift apart.
+and its description cannot drift apart. A route marked `fast` also gives `register` its
+answer to a JSON body outside Flask: gunicorn's worker answers such a route's small whole
+requests on its event loop (smls.worker.loop reads the paths from the app), and the lane
+(smls.web.lane) answers them with that function, after the same hooks as Flask's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint
 from flask.typing import RouteCallable
 
 from smls import outputs
+
+if TYPE_CHECKING:  # (web.state imports nothing of this module; the name is for the type only)
+    from smls.web.state import State
 
 OPTIONS = frozenset(outputs.OPTION_NAMES)
 # The output options and the model's name: what /embed and /documents/<id> take.
@@ -33,6 +41,7 @@ class Endpoint:
     public: bool = False  # answered without an API key
     upload: bool = False  # takes a document: its body may reach SMLS_MAX_UPLOAD_BYTES, not SMLS_MAX_BODY_BYTES
     transfer: bool = False  # holds its thread for a whole document (streamed out or read in): capped per worker
+    fast: bool = False  # a small whole JSON POST is answered on the worker's event loop, without Flask (smls.web.lane)
 
     @property
     def endpoint(self) -> str:
@@ -50,12 +59,12 @@ ENDPOINTS = (
     Endpoint("GET", "/health", "ops", "health", "liveness: 200 while the worker answers", public=True),
     Endpoint("GET", "/ready", "ops", "ready", "readiness: 200 once this worker's model is loaded and warmed, else 503", public=True),
     Endpoint("GET", "/models", "ops", "models", "the served models: name, kind, dimension, backend, max sequence length"),
-    Endpoint("POST", "/embed", "embed", "embed", "embeddings for message=... (form) or {\"message\": ...} (JSON); options model, normalize, dimensions, precision, encoding", query=MODEL_OPTIONS, model=True),
-    Endpoint("POST", "/v1/embeddings", "openai", "openai_embeddings", "OpenAI-compatible embeddings (unit-length vectors)", model=True),
+    Endpoint("POST", "/embed", "embed", "embed", "embeddings for message=... (form) or {\"message\": ...} (JSON); options model, normalize, dimensions, precision, encoding", query=MODEL_OPTIONS, model=True, fast=True),
+    Endpoint("POST", "/v1/embeddings", "openai", "openai_embeddings", "OpenAI-compatible embeddings (unit-length vectors)", model=True, fast=True),
     Endpoint("GET", "/v1/models", "openai", "openai_models", "OpenAI-compatible model list"),
-    Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True),
-    Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True),
-    Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True),
+    Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True, fast=True),
+    Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True, fast=True),
+    Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True, fast=True),
     Endpoint("GET", "/documents", "documents", "list_documents", "the documents: uploaded ones and files in the data folder"),
     Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True, transfer=True),
     Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True, transfer=True),
@@ -71,15 +80,33 @@ DOCS_STATIC = Endpoint("GET", "/docs/static/<name>", "ops", "docs_static", "Swag
 BY_ENDPOINT = {e.endpoint: e for e in (*ENDPOINTS, DOCS_STATIC)}
 
 
-def register(blueprint: Blueprint, views: dict[str, RouteCallable]) -> None:
-    """Add the blueprint's routes from the table; every endpoint of its area needs exactly one view."""
+# A fast route's answer to a whole JSON body, outside Flask: (app, body, seconds left of SMLS_REQUEST_TIMEOUT,
+# request id) -> the response's JSON. Errors are raised, as in a view; the view calls it too.
+FastAnswer = Callable[["State", bytes, float, str], dict[str, Any]]
+
+_FAST: dict[str, FastAnswer] = {}  # rule -> answer, filled by register
+
+
+def register(blueprint: Blueprint, views: dict[str, RouteCallable], fast: Mapping[str, FastAnswer] | None = None) -> None:
+    """Add the blueprint's routes from the table; every endpoint of its area needs exactly one view, and a fast one its answer outside Flask."""
+    fast = fast or {}
     mine = [e for e in (*ENDPOINTS, DOCS_STATIC) if e.area == blueprint.name]
     missing = {e.name for e in mine} - set(views)
     extra = set(views) - {e.name for e in mine}
     if missing or extra:
         raise RuntimeError(f"blueprint {blueprint.name}: views missing {sorted(missing)}, not in the table {sorted(extra)}")
+    declared = {e.name for e in mine if e.fast}
+    if set(fast) != declared:
+        raise RuntimeError(f"blueprint {blueprint.name}: fast answers for {sorted(fast)}, but the table marks {sorted(declared)} fast")
     for e in mine:
         blueprint.add_url_rule(e.rule, e.name, views[e.name], methods=[e.method])
+        if e.fast:
+            _FAST[e.rule] = fast[e.name]
+
+
+def fast_answers() -> dict[str, tuple[Endpoint, FastAnswer]]:
+    """Every fast route (rule -> its endpoint and answer), once its blueprint is registered; a POST each."""
+    return {e.rule: (e, _FAST[e.rule]) for e in ENDPOINTS if e.fast and e.rule in _FAST}
 
 
 def index() -> dict[str, str]:

@@ -7,15 +7,16 @@ hooks and the view, the Response object), where a c=1 client waits for every par
 functions the Flask path uses, called directly:
 
   which       answered on the worker's event loop (smls.inline in the environ: all of
-              it is received), POST /embed or /v1/embeddings, Content-Type
-              application/json, a body within SMLS_MAX_BODY_BYTES, no query string;
-  before      the request id, the API key and shedding (smls.web.hooks), as _before;
-  the answer  embed.answer_json or openai.answer_json, as the views;
+              it is received), a POST to a route the table marks fast (/embed,
+              /v1/embeddings, /rerank and its aliases), Content-Type application/json,
+              a body within SMLS_MAX_BODY_BYTES, no query string;
+  before      the request id, then hooks.before, the very checks Flask's _before runs;
+  the answer  the route's answer outside Flask (endpoints.register's `fast`), which its view calls too;
   errors      smls.web.errors.error_parts, as Flask's error handler;
   after       the request id header, the counters and the latency (smls.web.hooks).
 
 Every other request goes on to Flask. tests/test_lane.py checks that both ways give the
-same answers, byte for byte.
+same answers, byte for byte, for every fast route of the table.
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ from werkzeug.http import HTTP_STATUS_CODES
 from smls import logs, metrics
 from smls.afterwards import later
 from smls.body import WSGIApp
-from smls.web import embed, hooks, openai
-from smls.web.endpoints import ENDPOINTS, Endpoint
+from smls.contract import INLINE_KEY
+from smls.web import hooks
+from smls.web.endpoints import Endpoint, FastAnswer, fast_answers
 from smls.web.errors import error_parts
 from smls.web.responses import json_bytes
 from smls.web.state import LANE_MODEL, State
-from smls.worker import INLINE_KEY
 
-Answer = Callable[[State, bytes, float], dict[str, Any]]
-_ANSWERS: dict[str, Answer] = {"/embed": embed.answer_json, "/v1/embeddings": openai.answer_json}
 _REQUEST_ID = "HTTP_" + logs.REQUEST_ID_HEADER.upper().replace("-", "_")
 
 
@@ -46,9 +45,7 @@ class Lane:
 
     def __init__(self, app: WSGIApp, state: State) -> None:
         self.app, self.state = app, state
-        self.routes: dict[str, tuple[Endpoint, Answer]] = {
-            e.rule: (e, _ANSWERS[e.rule]) for e in ENDPOINTS if e.method == "POST" and e.rule in _ANSWERS
-        }
+        self.routes: dict[str, tuple[Endpoint, FastAnswer]] = fast_answers()
         for rule in self.routes:
             metrics.LANE.labels(rule)  # (each route's count shows from the start, at 0)
 
@@ -69,16 +66,15 @@ class Lane:
             and 0 < int(length) <= self.state.settings.max_body_bytes
         )
 
-    def _answer(self, endpoint: Endpoint, answer: Answer, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _answer(self, endpoint: Endpoint, answer: FastAnswer, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
         request_id = logs.request_id(environ.get(_REQUEST_ID))
         LANE_MODEL.set("")
         status, headers = 200, dict[str, str]()
         try:
-            hooks.check_key(self.state, endpoint, environ.get("HTTP_AUTHORIZATION"))
-            hooks.shed_if_queued_too_long(self.state.settings, environ)
+            hooks.before(self.state, endpoint, environ)
             data = environ["wsgi.input"].read()  # whole, or IncompleteBody (smls.body)
-            payload = answer(self.state, data, hooks.time_left(self.state.settings, environ))
+            payload = answer(self.state, data, hooks.time_left(self.state.settings, environ), request_id)
         except Exception as exc:  # as Flask's error handler takes them
             status, payload, headers = error_parts(exc, "POST", endpoint.rule)
         body = json_bytes(payload)

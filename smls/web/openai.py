@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, g
 
 from smls import openai_api
 from smls.serving.models import EmbeddingModel
@@ -18,10 +18,10 @@ blueprint = Blueprint("openai", __name__)
 
 def openai_embeddings() -> Response:
     """Unit-length embeddings in OpenAI's response shape."""
-    return json_response(answer_json(state(), json_body(), time_left()))
+    return json_response(answer_json(state(), json_body(), time_left(), g.request_id))
 
 
-def answer_json(app: State, data: bytes, timeout: float) -> dict[str, Any]:
+def answer_json(app: State, data: bytes, timeout: float, request_id: str) -> dict[str, Any]:
     """The answer of /v1/embeddings to a JSON body (also the event loop's lane's, smls.web.lane)."""
     req = openai_api.parse_request(data, dimension_of=lambda name: _model(app, name).encoder.dimension, max_messages=app.settings.max_messages)
     model = _model(app, req.model)
@@ -38,4 +38,4 @@ def openai_models() -> Response:
     return json_response(openai_api.models_list([m.info() for m in state().models.values()]))
 
 
-register(blueprint, {"openai_embeddings": openai_embeddings, "openai_models": openai_models})
+register(blueprint, {"openai_embeddings": openai_embeddings, "openai_models": openai_models}, fast={"openai_embeddings": answer_json})

@@ -180,7 +180,7 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {"schema": embed_json},
+                            "application/json": {"schema": embed_json, "example": {"message": ["Hello world!", "How are you today?"], "normalize": True}},
                             "application/x-www-form-urlencoded": {"schema": embed_form},
                             "multipart/form-data": {"schema": embed_form},
                         },
@@ -190,7 +190,10 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             },
             "/v1/embeddings": {
                 "post": {
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest")}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest"), "example": {"input": ["Hello world!", "How are you today?"]}}},
+                    },
                     "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
                 }
             },
@@ -291,10 +294,18 @@ def _paths(operations: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return paths
 
 
+_RERANK_EXAMPLE = {
+    "query": "Where do lighthouses stand?",
+    "documents": ["Bread is baked in an oven.", "Lighthouses stand on rocky coasts."],
+    "top_n": 1,
+    "return_documents": True,
+}
+
+
 def _rerank(max_documents: int, openai: bool = False) -> dict[str, Any]:
     return {
         "post": {
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _rerank_request(max_documents)}}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _rerank_request(max_documents), "example": _RERANK_EXAMPLE}}},
             "responses": {"200": _json(_ref("RerankResponse"), "the documents' scores, best first"), **_errors(400, 404, 408, 413, 415, 503, openai=openai)},
         }
     }
