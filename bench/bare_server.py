@@ -5,7 +5,7 @@
 Nothing here is a server anyone should run. It reads HTTP/1.1 requests with a
 Content-Length off a kept-alive connection (blocking, one thread per connection), takes
 `message` from a JSON body, runs the same encoder as the in-process one-thread p50 of
-`make bench` (bench.run._encoder: one stream of one thread) on it, and writes the vectors
+`make bench` (bench.inprocess.encoder: one stream of one thread) on it, and writes the vectors
 with orjson: no routing, no checks, no options, no metrics, no batching. Its c=1 p50
 over the in-process p50 is what this machine's loopback, scheduler and wake-ups add to a
 pass; smls's c=1 p50 over the bare server's, measured beside it, is what smls's own
@@ -20,7 +20,7 @@ import threading
 
 import orjson
 
-from bench.run import _encoder
+from bench.inprocess import encoder
 from smls.encoders.base import Encoder
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", default="onnx-int8")
     args = parser.parse_args()
-    enc = _encoder(args.backend, 1, 1)
+    enc = encoder(args.backend, 1, 1)
     listener = socket.create_server(("127.0.0.1", args.port), backlog=64)
     while True:
         sock, _ = listener.accept()

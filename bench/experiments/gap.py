@@ -1,7 +1,7 @@
 """What a pause, or another process's work, before a forward pass costs the pass: part of the c=1 floor no server code can remove.
 
-    .venv/bin/python -m bench.gap                          # onnx-int8, 3,000 passes
-    .venv/bin/python -m bench.gap --backend onnx --passes 5000
+    .venv/bin/python -m bench.experiments.gap                          # onnx-int8, 3,000 passes
+    .venv/bin/python -m bench.experiments.gap --backend onnx --passes 5000
 
 The in-process p50 of `make bench` runs one pass after another, with no pause between.
 A server at c=1 waits for each next request, while its client reads the answer and
@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from bench.run import _encoder, corpus
+from bench.corpora import demo as corpus
+from bench.inprocess import encoder
 from smls.encoders.base import Encoder
 
 
@@ -75,7 +76,7 @@ class _OtherProcess:
 
 def measure(backend: str, passes: int) -> dict[str, list[float]]:
     """Seconds of each one-sentence pass, by what came before it, the kinds taken in turn."""
-    enc = _encoder(backend, 1, 1)
+    enc = encoder(backend, 1, 1)
     texts = corpus()
     other = _OtherProcess(enc, texts[0])
     before: dict[str, Callable[[], None] | None] = {

@@ -1,9 +1,9 @@
 """Two trees' servers side by side at c=1: one client alternates single requests between them, and the paired differences say which is faster.
 
-    .venv/bin/python -m bench.pair                           # this tree against HEAD~1, 3000 pairs, onnx-int8
-    .venv/bin/python -m bench.pair --against 0d142bd --pairs 5000
-    .venv/bin/python -m bench.pair --against HEAD            # an A/A check of the method: expect about 0
-    .venv/bin/python -m bench.pair --set SMLS_INLINE=off     # both servers so: the request threads' path
+    .venv/bin/python -m bench.experiments.pair                           # this tree against HEAD~1, 3000 pairs, onnx-int8
+    .venv/bin/python -m bench.experiments.pair --against 0d142bd --pairs 5000
+    .venv/bin/python -m bench.experiments.pair --against HEAD            # an A/A check of the method: expect about 0
+    .venv/bin/python -m bench.experiments.pair --set SMLS_INLINE=off     # both servers so: the request threads' path
 
 A change of 0.1-0.2 ms in a 2-10 ms request is far below what this machine's drift lets
 two runs one after the other show (bench.rounds: rounds of seconds, and the in-process
@@ -30,51 +30,17 @@ result is how small a difference the run after it can show.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from bench.run import ROOT, Server, corpus, smls_server
+from bench.corpora import demo as corpus
+from bench.servers import ROOT, Server, ask, connect, embed_request, smls_server
 
 # Pairs per connection. A kept-alive connection stays with one worker, and the kernel's
 # placement of that worker beside or away from the client can persist for a whole run.
 RECONNECT = 100
-
-
-def _request(text: str) -> bytes:
-    body = json.dumps({"message": [text]}).encode()
-    return b"POST /embed HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
-def _ask(sock: socket.socket, request: bytes) -> float:
-    """Send one request and read its whole answer; the seconds it took."""
-    began = time.perf_counter()
-    sock.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536) or _closed()
-    head, body = data.split(b"\r\n\r\n", 1)
-    if not head.startswith(b"HTTP/1.1 200"):
-        status = head.split(b"\r\n", 1)[0].decode()
-        raise SystemExit(f"a server answered {status!r}")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        body += sock.recv(65536) or _closed()
-    return time.perf_counter() - began
-
-
-def _closed() -> bytes:
-    raise SystemExit("a server closed the connection")
-
-
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 def _session(servers: dict[str, Server], first: str, pairs: int, work: Path) -> dict[str, list[float]]:
@@ -82,19 +48,19 @@ def _session(servers: dict[str, Server], first: str, pairs: int, work: Path) -> 
     try:
         for name in sorted(servers, key=lambda name: name != first):
             servers[name].start(work / f"{name}.log")
-        requests = [_request(t) for t in corpus()]
-        socks = {name: _connect(server.port) for name, server in servers.items()}
+        requests = [embed_request(t) for t in corpus()]
+        socks = {name: connect(server.port) for name, server in servers.items()}
         for i in range(200):  # warm-up: both servers' code and caches
             for sock in socks.values():
-                _ask(sock, requests[i % len(requests)])
+                ask(sock, requests[i % len(requests)])
         took: dict[str, list[float]] = {"this": [], "other": []}
         for i in range(pairs):
             if i % RECONNECT == 0:  # a new connection may land on the server's other worker
                 for name, sock in socks.items():
                     sock.close()
-                    socks[name] = _connect(servers[name].port)
+                    socks[name] = connect(servers[name].port)
             for name in ("this", "other") if i % 2 else ("other", "this"):
-                took[name].append(_ask(socks[name], requests[i % len(requests)]))
+                took[name].append(ask(socks[name], requests[i % len(requests)]))
         for sock in socks.values():
             sock.close()
         return took

@@ -1,11 +1,11 @@
-"""A gunicorn config for bench.steps: smls's own gunicorn.conf.py, with a worker that times the steps of each request.
+"""A gunicorn config for bench.experiments.steps: smls's own gunicorn.conf.py, with a worker that times the steps of each request.
 
 Each wrapped function's wall time goes into a window of its last WINDOW calls; every 25
 forward passes the worker writes the windows' medians (ms) to
 $SMLS_BENCH_STEPS_DIR/<pid>.json. A step that spans a request's park for its pass (the
 view, gunicorn's handle_request) cannot be timed this way, so the steps are the pieces
 either side of it, and `start`, `run_now` and `resume` (smls.turns, smls.batching) bound
-them. Used only by bench.steps; never by a server that serves anyone.
+them. Used only by bench.experiments.steps; never by a server that serves anyone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # First, as gunicorn would run it: it sets up metrics and malloc before smls is imported.
-exec(compile((Path(__file__).resolve().parent.parent / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"))  # noqa: S102
+exec(compile((Path(__file__).resolve().parents[2] / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"))  # noqa: S102
 
 WINDOW = 200
 _OUT = Path(os.environ["SMLS_BENCH_STEPS_DIR"])
@@ -57,10 +57,11 @@ def _timed(owner: Any, name: str, step: str) -> None:
 def _install() -> None:
     from gunicorn.workers import gthread
 
-    from smls import afterwards, batching, direct, metrics, outputs, worker
+    from smls import afterwards, batching, direct, metrics, outputs
     from smls.encoders import base, export
     from smls.encoders import onnx as onnx_encoder
     from smls.web import embed, hooks, lane
+    from smls.worker import deadline, loop
 
     steps: list[tuple[Any, str, str]] = [
         (direct, "parse", "read the head"),
@@ -80,8 +81,8 @@ def _install() -> None:
         (direct, "response", "write the response"),
         (gthread.ThreadWorker, "finish_request", "gunicorn: finish"),
         (gthread.ThreadWorker, "on_client_socket_readable", "gunicorn: dispatch"),
-        (worker.ThreadWorker, "_peek", "peek"),
-        (worker._DeadlineSocket, "send_unsent", "send"),
+        (loop.LoopAnswers, "_peek", "peek"),
+        (deadline.DeadlineSocket, "send_unsent", "send"),
         (afterwards, "done_sending", "after the send"),
     ]
     # Flask's own steps are not on the way: the event loop's lane (smls.web.lane) answers these
@@ -99,12 +100,13 @@ def _time_start_and_resume() -> None:
     it; one that shares its turn runs in LoopRequests.start up to its park, and its pass
     and the rest of it in run_next.
     """
-    from smls import batching, turns, worker
+    from smls import batching, turns
+    from smls.worker import deadline
 
     marks: dict[str, float] = {}  # when the lone request began; when the last pass ended; when an answer was last sent
     run_now, start, start_alone, run_next, send_unsent = (
         batching.MicroBatcher.run_now, turns.LoopRequests.start, turns.LoopRequests.start_alone, turns.LoopRequests.run_next,
-        worker._DeadlineSocket.send_unsent,
+        deadline.DeadlineSocket.send_unsent,
     )
 
     def resumed() -> None:
@@ -148,14 +150,14 @@ def _time_start_and_resume() -> None:
     turns.LoopRequests.start_alone = timed_start_alone  # type: ignore[method-assign]
     turns.LoopRequests.start = timed_start  # type: ignore[method-assign]
     turns.LoopRequests.run_next = timed_run_next  # type: ignore[method-assign]
-    worker._DeadlineSocket.send_unsent = timed_send_unsent  # type: ignore[method-assign]
+    deadline.DeadlineSocket.send_unsent = timed_send_unsent  # type: ignore[method-assign]
 
 
 def _time_turns() -> None:
     """`turn`: from the loop's wait for events returning to the end of a turn that ran a pass (its requests answered and sent)."""
-    from smls import worker
+    from smls.worker import loop
 
-    inner = worker.ThreadWorker.wait_for_and_dispatch_events
+    inner = loop.LoopAnswers.wait_for_and_dispatch_events
 
     def timed(self: Any, timeout: float) -> None:
         before = _passes
@@ -163,7 +165,7 @@ def _time_turns() -> None:
         if _passes != before:
             _times["turn"].append(time.monotonic() - self._turn_started)
 
-    worker.ThreadWorker.wait_for_and_dispatch_events = timed  # type: ignore[method-assign]
+    loop.LoopAnswers.wait_for_and_dispatch_events = timed  # type: ignore[method-assign]
 
 
 _install()

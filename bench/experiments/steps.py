@@ -1,11 +1,11 @@
 """Where a one-sentence request's time goes at c=1, timed inside the worker, beside the in-process one-thread p50.
 
-    .venv/bin/python -m bench.steps                        # onnx-int8, 4 cells of 4 s
-    .venv/bin/python -m bench.steps --backend onnx --cells 6
+    .venv/bin/python -m bench.experiments.steps                        # onnx-int8, 4 cells of 4 s
+    .venv/bin/python -m bench.experiments.steps --backend onnx --cells 6
 
 A sampling profiler distorts a c=1 request too much to divide it: py-spy pauses the
 process for each sample, and on 2 cores it takes the CPU that wrk needs. Here the server
-runs with bench/step_timer.py as its gunicorn config (smls's own, with a few functions
+runs with bench/experiments/step_timer.py as its gunicorn config (smls's own, with a few functions
 wrapped in timers), and each cell prints the median of every step over the worker's
 last 200 requests, with the in-process one-thread p50 measured just before the cell.
 The steps are those of a request the worker's event loop answers (the default layout),
@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import ROOT, _encoder, _single, corpus, load, smls_server
+from bench.corpora import demo as corpus
+from bench.inprocess import encoder, single
+from bench.servers import ROOT, load, smls_server
 
 # The order a request meets them in; `start`, `run_now` and `resume` bound the others. The
 # counters are made after the send (smls.afterwards), inside it.
@@ -62,14 +64,14 @@ def main() -> None:
         work, out = Path(tmp), Path(tmp) / "steps"
         out.mkdir()
         srv = smls_server(f"smls {args.backend} (steps timed)", SMLS_BACKEND=args.backend, SMLS_BENCH_STEPS_DIR=str(out))
-        srv.cmd[srv.cmd.index("gunicorn.conf.py")] = str(ROOT / "bench" / "step_timer.py")
+        srv.cmd[srv.cmd.index("gunicorn.conf.py")] = str(ROOT / "bench" / "experiments" / "step_timer.py")
         srv.start(work / "server.log")
-        enc = _encoder(args.backend, 1, 1)
+        enc = encoder(args.backend, 1, 1)
         rows = []
         try:
             load(srv, 1, 1, 2, work)  # warm-up: every step's code has run
             for _ in range(args.cells):
-                in_process, _cpu = _single(enc, corpus(), 200)
+                in_process, _cpu = single(enc, corpus(), 200)
                 before = readings(out)
                 c1 = load(srv, 1, 1, args.seconds, work)
                 time.sleep(0.3)  # the worker's last write
@@ -88,7 +90,7 @@ def main() -> None:
     print(f"\nc=1 p50 / in-process p50: median {statistics.median(ratios):.2f} over {len(ratios)} cells")
     never = [s for s in (*STEPS, "start", "run_now", "resume", "turn") if not any(s in ms for _, _, ms in rows)]
     if never:  # a renamed or bypassed function: the table would silently lose a step
-        raise SystemExit(f"never timed: {', '.join(never)}; bench/step_timer.py wraps what the request path no longer calls")
+        raise SystemExit(f"never timed: {', '.join(never)}; bench/experiments/step_timer.py wraps what the request path no longer calls")
 
 
 if __name__ == "__main__":
