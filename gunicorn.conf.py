@@ -1,4 +1,4 @@
-"""gunicorn settings for smls, read from SMLS_* variables (see README.org for the table).
+"""gunicorn settings for smls, read from SMLS_* variables (docs/reference.org has the table).
 
 The master loads the app and the model once (preload_app) and runs no inference:
 libgomp is not fork-safe, and a parallel torch op in the master before fork made

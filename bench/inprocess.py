@@ -108,7 +108,7 @@ def encoder(backend: str, streams: int, threads: int):
     from smls.config import Settings
 
     path = smls.ml_services.get("SentenceEncoder", backend=backend).path
-    enc = smls.buildencoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
+    enc = smls.build_encoder(model=str(path), backend=backend, batch_size=Settings().batch_size, cache_dir=str(ROOT / ".cache/smls"), threads=threads)
     enc.set_streams(streams)
     enc.run(corpus()[:8])
     return enc

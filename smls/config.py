@@ -1,6 +1,6 @@
 """Settings: one frozen dataclass, read from SMLS_* environment variables and validated at start-up.
 
-Every setting is documented where it is declared; README.org has the same table.
+Every setting is documented where it is declared; docs/reference.org has the same table (a test keeps them in step).
 This module must stay light (no torch, no flask) because gunicorn.conf.py imports it.
 """
 

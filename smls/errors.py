@@ -201,7 +201,7 @@ class Unauthorized(SmlsError):
 
 # Codes for the errors that come from the HTTP layers rather than from smls: werkzeug's
 # routing and body checks, and gunicorn's parser (gunicorn.workers.base.handle_error).
-# README.org's error table lists them with the rest, and a test keeps the two in step.
+# docs/reference.org's error table lists them with the rest, and a test keeps the two in step.
 ROUTING_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 PROTOCOL_CODES = {
     400: "bad_http_request",

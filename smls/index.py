@@ -9,7 +9,7 @@ by all of them. After a change the copy is saved (at most once a second, the ind
 file written beside the cache, then a small manifest naming it, each by rename), so a
 restart loads it instead of rebuilding it.
 
-Why hnswlib (bench/ann.py measures it against usearch, README.org has the numbers): the
+Why hnswlib (bench/ann.py measures it against usearch, docs/benchmarks.org has the numbers): the
 best recall and the fastest queries of those measured, removal of single vectors with
 their places reused (faiss's HNSW cannot remove), and save/load in one call. usearch
 holds half the memory (vectors in f16), but importing it before onnxruntime crashed the

@@ -1,6 +1,6 @@
 """The HTTP layer: the app factory, the request hooks, and one blueprint per area of the API.
 
-The path of a request (README.org has the map):
+The path of a request (docs/reference.org has the module map):
   smls.worker (gunicorn thread, receive deadline, overflow)  -> smls.body (whole bodies only)
   -> lane.py (a small JSON POST to a fast route, on the event loop: the same steps without Flask)
   -> hooks here, with hooks.py (request id, API key, shedding, query names)  -> a blueprint's view:
