@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = {
-    # What smls builds: SmoothQuant (smls.encoders.smoothing, alpha 0.7) then dynamic int8.
+    # What smls built until 2026-12-07: SmoothQuant (smls.encoders.smoothing, alpha 0.7) then dynamic int8.
     "current": {"reduce_range": True, "smooth": 0.7},
+    # What smls builds since (run one text a pass): MatMuls only, the first feed-forward output projection in fp32.
+    "smooth-0.7-matmul-ffn0-fp32": {"reduce_range": False, "smooth": 0.7, "op_types_to_quantize": ["MatMul"], "exclude": "ffn-out:0"},
     "plain": {"reduce_range": True},  # the default before SmoothQuant
     "smooth-0.5": {"reduce_range": True, "smooth": 0.5},
     "smooth-0.6": {"reduce_range": True, "smooth": 0.6},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
@@ -90,11 +91,33 @@ def test_onnx_passes_hold_at_most_64_padded_tokens(backend, encoder, onnx_cache,
     alone = np.stack([enc.run([t])[0] for t in texts])  # (spied too: a pass each)
     widths.clear()
     together = enc.run(texts)
-    # int8 scales each pass's activations by what the pass holds: close, not equal.
-    assert cosine(together, alone).min() >= (0.95 if backend == "onnx-int8" else 0.9999)
+    assert np.array_equal(together, alone)
     assert sum(n for n, _ in widths) == len(texts)
     assert all(n <= enc.batch_size and (n == 1 or n * width <= 64) for n, width in widths), widths
-    assert max(n for n, _ in widths) > 2  # the short texts still share passes
+    if backend == "onnx-int8":  # dynamic int8 scales a pass by what it holds: a text has its pass to itself
+        assert all(n == 1 for n, _ in widths)
+    else:
+        assert max(n for n, _ in widths) > 2  # the short texts still share passes
+
+
+def test_a_texts_vector_does_not_depend_on_its_batch_mates(any_encoder):
+    """20 real texts alone, then each inside 10 batches of other real texts (2 to 32 of them, at a random place).
+
+    The same bits on the ONNX backends; torch's kernels may add in another order when the
+    padded shape changes, so within 1e-6 there (its vectors have values of order 0.1).
+    """
+    rng = random.Random(44)
+    texts, others = DEMO[:20], DEMO[20:]
+    worst = 0.0
+    for text in texts:
+        alone = any_encoder.run([text])[0]
+        for _ in range(10):
+            mates = rng.sample(others, rng.randint(1, 31))
+            at = rng.randint(0, len(mates))
+            got = any_encoder.run([*mates[:at], text, *mates[at:]])[at]
+            worst = max(worst, float(np.abs(got - alone).max()))
+    limit = 1e-6 if any_encoder.backend == "torch" else 0.0
+    assert worst <= limit, f"{any_encoder.backend}: a text's vector moved by up to {worst} with its batch mates"
 
 
 def test_truncation_is_counted(any_encoder, reference):

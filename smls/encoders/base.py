@@ -114,6 +114,8 @@ class SentenceEncoder:
         self.streams = 1
         # Padded tokens one pass may hold besides batch_size sentences; None: no such limit.
         self.pass_tokens: int | None = None
+        # Sentences one pass may hold, below batch_size (the size of the scheduler's pieces); None: batch_size.
+        self.pass_sentences: int | None = None
         self._slots = Slots(1)
         self._count_lock = threading.Lock()
         self.sentences_encoded = 0
@@ -173,7 +175,8 @@ class SentenceEncoder:
                 out = np.empty((len(texts), self.dimension), dtype=np.float32)
                 truncated = np.zeros(len(texts), dtype=bool)
                 tokens = np.zeros(len(texts), dtype=np.int64)
-                for idx in batches_by_length(self._lengths(texts, prepared), self.batch_size, self.pass_tokens):
+                size = min(self.batch_size, self.pass_sentences or self.batch_size)
+                for idx in batches_by_length(self._lengths(texts, prepared), size, self.pass_tokens):
                     part = None if prepared is None else [prepared[i] for i in idx]
                     out[idx], truncated[idx], tokens[idx] = self._encode_batch([texts[i] for i in idx], part)
             with self._count_lock:  # (once all passed: nothing reads it as a document's progress)
