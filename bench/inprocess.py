@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
 from bench.corpora import stdlib_sample
 from bench.int8 import quality as scores
@@ -169,19 +171,26 @@ def rate(enc, texts: list[str], batch: int, streams: int, seconds: float, first:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def quality(backends: list[str], second: int) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Each backend against torch fp32 on the demo corpus and on `second` sentences of the stdlib corpus: (mean cos, min cos, top-10 overlap).
+def quality(backends: list[str], second: int) -> dict[str, dict[str, tuple[float, float, float, float]]]:
+    """Each backend against torch fp32, on the demo corpus and on `second` sentences of the stdlib corpus, in passes of up to 32 and one text a call.
 
+    Keys "demo", "stdlib" (the texts in calls of 32) and "demo@1", "stdlib@1" (one text a
+    call): (mean cos, min cos, top-10 overlap, max abs difference between the two ways).
+    The last says whether a text's vector depends on its batch mates (0: the same bits).
     The second corpus is the one the int8 goal names besides the demo: real sentences that
     neither the quantiser's calibration nor SmoothQuant's alpha was chosen on.
     """
     import smls
 
     corpora = {"demo": corpus(), "stdlib": stdlib_sample(second)}
-    out: dict[str, dict[str, tuple[float, float, float]]] = {b: {} for b in backends}
+    out: dict[str, dict[str, tuple[float, float, float, float]]] = {b: {} for b in backends}
     for name, texts in corpora.items():
         # Each backend runs once per corpus; torch, the reference, too (it is often one of them).
-        vectors = {b: smls.ml_services.get("SentenceEncoder", backend=b).run(texts, normalize=True) for b in dict.fromkeys(["torch", *backends])}
+        encoders = {b: smls.ml_services.get("SentenceEncoder", backend=b) for b in dict.fromkeys(["torch", *backends])}
+        batched = {b: np.concatenate([e.run(texts[i : i + 32], normalize=True) for i in range(0, len(texts), 32)]) for b, e in encoders.items()}
         for backend in backends:
-            out[backend][name] = scores(vectors[backend], vectors["torch"])
+            alone = np.concatenate([encoders[backend].run([t], normalize=True) for t in texts])
+            moved = float(np.abs(alone - batched[backend]).max())
+            out[backend][name] = (*scores(batched[backend], batched["torch"]), moved)
+            out[backend][f"{name}@1"] = (*scores(alone, batched["torch"]), moved)
     return out

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -21,7 +22,7 @@ from smls.model_dirs import check_model_dir, embedded_model_path
 
 __all__ = ["BACKENDS", "Settings", "check_model_dir", "cpu_count", "embedded_model_path", "resolve_model"]
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 
 
 def cpu_count() -> int:
@@ -73,9 +74,11 @@ class Settings:
     doc_batch: int = 256
     # SMLS_SEARCH_MAX_K: the largest k accepted by /documents/<id>/search.
     search_max_k: int = 100
-    # SMLS_BACKEND: torch, onnx (ONNX Runtime, fp32: same vectors, faster on CPU) or onnx-int8
-    # (int8 dynamic quantisation: fastest, cosine ~0.99 to fp32). ONNX files are exported
-    # once into SMLS_CACHE_DIR and reused.
+    # SMLS_BACKEND: torch, onnx (ONNX Runtime, fp32: same vectors, faster on CPU), onnx-int8
+    # (int8, one text a pass: fastest, cosine >= 0.99 to fp32 on the texts measured), or,
+    # with requirements-openvino.txt installed, openvino (OpenVINO at the CPU's default
+    # precision) and openvino-int8 (NNCF's static int8). ONNX files are exported once into
+    # SMLS_CACHE_DIR and reused.
     backend: str = "onnx"
     # SMLS_DEVICE: torch device for inference ("cpu", "cuda", "cuda:1", "mps").
     device: str = "cpu"
@@ -180,6 +183,8 @@ class Settings:
             raise StartupError("SMLS_INFERENCE_STREAMS above 1 needs an ONNX backend (SMLS_BACKEND=onnx or onnx-int8)")
         if self.backend not in BACKENDS:
             raise StartupError(f"SMLS_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend.startswith("openvino") and not all(find_spec(name) for name in ("openvino", "nncf")):
+            raise StartupError(f"SMLS_BACKEND={self.backend} needs the openvino and nncf packages: pip install -r requirements-openvino.txt")
         if self.access_log_format not in ("text", "json") and "%(" not in self.access_log_format:
             raise StartupError(f"SMLS_ACCESS_LOG_FORMAT must be text, json or a gunicorn format string, got {self.access_log_format!r}")
         if self.models is not None:

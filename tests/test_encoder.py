@@ -16,7 +16,7 @@ from smls.errors import StartupError
 from smls.serving.loading import build_encoder
 from tests.helpers import ROOT, server_env
 
-BACKENDS = ["torch", "onnx", "onnx-int8"]
+BACKENDS = ["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 DEMO = [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]
 
 
@@ -61,8 +61,10 @@ def test_vectors_match_sentence_transformers_in_input_order(any_encoder, referen
     expected = reference.encode(texts)
     for enc in (any_encoder, small_batches):
         cos = cosine(enc.run(texts), expected)
-        if enc.backend == "onnx-int8":  # quantised: close, not equal (measured mean 0.991 on the demo text)
-            assert cos.mean() >= 0.98 and cos.min() >= 0.9
+        if enc.backend.endswith("-int8"):  # quantised: close, not equal (measured mean 0.997 on the demo text)
+            assert cos.mean() >= 0.99 and cos.min() >= 0.95
+        elif enc.backend == "openvino":  # the CPU's default precision: bf16 here
+            assert cos.min() >= 0.999
         else:
             assert cos.min() >= 0.9999
 
@@ -76,7 +78,7 @@ def test_passes_are_cut_by_count_and_by_padded_tokens():
     assert batches_by_length(lengths, 3) == [[6, 0, 1], [2, 3, 4], [5]]
 
 
-@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8", "openvino", "openvino-int8"])
 def test_onnx_passes_hold_at_most_64_padded_tokens(backend, encoder, onnx_cache, monkeypatch):
     enc = build_encoder(model=str(encoder.path), backend=backend, cache_dir=onnx_cache)
     widths: list[tuple[int, int]] = []
@@ -103,8 +105,8 @@ def test_onnx_passes_hold_at_most_64_padded_tokens(backend, encoder, onnx_cache,
 def test_a_texts_vector_does_not_depend_on_its_batch_mates(any_encoder):
     """20 real texts alone, then each inside 10 batches of other real texts (2 to 32 of them, at a random place).
 
-    The same bits on the ONNX backends; torch's kernels may add in another order when the
-    padded shape changes, so within 1e-6 there (its vectors have values of order 0.1).
+    The same bits on the ONNX and OpenVINO backends; torch's kernels may add in another
+    order when the padded shape changes, so within 1e-6 there (values are of order 0.1).
     """
     rng = random.Random(44)
     texts, others = DEMO[:20], DEMO[20:]
@@ -125,7 +127,10 @@ def test_truncation_is_counted(any_encoder, reference):
     result = any_encoder.encode(["short one", long_text, long_text + "more"])
     assert result.truncated == 2
     assert result.token_counts.tolist() == [4, 256, 256]
-    assert cosine(result.vectors[1:2], reference.encode([long_text]))[0] >= 0.98
+    # Static int8 ranges come from real sentences; a text of one word 256 times lies far
+    # outside them (0.91 measured; calibrating on long texts too did not help: 0.89).
+    floor = 0.88 if any_encoder.backend == "openvino-int8" else 0.98
+    assert cosine(result.vectors[1:2], reference.encode([long_text]))[0] >= floor
 
 
 def test_normalize(any_encoder):
@@ -146,7 +151,7 @@ def test_rejects_non_strings(encoder):
         encoder.run(["ok", 3])
 
 
-@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8", "openvino-int8"])
 def test_onnx_backends_load_from_the_cache_folder_on_the_second_start(tmp_path, backend):
     cache = tmp_path / "cache"
     probe = (

@@ -13,6 +13,7 @@ import pytest
 import requests
 from sentence_transformers import SentenceTransformer
 
+import smls
 from tests.helpers import run_gunicorn_expecting_failure, start_server
 
 pytestmark = pytest.mark.live
@@ -179,3 +180,29 @@ def _status(stream) -> int:
             length = int(value)
     assert len(stream.read(length)) == length
     return status
+
+
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_the_openvino_backends_serve_from_every_worker_the_vectors_they_give_in_process(tmp_path, backend):
+    """Compiled after the fork, in each worker (OpenVINO's threads do not survive one): both answer, with in-process vectors."""
+    cache = tmp_path / "cache"
+    server = start_server(tmp_path, workers=2, SMLS_BACKEND=backend, SMLS_CACHE_DIR=str(cache))
+    try:
+        local = smls.ml_services.get("SentenceEncoder", backend=backend, cache_dir=str(cache))
+        texts = [[f"request number {i}", f"a sentence about {['cats', 'ships', 'tax'][i % 3]}"] for i in range(24)]
+
+        def one(i: int) -> np.ndarray:
+            r = requests.post(server.url + "/embed", json={"message": texts[i]}, timeout=60)
+            assert r.status_code == 200, r.text
+            return np.array(r.json()["embeddings"], dtype=np.float32)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(one, range(24)))
+        for i, got in enumerate(answers):
+            assert np.abs(got - local.run(texts[i])).max() <= 1e-6  # deterministic: the same vectors whoever batched them
+        info = requests.get(server.url + "/models", timeout=30).json()["models"][0]
+        assert info["backend"] == backend
+        time.sleep(0.5)  # the access log is written after the response
+        assert len(set(re.findall(r'^<(\d+)> "POST /embed', server.access_log.read_text(), re.M))) == 2
+    finally:
+        server.stop()

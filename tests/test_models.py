@@ -45,7 +45,7 @@ def test_entries_with_paths_settings_and_bare_names():
         ("-x=embedded", "the name '-x' must be"),
         ("mini=", "the path after '=' is empty"),
         ("a=embedded,a=/srv/x", "the name 'a' is used twice"),
-        ("a=embedded;backend=tensorflow", "backend must be one of torch, onnx, onnx-int8, got 'tensorflow'"),
+        ("a=embedded;backend=tensorflow", "backend must be one of torch, onnx, onnx-int8, openvino, openvino-int8, got 'tensorflow'"),
         ("a=embedded;kind=classifier", "kind must be embedding or cross-encoder"),
         ("a=embedded;batch_size=0", "batch_size must be a whole number of at least 1, got '0'"),
         ("a=embedded;threads=2", "'threads=2' is not a setting; use backend=..., kind=..., batch_size=..."),

@@ -140,15 +140,23 @@ def quantization_config() -> str:
     return "avx512" if "avx512f" in flags else "avx2"
 
 
-def ensure_exported(path: Path, fingerprint: str, cache_dir: Path, *, quantized: bool) -> Path:
-    """Path of the ONNX file for this model (int8 if quantized), exporting it first if needed."""
+def ensure_exported(path: Path, fingerprint: str, cache_dir: Path, backend: str) -> Path:
+    """Path of the file `backend` runs for this model, exporting (and quantising) it first if needed.
+
+    onnx and openvino run the fp32 ONNX file; onnx-int8 ONNX Runtime's dynamic int8 of it;
+    openvino-int8 NNCF's static int8 of it, in OpenVINO's own format (an .xml beside its .bin).
+    """
     folder = cache_dir / "onnx" / fingerprint
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / "model.onnx"
     # The recipe is in the name, so a file quantised another way is never reused: "smooth",
-    # SmoothQuant first (smls.encoders.smoothing); "ffn0", the first feed-forward output
+    # SmoothQuant first (smls.encoders.smoothing); "ffn0fp32", the first feed-forward output
     # projection left in fp32 and only MatMuls quantised (_quantize).
-    target = folder / f"model_int8_smooth_ffn0_{quantization_config()}.onnx" if quantized else fp32
+    targets = {
+        "onnx-int8": folder / f"model_int8_smooth_ffn0fp32_{quantization_config()}.onnx",
+        "openvino-int8": folder / "openvino_int8_ffn0.xml",
+    }
+    target = targets.get(backend, fp32)
     if target.is_file():
         return target
     with open(folder / ".lock", "w") as lock:  # one exporter at a time across processes
@@ -156,8 +164,9 @@ def ensure_exported(path: Path, fingerprint: str, cache_dir: Path, *, quantized:
         if not fp32.is_file():
             log.info("exporting %s to ONNX in %s (once)", path, folder)
             _in_a_child("fp32", path, fp32)
-        if quantized and not target.is_file():
-            _in_a_child("int8", path, fp32, target)
+        if not target.is_file():
+            log.info("quantising %s for %s in %s (once)", path, backend, folder)
+            _in_a_child(backend, path, fp32, target)
     return target
 
 
@@ -237,7 +246,8 @@ def _quantize(path: Path, source: Path, target: Path) -> None:
     from smls.outputs import calibration_texts
 
     model = onnx.load(str(source))
-    smooth(model, sentence_feeds(path, [i.name for i in model.graph.input], calibration_texts()))
+    keep = first_down_projection(model)
+    smooth(model, sentence_feeds(path, [i.name for i in model.graph.input], calibration_texts()), keep=keep)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     smoothed = target.with_suffix(f".smoothed{os.getpid()}")
     onnx.save(model, str(smoothed))
@@ -251,16 +261,42 @@ def _quantize(path: Path, source: Path, target: Path) -> None:
     try:
         quantize_dynamic(str(smoothed), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=quantization_config() in ("avx2", "avx512"), op_types_to_quantize=["MatMul"],
-                         nodes_to_exclude=first_down_projection(model))
+                         nodes_to_exclude=keep)
     finally:
         smoothed.unlink()
     os.replace(tmp, target)
 
 
-if __name__ == "__main__":  # python -m smls.encoders.export fp32|int8 MODEL_FOLDER FILE... (see _in_a_child)
+def _quantize_openvino(path: Path, source: Path, target: Path) -> None:
+    """NNCF's static int8 of the fp32 file, its activation ranges calibrated once on the calibration text, into target (.xml and .bin).
+
+    Static scales are fixed at export, so a text's vector never depends on its batch mates.
+    The same first feed-forward output projection as _quantize's stays in fp32.
+    """
+    import nncf
+    import onnx
+    import openvino as ov
+
+    from smls.outputs import calibration_texts
+
+    model = ov.Core().read_model(str(source))
+    feeds = sentence_feeds(path, {i.get_any_name() for i in model.inputs}, calibration_texts())
+    quantized = nncf.quantize(
+        model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
+        ignored_scope=nncf.IgnoredScope(names=first_down_projection(onnx.load(str(source))), validate=False),
+    )
+    tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.xml")
+    ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(tmp, target)  # the .xml last: a reader that finds it finds its weights
+
+
+if __name__ == "__main__":  # python -m smls.encoders.export fp32|onnx-int8|openvino-int8 MODEL_FOLDER FILE... (see _in_a_child)
     # (smls/__init__.py, imported first as this module's package, has set the offline settings.)
     step, folder, *files = sys.argv[1:]
     if step == "fp32":
         _export_fp32(Path(folder), Path(files[0]))
+    elif step == "openvino-int8":
+        _quantize_openvino(Path(folder), Path(files[0]), Path(files[1]))
     else:
         _quantize(Path(folder), Path(files[0]), Path(files[1]))

@@ -1,4 +1,8 @@
-"""The ONNX backends: the model's transformer exported to ONNX (fp32, or int8), run by ONNX Runtime, pooled in numpy."""
+"""The ONNX backends: the model's transformer exported to ONNX (fp32, or int8), run by ONNX Runtime, pooled in numpy.
+
+OnnxEncoder also holds what every runtime of the exported file shares (the tokenizer, the
+pass layout, the pooling); smls.encoders.openvino runs the same file with OpenVINO.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +22,15 @@ class OnnxEncoder(SentenceEncoder):
     # session.run is thread-safe, and the tokenizer is only used to encode (never reconfigured).
     parallel_safe = True
 
+    names = ("onnx", "onnx-int8")  # the backend's name, fp32 and int8 (which file each runs: export.ensure_exported)
+
     def __init__(self, path: Path, name: str | None, batch_size: int, *, quantized: bool, cache_dir: Path, threads: int = 0) -> None:
         super().__init__(path, name, batch_size)
-        self.backend = "onnx-int8" if quantized else "onnx"
-        self.threads = threads  # per forward pass; 0: ONNX Runtime's default (every core)
+        self.backend = self.names[quantized]
+        self.threads = threads  # per forward pass; 0: the runtime's default (every core)
         self.spec = export.read_spec(path)
         self.dimension, self.max_seq_length = self.spec.dimension, self.spec.max_seq_length
-        self.onnx_path = export.ensure_exported(path, self.fingerprint, cache_dir, quantized=quantized)
+        self.onnx_path = export.ensure_exported(path, self.fingerprint, cache_dir, self.backend)
         self._tokenizer, self._pad_id = export.load_tokenizer(path, self.max_seq_length)
         # A pass holds at most 64 padded tokens (and batch_size sentences): on one CPU thread
         # small passes run faster per sentence than big ones (their activations stay in the
@@ -35,7 +41,7 @@ class OnnxEncoder(SentenceEncoder):
         # tokens came within 5% of each other; torch is the other way round (bigger passes
         # faster), so it keeps batch_size alone.
         self.pass_tokens = 64
-        if quantized:
+        if self.backend == "onnx-int8":
             # One text a pass: dynamic int8 scales each pass's activations by what the pass
             # holds, so a text sharing a pass got a vector that moved with its batch mates
             # (cosine 0.996 to itself alone). Alone in its pass, a text's vector is the same
@@ -50,12 +56,15 @@ class OnnxEncoder(SentenceEncoder):
         self._session_pid = 0
         self._session_lock = threading.Lock()
         self._shared = False
-        if threads == 1:
+        if threads == 1 and self.shares_its_session:
             # One thread per forward pass: ONNX Runtime then starts no threads of its own, so
             # the session can be made here (in the gunicorn master) and its weights shared
             # copy-on-write by every worker, instead of one private copy per worker.
             self._session_for_this_process()
             self._shared = True
+
+    # ONNX Runtime on one thread starts no threads: a session made in the gunicorn master is safe to fork.
+    shares_its_session = True
 
     def info(self) -> dict[str, Any]:
         """As SentenceEncoder.info, plus the ONNX file in use."""
@@ -84,6 +93,10 @@ class OnnxEncoder(SentenceEncoder):
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._session_pid = os.getpid()
 
+    def _run(self, session: Any, feeds: dict[str, Any]) -> Any:
+        """One pass of the model: the token embeddings (batch, sequence, dimension)."""
+        return session.run(None, feeds)[0]
+
     def prepare(self, texts: Sequence[str]) -> list[Any]:
         """Tokenise (unpadded): the Rust tokenizer releases the GIL, so request threads can do this."""
         return self._tokenizer.encode_batch(list(texts))
@@ -97,6 +110,6 @@ class OnnxEncoder(SentenceEncoder):
         encodings = prepared if prepared is not None else self.prepare(texts)
         feeds = export.model_feeds(encodings, self._pad_id, self._input_names)
         mask = feeds["attention_mask"]
-        hidden = session.run(None, feeds)[0]
+        hidden = self._run(session, feeds)
         vectors = self.spec.pool(hidden, mask)
         return vectors, [bool(e.overflowing) for e in encodings], mask.sum(axis=1)

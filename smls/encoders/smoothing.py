@@ -16,7 +16,7 @@ output also feeds the residual sum, so it cannot be folded there).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,9 +134,13 @@ def activation_peaks(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequ
     return peaks
 
 
-def smooth(model: onnx.ModelProto, feeds: Sequence[Feed], alpha: float = ALPHA) -> Smoothed:
-    """Rescale `model` in place (same fp32 outputs) so that dynamic int8 loses less; `feeds` are calibration inputs."""
-    groups = weight_matmuls(model.graph)
+def smooth(model: onnx.ModelProto, feeds: Sequence[Feed], alpha: float = ALPHA, keep: Collection[str] = ()) -> Smoothed:
+    """Rescale `model` in place (same fp32 outputs) so that dynamic int8 loses less; `feeds` are calibration inputs.
+
+    MatMuls named in `keep` stay as they are: they will not be quantised, and a scale in
+    front of them would only cost a product over their input.
+    """
+    groups = {x: kept for x, ms in weight_matmuls(model.graph).items() if (kept := [n for n in ms if n.name not in keep])}
     peaks = activation_peaks(model, list(groups), feeds)
     g = _Graph(model.graph)
     # All scales from the weights as they were: the value projection's weight is also in a

@@ -50,6 +50,10 @@ def build_encoder(
             from smls.encoders.torch import TorchEncoder
 
             return TorchEncoder(path, name, batch_size, device, threads)
+        if backend.startswith("openvino"):
+            from smls.encoders.openvino import OpenVinoEncoder
+
+            return OpenVinoEncoder(path, name, batch_size, quantized=backend == "openvino-int8", cache_dir=Path(cache_dir), threads=threads)
         from smls.encoders.onnx import OnnxEncoder
 
         return OnnxEncoder(path, name, batch_size, quantized=backend == "onnx-int8", cache_dir=Path(cache_dir), threads=threads)
