@@ -59,13 +59,40 @@ def check_messages(items: Iterable[Any], max_messages: int, field: str = "messag
         if not item.strip():
             what = "an empty string" if item == "" else "only whitespace"
             raise InvalidInput(f"{field} item {i} is {what}; every item must have some text")
-        bad = _SURROGATE.search(item)
-        if bad:
-            raise InvalidText(
-                f"{field} item {i} is not valid Unicode text: it holds a lone surrogate (U+{ord(bad.group()):04X}) "
-                f"at character {bad.start()}; send the text itself, encoded as UTF-8"
-            )
+        check_unicode(item, f"{field} item {i}")
     return texts
+
+
+def check_unicode(text: str, what: str) -> None:
+    """InvalidText naming `what` if `text` holds a lone surrogate: the one rule for every text a client sends."""
+    bad = _SURROGATE.search(text)
+    if bad:
+        raise InvalidText(
+            f"{what} is not valid Unicode text: it holds a lone surrogate (U+{ord(bad.group()):04X}) "
+            f"at character {bad.start()}; send the text itself, encoded as UTF-8"
+        )
+
+
+def _check_json_strings(value: Any, path: tuple[str | int, ...]) -> None:
+    """check_unicode on every string of a parsed JSON document, keys included, naming where it stands."""
+    if isinstance(value, str):
+        check_unicode(value, _where(path))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json_strings(item, (*path, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key, f"a field name in {_where(path)}" if path else "a field name")
+            _check_json_strings(item, (*path, key))
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    """A place in a JSON body in the client's words: message item 2; texts item 0, field 'text'; the JSON body."""
+    if not path:
+        return "the JSON body"
+    words = [f"{path[0]}" if isinstance(path[0], str) else f"item {path[0]}"]
+    words += [f" item {p}" if isinstance(p, int) else f", field {p!r}" for p in path[1:]]
+    return "".join(words)
 
 
 def parse_message_value(value: str) -> list[Any]:
@@ -160,11 +187,16 @@ def parse_json_body(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         if "surrogate" in str(exc):
             # JSON's \ud800 escapes may spell a lone surrogate, which orjson refuses outright;
-            # the standard library reads it, so the message check can name the item.
+            # the standard library reads it, so that the error can name where it stands. Every
+            # route that takes JSON comes through here: none sees such a string (orjson's
+            # refusal means the common path needs no walk).
             try:
-                return json.loads(body)
+                doc = json.loads(body)
             except (ValueError, RecursionError):
                 pass
+            else:
+                _check_json_strings(doc, ())
+                return doc
         raise InvalidInput(f"the body is not valid JSON: {exc}", code="invalid_json") from None
 
 

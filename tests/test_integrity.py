@@ -117,24 +117,34 @@ def test_a_complete_body_still_works_after_those(server):
 
 
 # 2. Lone surrogates are invalid_text, naming the item, on every route that takes texts.
+JSON = {"Content-Type": "application/json"}
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "path", "item"),
+    ("method", "path", "kwargs", "where"),
     [
-        ({"data": {"message": "['ok', '\\ud800']"}}, "/embed", 1),  # Python-style list in a form
-        ({"data": {"message": '["\\ud800"]'}}, "/embed", 0),  # a JSON array in a form field
-        ({"files": {"message": (None, "['\\udfff', 'ok']")}}, "/embed", 0),  # multipart
-        ({"data": b'{"message": ["ok", "ok", "x\\ud800"]}', "headers": {"Content-Type": "application/json"}}, "/embed", 2),
-        ({"data": b'{"input": "\\ud800"}', "headers": {"Content-Type": "application/json"}}, "/v1/embeddings", 0),
+        ("POST", "/embed", {"data": {"message": "['ok', '\\ud800']"}}, "message item 1"),  # Python-style list in a form
+        ("POST", "/embed", {"data": {"message": '["\\ud800"]'}}, "message item 0"),  # a JSON array in a form field
+        ("POST", "/embed", {"files": {"message": (None, "['\\udfff', 'ok']")}}, "message item 0"),  # multipart
+        ("POST", "/embed", {"data": b'{"message": ["ok", "ok", "x\\ud800"]}', "headers": JSON}, "message item 2"),
+        ("POST", "/v1/embeddings", {"data": b'{"input": "\\ud800"}', "headers": JSON}, "input"),
+        ("POST", "/v1/embeddings", {"data": b'{"input": ["ok", "\\ud800"]}', "headers": JSON}, "input item 1"),
+        ("POST", "/rerank", {"data": b'{"query": "q\\ud800", "documents": ["a"]}', "headers": JSON}, "query"),
+        ("POST", "/rerank", {"data": b'{"query": "q", "documents": [{"text": "\\udc00"}]}', "headers": JSON}, "documents item 0, field 'text'"),
+        # Found as a hostile client would: this upload was a 500 (orjson.dumps of the texts).
+        ("PUT", "/documents/surrogate", {"data": b'{"texts": [{"text": "a\\ud800", "pages": []}], "pages": []}', "headers": JSON},
+         "texts item 0, field 'text'"),
+        ("PUT", "/documents/surrogate", {"data": b'{"texts": [{"text": "a", "pages": ["p"]}], "pages": [{"id": "p\\ud800", "page_number": 1}]}',
+                                         "headers": JSON}, "pages item 0, field 'id'"),
     ],
 )
-def test_lone_surrogates_are_invalid_text_naming_the_item(server, kwargs, path, item):
+def test_lone_surrogates_are_invalid_text_naming_the_item(server, method, path, kwargs, where):
     headers = {**AUTH, **kwargs.pop("headers", {})}
-    r = requests.post(server.url + path, headers=headers, timeout=30, **kwargs)
+    r = requests.request(method, server.url + path, headers=headers, timeout=30, **kwargs)
     assert r.status_code == 400, r.text
     body = r.json()["error"]
-    field = "input" if path.startswith("/v1/") else "message"
     assert body["code"] == "invalid_text"
-    assert f"{field} item {item} is not valid Unicode text" in body["message"]
+    assert f"{where} is not valid Unicode text" in body["message"]
 
 
 # 3. A body slower than SMLS_CLIENT_TIMEOUT gets 408 request_timeout.

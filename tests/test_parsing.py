@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from smls import forms, parsing
@@ -124,10 +126,21 @@ def test_a_json_body_must_be_an_object(doc, fragment):
     assert info.value.code == "invalid_json"
 
 
-def test_a_lone_surrogate_in_a_json_body_names_the_item():
-    doc = parsing.parse_json_body(b'{"message": ["fine", "bad \\ud800 here"]}')
-    with pytest.raises(InvalidText, match="message item 1 is not valid Unicode text.*U\\+D800\\) at character 4"):
-        parsing.messages_from_json(doc, max_messages=10)
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"message": ["fine", "bad \\ud800 here"]}', "message item 1"),
+        (b'{"input": "\\udfff"}', "input"),
+        (b'{"texts": [{"text": "ok"}, {"text": "x", "speaker": "\\ud800"}]}', "texts item 1, field 'speaker'"),
+        (b'{"pages": [{"id": "p1", "\\ud800": 1}]}', "a field name in pages item 0"),
+        (b'["ok", ["\\ud800"]]', "item 1 item 0"),
+        (b'"\\ud800"', "the JSON body"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_a_json_body_is_invalid_text_naming_where(body, where):
+    """Every route that takes JSON reads it through parse_json_body: the one place the rule is kept for them."""
+    with pytest.raises(InvalidText, match=f"^{re.escape(where)} is not valid Unicode text.*U\\+D[89A-F][0-9A-F]{{2}}\\) at character"):
+        parsing.parse_json_body(body)
 
 
 def test_json_body_decoding():
