@@ -23,14 +23,13 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 import orjson
 
-from smls.store import VectorStore
+from smls.store.base import Neighbour, VectorStore
 from smls.vectors import unit_rows
 
 log = logging.getLogger("smls")
@@ -41,6 +40,9 @@ SHIFT = 32  # a label is version id << SHIFT | sentence index: 4 billion sentenc
 # indexed text (the demo document's sentences against the stdlib corpus), 0.98 with 256,
 # at about 1 ms a query (bench/ann.py).
 CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 128, 256
+# A search restricted to at most this many sentences compares the query with each of them
+# (exact, a few ms per 100,000); above it, the index is asked for more and filtered.
+EXACT_LIMIT = 200_000
 
 
 def labels(version: int, count: int) -> np.ndarray:
@@ -51,15 +53,6 @@ def labels(version: int, count: int) -> np.ndarray:
 def split(label: int) -> tuple[int, int]:
     """(version id, sentence index) of a label."""
     return label >> SHIFT, label & ((1 << SHIFT) - 1)
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """One result: the version it belongs to, the sentence's index in it, and the cosine similarity."""
-
-    version: int
-    index: int
-    score: float
 
 
 class AnnIndex:
@@ -189,6 +182,19 @@ class SearchIndex:
         with self._lock:
             keys, scores = self.ann.search(query, k)  # (it asks for no more than it holds)
         return [Neighbour(*split(int(key)), float(score)) for key, score in zip(keys, scores, strict=True)]
+
+    def nearest(self, query: np.ndarray, k: int, scope: dict[int, int] | None = None) -> list[Neighbour]:
+        """The k nearest sentences, best first: over every held version, or (scope: version -> sentences) over those alone."""
+        if scope is None:
+            return self.search(query, k)
+        if sum(scope.values()) <= EXACT_LIMIT:
+            return self.exact(query, list(scope), k)
+        want = k * 4  # the index's nearest, asked for more and more until k of them lie in scope
+        while True:
+            found = [n for n in self.search(query, want) if n.version in scope]
+            if len(found) >= k or want >= len(self.ann):
+                return found
+            want *= 4
 
     def exact(self, query: np.ndarray, versions: list[int], k: int) -> list[Neighbour]:
         """The k nearest among the given versions only, by exact comparison with their vectors in the index."""

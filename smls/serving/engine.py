@@ -11,13 +11,13 @@ from smls.batching import MicroBatcher
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Budget, Encoder, PairScorer
-from smls.errors import ModelNotFound, StartupError, WrongModelKind
+from smls.errors import ModelNotFound, StartupError, StoreUnavailable, WrongModelKind
 from smls.index import SearchIndex
 from smls.library import Library
-from smls.search import CrossSearch
+from smls.search import ChosenIndex, CrossSearch, VectorIndex
 from smls.serving.loading import load_model
 from smls.serving.models import EmbeddingModel, ScoringModel, Served
-from smls.store import is_postgres, open_store, open_vectors
+from smls.store import VectorStore, is_postgres, open_store, open_vectors
 
 __all__ = ["Engine", "build"]
 
@@ -83,6 +83,31 @@ class Engine:
         listen(str(self.settings.store), follow)
 
 
+def _search_index(cache: VectorStore, model: str, dimension: int, settings: Settings) -> VectorIndex:
+    """pgvector in the database where the store is PostgreSQL and has (or may create) the extension; else each worker's own index."""
+    in_memory = SearchIndex(cache, model, dimension, settings.cache_dir / "index")
+    if not is_postgres(settings.store):
+        return in_memory
+    from smls.store.pgvector import PgvectorIndex
+    from smls.store.postgres import PostgresVectors
+
+    assert isinstance(cache, PostgresVectors)
+
+    def choose() -> VectorIndex:
+        why_not = cache.use_pgvector(model, dimension)
+        if why_not is None:
+            return PgvectorIndex(cache, model, dimension)
+        log.warning("pgvector is not available in SMLS_STORE's database (%s): each worker keeps its own search index", why_not)
+        return in_memory
+
+    index = ChosenIndex(choose)
+    try:
+        index.chosen()  # now, in the gunicorn master, when the database answers
+    except StoreUnavailable:
+        log.warning("SMLS_STORE's database cannot be reached: the first search will tell pgvector's index from each worker's own")
+    return index
+
+
 def build(
     settings: Settings, models: Mapping[str, Encoder | PairScorer] | None = None, *, streams: int | None = None, load_indexes: bool = True
 ) -> Engine:
@@ -128,7 +153,7 @@ def build(
             on_shed=metrics.SHED.labels("deadline").inc,
         )
         documents = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout)
-        index = SearchIndex(cache, documents.index_name, encoder.dimension, settings.cache_dir / "index")
+        index = _search_index(cache, documents.index_name, encoder.dimension, settings)
         if load_indexes:
             index.load()
         search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store))

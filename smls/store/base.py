@@ -24,6 +24,15 @@ class StoredDocument:
     sentences: int
 
 
+@dataclass(frozen=True)
+class Neighbour:
+    """One search result: the document version it belongs to, the sentence's index in it, and the cosine similarity."""
+
+    version: int
+    index: int
+    score: float
+
+
 class DocumentStore(Protocol):
     """Uploaded documents by id; every write replaces a whole document or nothing."""
 

@@ -26,7 +26,8 @@ import numpy as np
 import psycopg
 
 from smls.errors import StoreUnavailable
-from smls.store.base import StoredDocument
+from smls.store.base import Neighbour, StoredDocument
+from smls.store.pgvector import EF_SEARCH
 
 log = logging.getLogger("smls")
 
@@ -59,6 +60,8 @@ class Database:
         self.dsn = dsn
         self._local = threading.local()
         self._schema_made_by: int | None = None
+        # Run on every new connection, after the schema (pgvector's type adapters are per connection).
+        self.on_connect: list[Callable[[psycopg.Connection], None]] = []
 
     def connection(self) -> psycopg.Connection:
         """This thread's connection (a new one after a fork or a broken connection)."""
@@ -74,6 +77,8 @@ class Database:
                     conn.execute("SELECT pg_advisory_xact_lock(72710)")  # one process at a time creates the tables
                     conn.execute(_SCHEMA)
                 self._schema_made_by = os.getpid()
+            for hook in self.on_connect:
+                hook(conn)
         return conn
 
     def run(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -141,10 +146,33 @@ class PostgresStore:
 
 
 class PostgresVectors:
-    """Document vectors and the published versions in PostgreSQL, shared by every instance (smls.store.VectorStore)."""
+    """Document vectors and the published versions in PostgreSQL, shared by every instance (smls.store.VectorStore).
+
+    A model served with pgvector (use_pgvector) also has its published versions' vectors in
+    a table of its own, kept in step with smls_published in the same transactions.
+    """
 
     def __init__(self, dsn: str) -> None:
         self.db = Database(dsn)
+        self._tables: dict[str, str] = {}  # model -> its pgvector table (smls.store.pgvector)
+        self._pgvector: str | None = None  # why pgvector cannot be used ("" once it can; None: not yet asked)
+
+    def use_pgvector(self, model: str, dimension: int) -> str | None:
+        """Serve `model`'s search from pgvector; None if it is, else why not (the extension is missing and cannot be made)."""
+        from smls.store import pgvector
+
+        if self._pgvector is None:
+            with self.db._errors():
+                self._pgvector = pgvector.enable(self.db.connection()) or ""
+            if not self._pgvector:
+                from pgvector.psycopg import register_vector
+
+                self.db.on_connect.append(register_vector)
+        if self._pgvector:
+            return self._pgvector
+        with self.db._errors():
+            self._tables[model] = pgvector.create_table(self.db.connection(), model, dimension)
+        return None
 
     def begin(self, key: str, doc_id: str, model: str, count: int, dimension: int) -> None:
         """Record an entry about to be filled, and drop older versions of the same document and model."""
@@ -191,8 +219,13 @@ class PostgresVectors:
                 yield chunk
 
     def publish(self, model: str, doc_id: str, key: str) -> None:
-        """Record that the search index of `model` should hold entry `key` as doc_id; a new version gets a new id."""
+        """Record that the search index of `model` should hold entry `key` as doc_id; a new version gets a new id.
+
+        With pgvector, the new version's vectors enter the model's table, and the old one's
+        leave it, in the same transaction.
+        """
         with self.db.transaction() as conn:
+            before = conn.execute("SELECT id FROM smls_published WHERE model = %s AND doc_id = %s", (model, doc_id)).fetchall()
             changed = conn.execute(
                 "INSERT INTO smls_published (model, doc_id, key, count) SELECT %s, %s, key, count FROM smls_entries WHERE key = %s "
                 "ON CONFLICT (model, doc_id) DO UPDATE SET id = nextval('smls_versions'), key = excluded.key, count = excluded.count "
@@ -200,7 +233,62 @@ class PostgresVectors:
                 (model, doc_id, key),
             ).fetchall()
             if changed:
+                if model in self._tables:
+                    self._swap_vectors(conn, model, [row[0] for row in before], changed[0][0], key)
                 conn.execute(f"NOTIFY {CHANNEL}")
+
+    def _swap_vectors(self, conn: psycopg.Connection, model: str, old: list[int], new: int, key: str) -> None:
+        """In the publishing transaction: the old versions' vectors out of the model's pgvector table, the new one's in."""
+        from smls.store import pgvector
+
+        pgvector.forget(conn, self._tables, [(model, version) for version in old])
+        dimension = conn.execute("SELECT dimension FROM smls_entries WHERE key = %s", (key,)).fetchall()[0][0]
+        pgvector.ingest(conn, model, self._tables[model], new, self._chunks(conn, key, dimension))
+
+    def _chunks(self, conn: psycopg.Connection, key: str, dimension: int) -> Iterator[np.ndarray]:
+        """An entry's chunks, in order, one at a time, read on this connection (inside its transaction)."""
+        for (number,) in conn.execute("SELECT chunk FROM smls_chunks WHERE key = %s ORDER BY chunk", (key,)).fetchall():
+            rows = conn.execute("SELECT rows, data FROM smls_chunks WHERE key = %s AND chunk = %s", (key, number)).fetchall()
+            vectors = _vectors(rows[0], dimension) if rows else None
+            if vectors is not None:
+                yield vectors
+
+    def backfill(self, model: str) -> int:
+        """Copy into the model's pgvector table the published versions it lacks (published before it existed); how many."""
+        if model not in self._tables:
+            return 0
+        missing = self.db.run(
+            "SELECT p.id, p.key FROM smls_published p LEFT JOIN smls_vec_held h ON h.model = p.model AND h.version = p.id "
+            "WHERE p.model = %s AND h.version IS NULL",
+            (model,),
+        )
+        for version, key in missing:
+            with self.db.transaction() as conn:
+                # (locked: another worker may be filling the same version; the second finds it held)
+                if conn.execute("SELECT 1 FROM smls_published WHERE id = %s FOR UPDATE", (version,)).fetchall() and not conn.execute(
+                    "SELECT 1 FROM smls_vec_held WHERE model = %s AND version = %s", (model, version)
+                ).fetchall():
+                    self._swap_vectors(conn, model, [], version, key)
+        return len(missing)
+
+    def nearest(self, model: str, query: np.ndarray, k: int, versions: list[int] | None) -> list[Neighbour]:
+        """The k nearest sentences to a unit query in the model's pgvector table, best first (over `versions` alone, if given)."""
+        from pgvector import HalfVector
+
+        table, q = self._tables[model], HalfVector(query)
+        with self.db.transaction() as conn:
+            conn.execute(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}")
+            if versions is None:
+                rows = conn.execute(f"SELECT version, idx, embedding <=> %s FROM {table} ORDER BY embedding <=> %s LIMIT %s", (q, q, k)).fetchall()
+            else:
+                # pgvector 0.8's iterative scan goes on through the graph until k rows pass the filter.
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                rows = conn.execute(
+                    f"SELECT version, idx, embedding <=> %s FROM {table} WHERE version = ANY(%s) ORDER BY embedding <=> %s LIMIT %s",
+                    (q, versions, q, k),
+                ).fetchall()
+        ranked = sorted(rows, key=lambda row: (row[2], row[0], row[1]))  # (relaxed order: sorted here)
+        return [Neighbour(int(version), int(idx), 1.0 - float(distance)) for version, idx, distance in ranked]
 
     def published(self, model: str) -> dict[int, tuple[str, str, int]]:
         """What the search index of `model` should hold: version id -> (doc_id, key, count)."""
@@ -209,16 +297,32 @@ class PostgresVectors:
     def unpublish(self, model: str, doc_id: str) -> None:
         """Take doc_id out of the search index of `model` (its vectors stay)."""
         with self.db.transaction() as conn:
-            if conn.execute("DELETE FROM smls_published WHERE model = %s AND doc_id = %s RETURNING 1", (model, doc_id)).fetchall():
+            gone = conn.execute("DELETE FROM smls_published WHERE model = %s AND doc_id = %s RETURNING model, id", (model, doc_id)).fetchall()
+            if gone:
+                self._forget(conn, gone)
                 conn.execute(f"NOTIFY {CHANNEL}")
+
+    def _forget(self, conn: psycopg.Connection, versions: list[tuple[Any, ...]]) -> None:
+        """(model, version) pairs no longer published: out of their pgvector tables, if any table is served."""
+        if self._tables or conn.execute("SELECT to_regclass('smls_vec_held') IS NOT NULL").fetchall()[0][0]:
+            from smls.store import pgvector
+
+            tables = {**self._tables, **{model: pgvector.table_name(model) for model, _ in versions if _exists(conn, pgvector.table_name(model))}}
+            pgvector.forget(conn, tables, [(model, version) for model, version in versions])
 
     def drop(self, doc_id: str) -> None:
         """Forget every vector of doc_id, for every model, and take it out of every search index."""
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM smls_chunks WHERE key IN (SELECT key FROM smls_entries WHERE doc_id = %s)", (doc_id,))
             conn.execute("DELETE FROM smls_entries WHERE doc_id = %s", (doc_id,))
-            conn.execute("DELETE FROM smls_published WHERE doc_id = %s", (doc_id,))
+            gone = conn.execute("DELETE FROM smls_published WHERE doc_id = %s RETURNING model, id", (doc_id,)).fetchall()
+            self._forget(conn, gone)
             conn.execute(f"NOTIFY {CHANNEL}")
+
+
+def _exists(conn: psycopg.Connection, table: str) -> bool:
+    """Whether a table of this name exists (another instance may serve a model with pgvector that this one does not)."""
+    return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchall()[0][0])
 
 
 def _vectors(row: tuple[Any, ...], dimension: int) -> np.ndarray | None:
