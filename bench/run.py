@@ -30,7 +30,7 @@ import requests
 from bench import ann, bigdoc
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
 from bench.inprocess import ceilings, cores, encoder, inference_cpu_ms, machine, quality, recheck
-from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, smls_server
+from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, settle, smls_server
 
 CONCURRENCY = (1, 8, 32)
 
@@ -224,6 +224,7 @@ def main() -> None:
         for name, r in results.items():
             say(f"| {name} | {r['startup']:.1f} | {r['pss']:.0f} |")
         say()
+        tokenize_beside_embed(say, backends[0], seconds, work)
         by_workers = memory_by_workers(say, backends[0], work, 1 if args.short else 3)
         two_models(say, backends[0], seconds, work, by_workers[2])
         say()
@@ -238,6 +239,26 @@ def main() -> None:
         ann.measure(say, args.short)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")
+
+
+def tokenize_beside_embed(say: Callable[[str], None], backend: str, seconds: float, work: Path) -> None:
+    """POST /tokenize against POST /embed on one server, one sentence a request at c=32, in turn (twice each, the order swapped)."""
+    srv = smls_server(f"smls {backend} tokenize", SMLS_BACKEND=backend)
+    rates: dict[str, list[float]] = {"/embed": [], "/tokenize": []}
+    try:
+        srv.start(work / "tokenize.log")
+        for path in ("/embed", "/tokenize", "/tokenize", "/embed"):
+            srv.path, srv.body = path, "tokenize" if path == "/tokenize" else "message"
+            rates[path].append(load(srv, 1, 32, seconds, work)["rps"])
+            settle(srv)
+    finally:
+        srv.stop()
+    embed, tokenize = statistics.fmean(rates["/embed"]), statistics.fmean(rates["/tokenize"])
+    say(f"## /tokenize beside /embed ({backend}, one sentence a request, c=32, {seconds} s cells taken in turn)")
+    say()
+    say(f"/embed {embed:.0f} requests/s, /tokenize {tokenize:.0f} requests/s: /tokenize answers {tokenize / embed:.1f}x as many "
+        "(it runs no model: the tokenizer and the JSON only).")
+    say()
 
 
 def memory_by_workers(say: Callable[[str], None], backend: str, work: Path, seconds: float, runs: int = 3) -> dict[int, float]:

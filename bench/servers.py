@@ -34,7 +34,7 @@ class Server:
     cmd: list[str]
     env: dict[str, str]
     path: str  # embedding endpoint
-    body: str  # "message" (smls, naive) or "openai" (Infinity)
+    body: str  # "message" (smls, naive), "openai" (Infinity) or "tokenize" (smls's /tokenize)
     health: str = "/health"
     cwd: Path = ROOT
     port: int = field(default_factory=free_port)
@@ -111,6 +111,8 @@ class Server:
         groups = [[texts[(i + j) % len(texts)] for j in range(size)] for i in range(len(texts))]
         if self.body == "openai":
             return [json.dumps({"model": "minilm", "input": g}) for g in groups]
+        if self.body == "tokenize":
+            return [json.dumps({"text": g, "return_tokens": False}) for g in groups]
         extra = {"model": self.model} if self.model else {}
         return [json.dumps({"message": g, **extra}) for g in groups]
 
@@ -133,7 +135,7 @@ end
 
 def load(server: Server, size: int, concurrency: int, seconds: float, workdir: Path) -> dict:
     """Run wrk against one server; requests/s, sentences/s, p50/p99 (ms), errors."""
-    script = workdir / f"{server.name}-{size}.lua"
+    script = workdir / f"{server.name}-{size}-{server.path.strip('/').replace('/', '_')}.lua"
     if not script.exists():
         script.write_text(LUA % (",\n".join(f"[==[{b}]==]" for b in server.bodies(size)), server.path))
     # wrk's CPU: the child that ends meanwhile (two loads run side by side would count each other's).

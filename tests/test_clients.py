@@ -43,6 +43,11 @@ MODEL_LINES = [
 ]
 
 
+# What every client prints of /tokenize: the default model's ids for "Hello world!" ([CLS] hello world ! [SEP]).
+TOKENS = "tokens: 5 [101, 7592, 2088, 999, 102]"
+TOKENS_JSON = '{"count":5,"ids":[101,7592,2088,999,102]}'
+
+
 def assert_model_lines(lines: list[str]) -> None:
     assert lines[0] == MODEL_LINES[0] and lines[1] == MODEL_LINES[1], lines
     assert re.fullmatch(MODEL_LINES[2], lines[2]) and sorted(lines[2].split(": ")[1].split()) == ["0", "1", "2"], lines[2]
@@ -69,7 +74,8 @@ def run(cmd: list[str], server, timeout: float = 300) -> str:
 def test_shell_curl_and_jq(live_server):
     need("curl", "jq")
     lines = run(["sh", "clients/shell/embed.sh"], live_server).splitlines()
-    assert len(lines) == 10, lines
+    assert len(lines) == 11, lines
+    assert lines[10] == TOKENS_JSON
     assert lines[6:8] == [MODEL_LINES[0], '{"model":"tiny","dimension":32}']
     assert re.fullmatch(r'\{"model":"judge","scorer":"cross-encoder","order":\[[012],[012]\]\}', lines[8]), lines[8]
     assert re.fullmatch(r'\{"model":"all-MiniLM-L6-v2","scorer":"cosine","order":\[1,2,0\],"best":0\.\d+\}', lines[9]), lines[9]
@@ -98,6 +104,7 @@ def test_common_lisp_sbcl_drakma_yason(live_server):
     out = run(["sbcl", "--script", "clients/lisp/embed.lisp", live_server.url], live_server)
     assert "vectors: 4, dimension: 384" in out
     assert "uploaded: lisp-notes, 1 sentence(s)\nsearch: lisp-notes, sentence 0, page 7\ndeleted: yes\n" in out
+    assert out.splitlines()[-1] == TOKENS
     assert_model_lines(out.splitlines()[3:])
     same, other = similarities(out)
     assert same > 0.5 > other  # real vectors: the two cat sentences are close, the markets one is not
@@ -108,6 +115,7 @@ def test_emacs_lisp_url_and_json(live_server):
     out = run(["emacs", "--batch", "-Q", "-l", "clients/emacs/smls.el", "-f", "smls-demo"], live_server)
     assert "vectors: 3, dimension: 384" in out
     assert "uploaded: emacs-notes, 1 sentence(s)\nsearch: emacs-notes, sentence 0, page 7\ndeleted: yes\n" in out
+    assert out.splitlines()[-1] == TOKENS
     assert_model_lines(out.splitlines()[3:])
     same, other = similarities(out)
     assert same > 0.5 > other
@@ -117,8 +125,9 @@ def test_python_requests(live_server):
     out = run([sys.executable, "clients/python/embed_requests.py", live_server.url], live_server).splitlines()
     assert out[0] == "model: all-MiniLM-L6-v2, vectors: 2, dimension: 384"
     assert out[1].startswith("int8 base64: ")
-    assert len(out) == 9 and all(re.match(r"0\.\d{3}  \S", line) for line in out[2:5])
-    assert_model_lines(out[5:])
+    assert len(out) == 10 and all(re.match(r"0\.\d{3}  \S", line) for line in out[2:5])
+    assert_model_lines(out[5:9])
+    assert out[9] == TOKENS
 
 
 def test_python_openai_package(live_server):

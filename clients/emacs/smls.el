@@ -76,6 +76,10 @@ Return the number of sentences stored."
                   (mapcar (lambda (p) (alist-get 'number p)) (alist-get 'pages hit))))
           (alist-get 'results (smls--request (format "/search?q=%s&k=%d" (url-hexify-string query) (or k 10))))))
 
+(defun smls-tokenize (text &optional model)
+  "The token ids MODEL (nil: the default) reads for TEXT, without running it: a vector of integers."
+  (alist-get 'ids (aref (alist-get 'texts (smls--request "/tokenize" `((text . ,text) (model . ,model) (return_tokens . :json-false)))) 0)))
+
 (defun smls-delete (doc-id)
   "Remove the uploaded document DOC-ID and its vectors."
   (smls--request (concat "/documents/" (url-hexify-string doc-id)) nil "DELETE"))
@@ -105,7 +109,10 @@ Return the number of sentences stored."
   (pcase-let ((`(,doc ,index ,_text ,pages) (car (smls-search "an erupting volcano" 1))))
     (princ (format "search: %s, sentence %d, page %d\n" doc index (car pages))))
   (smls-delete "emacs-notes")
-  (princ "deleted: yes\n"))
+  (princ "deleted: yes\n")
+  ;; Counting tokens without running the model: the default model's ids for a text.
+  (let ((ids (smls-tokenize "Hello world!")))
+    (princ (format "tokens: %d [%s]\n" (length ids) (mapconcat #'number-to-string ids ", ")))))
 
 (provide 'smls)
 ;;; smls.el ends here

@@ -95,3 +95,7 @@ Return the vectors and the dimension."
 (let ((hit (first (gethash "results" (call-json "/search" :parameters '(("q" . "an erupting volcano") ("k" . "1")))))))
   (format t "search: ~a, sentence ~d, page ~d~%" (gethash "doc_id" hit) (gethash "index" hit) (gethash "number" (first (gethash "pages" hit)))))
 (format t "deleted: ~:[no~;yes~]~%" (gethash "deleted" (call-json "/documents/lisp-notes" :method :delete)))
+
+;; Counting tokens without running the model: the default model's ids for a text.
+(let ((counted (first (gethash "texts" (call-json "/tokenize" :body (object "text" "Hello world!"))))))
+  (format t "tokens: ~d [~{~d~^, ~}]~%" (gethash "count" counted) (gethash "ids" counted)))

@@ -39,3 +39,7 @@ for model in (None, listing["default"]):
     ranked.raise_for_status()
     body = ranked.json()
     print(f"rerank ({body['model']}, {body['scorer']}): " + " ".join(str(r["index"]) for r in body["results"]))
+
+# Counting tokens without running the model: the default model's ids for a text.
+counted = requests.post(f"{url}/tokenize", json={"text": "Hello world!", "return_tokens": False}, timeout=60).json()["texts"][0]
+print(f"tokens: {counted['count']} {counted['ids']}")

@@ -35,3 +35,7 @@ DEFAULT=$(curl -sS --fail-with-body "$SMLS/models" | jq -r .default)
 jq -n --arg model "$DEFAULT" --argjson docs "$DOCS" '{query: "How long do cats sleep?", documents: $docs, model: $model}' |
   curl -sS --fail-with-body "$SMLS/rerank" -H 'Content-Type: application/json' -d @- |
   jq -c '{model, scorer, order: [.results[].index], best: (.results[0].relevance_score * 1000 | round / 1000)}'
+
+# Counting tokens without running the model: the default model's ids for a text.
+curl -sS --fail-with-body "$SMLS/tokenize" -H 'Content-Type: application/json' -d '{"text": "Hello world!", "return_tokens": false}' |
+  jq -c '.texts[0] | {count, ids}'

@@ -18,6 +18,7 @@ from smls.search import ChosenIndex, CrossSearch, VectorIndex
 from smls.serving.loading import load_model
 from smls.serving.models import EmbeddingModel, ScoringModel, Served
 from smls.store import VectorStore, is_postgres, open_store, open_vectors
+from smls.tokens import Tokens
 
 __all__ = ["Engine", "build"]
 
@@ -135,7 +136,7 @@ def build(
         model.on_encoded = hooks.observe_encoded
         if model.kind == "cross-encoder":
             model.set_streams(1, budget)
-            served[name] = ScoringModel(name, model)
+            served[name] = ScoringModel(name, model, Tokens.of(model.path, model.max_seq_length))
             continue
         encoder = model
         own = streams if encoder.parallel_safe else 1
@@ -157,7 +158,8 @@ def build(
         if load_indexes:
             index.load()
         search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store))
-        served[name] = EmbeddingModel(name, encoder, batcher, documents, search, outputs.Calibration(encoder, settings.cache_dir))
+        tokens = Tokens.of(encoder.path, encoder.max_seq_length)
+        served[name] = EmbeddingModel(name, encoder, batcher, documents, search, outputs.Calibration(encoder, settings.cache_dir), tokens)
     embedders = [m.name for m in served.values() if isinstance(m, EmbeddingModel)]
     if not embedders:
         raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")

@@ -10,6 +10,7 @@ from smls.batching import MicroBatcher
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Encoder, PairScorer
 from smls.search import CrossSearch
+from smls.tokens import Tokens
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class EmbeddingModel:
     documents: DocumentEmbedder
     search: CrossSearch
     calibration: outputs.Calibration
+    tokens: Tokens | None  # its tokenizer for /tokenize and /decode (None: the folder has no tokenizer.json)
     kind = "embedding"
 
     def info(self) -> dict[str, Any]:
@@ -35,6 +37,7 @@ class ScoringModel:
 
     name: str
     scorer: PairScorer
+    tokens: Tokens | None
     kind = "cross-encoder"
 
     def info(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from smls.contract import FAST_PATHS_KEY
 from smls.encoders import Encoder, PairScorer
 from smls.errors import Overloaded
 from smls.serving import engine
-from smls.web import documents, embed, hooks, openai, ops, rerank, responses
+from smls.web import documents, embed, hooks, openai, ops, rerank, responses, tokens
 from smls.web.endpoints import BY_ENDPOINT, fast_answers
 from smls.web.errors import error_response
 from smls.web.lane import Lane
@@ -70,7 +70,7 @@ def create_app(
     app.register_error_handler(Exception, error_response)
     app.before_request(_before)
     app.after_request(_after)
-    for area in (embed, openai, rerank, documents, ops):
+    for area in (embed, openai, rerank, tokens, documents, ops):
         app.register_blueprint(area.blueprint)
     # The routes whose small requests gunicorn's worker answers on its event loop (smls.contract).
     app.config[FAST_PATHS_KEY] = frozenset(rule.encode() for rule in fast_answers())

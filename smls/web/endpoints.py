@@ -65,6 +65,8 @@ ENDPOINTS = (
     Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True, fast=True),
     Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True, fast=True),
     Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True, fast=True),
+    Endpoint("POST", "/tokenize", "tokens", "tokenize", "a model's tokens for texts: ids, count, whether it would cut them, each token's text and offsets", fast=True),
+    Endpoint("POST", "/decode", "tokens", "decode", "the text a list of token ids spells", fast=True),
     Endpoint("GET", "/documents", "documents", "list_documents", "the documents: uploaded ones and files in the data folder"),
     Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True, transfer=True),
     Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True, transfer=True),

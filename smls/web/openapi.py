@@ -205,6 +205,18 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             "/rerank": _rerank(settings.max_messages),
             "/v1/rerank": _rerank(settings.max_messages, openai=True),
             "/v2/rerank": _rerank(settings.max_messages),
+            "/tokenize": {
+                "post": {
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _tokenize_request(settings.max_messages), "example": {"text": ["Hello world!"]}}}},
+                    "responses": {"200": _json(_TOKENIZE_RESPONSE, "each text's tokens"), **_errors(400, 404, 408, 413, 415)},
+                }
+            },
+            "/decode": {
+                "post": {
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _DECODE_REQUEST, "example": {"ids": [101, 7592, 2088, 999, 102]}}}},
+                    "responses": {"200": _json(_DECODE_RESPONSE, "the text"), **_errors(400, 404, 408, 413, 415)},
+                }
+            },
             "/documents": {
                 "get": {
                     "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
@@ -293,6 +305,70 @@ def _paths(operations: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
         raise RuntimeError(f"openapi.py describes operations the endpoint table lacks: {sorted(undescribed)}")
     return paths
 
+
+_FLAG = {"type": ["boolean", "null"]}
+
+
+def _tokenize_request(max_texts: int) -> dict[str, Any]:
+    text = {"type": "string", "minLength": 1}
+    return {
+        "type": "object",
+        "required": ["text"],
+        "additionalProperties": False,
+        "properties": {
+            "text": {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": max_texts}]},
+            "model": {"type": ["string", "null"], "description": "a served model's name (any kind); the default model if left out"},
+            "add_special_tokens": {**_FLAG, "description": "count the model's special tokens ([CLS], [SEP]) as it reads them (default true)"},
+            "return_tokens": {**_FLAG, "description": "each token's text, offsets and kind, not just the ids (default true)"},
+        },
+    }
+
+
+_TOKENIZE_RESPONSE = {
+    "type": "object",
+    "required": ["model", "max_seq_length", "texts"],
+    "properties": {
+        "model": {"type": "string"},
+        "max_seq_length": {"type": "integer"},
+        "texts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["count", "truncated", "ids"],
+                "properties": {
+                    "count": {"type": "integer", "description": "tokens the model would be fed before truncation"},
+                    "truncated": {"type": "boolean", "description": "whether count is over max_seq_length: the model would cut the text"},
+                    "ids": {"type": "array", "items": {"type": "integer"}},
+                    "tokens": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "text", "start", "end", "special"],
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "text": {"type": "string"},
+                                "start": {"type": "integer", "description": "offset of its first character in the text sent"},
+                                "end": {"type": "integer", "description": "offset just past its last character"},
+                                "special": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_DECODE_REQUEST = {
+    "type": "object",
+    "required": ["ids"],
+    "additionalProperties": False,
+    "properties": {
+        "ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "model": {"type": ["string", "null"]},
+        "skip_special_tokens": {**_FLAG, "description": "leave out [CLS], [SEP] and the like (default true)"},
+    },
+}
+_DECODE_RESPONSE = {"type": "object", "required": ["model", "text"], "properties": {"model": {"type": "string"}, "text": {"type": "string"}}}
 
 _RERANK_EXAMPLE = {
     "query": "Where do lighthouses stand?",
