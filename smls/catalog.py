@@ -9,6 +9,9 @@ settings of that model alone:
   kind        embedding or cross-encoder; found from the folder when not given
               (sentence-transformers writes it into config_sentence_transformers.json).
   batch_size  sentences (or pairs) per forward pass (default SMLS_BATCH_SIZE).
+  truncation  right (the default) or left: which end of a text longer than the model
+              takes is kept. left keeps the end; it is the model's default for
+              requests and the only direction its documents' vectors use.
 `path` is a model folder (a bare folder name that is not found where smls starts is
 looked for in <SMLS_DATA_DIR>/models/), the word `embedded` for the shipped
 all-MiniLM-L6-v2, or left out (`mpnet` alone): then the folder <SMLS_DATA_DIR>/models/<name>.
@@ -31,7 +34,7 @@ KINDS = ("embedding", "cross-encoder")
 EMBEDDED = "embedded"
 # Names travel in URLs, query strings, JSON and Prometheus labels: keep them plain.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_OPTION_KEYS = ("backend", "kind", "batch_size")
+_OPTION_KEYS = ("backend", "kind", "batch_size", "truncation")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ModelEntry:
     backend: str | None = None
     kind: str | None = None
     batch_size: int | None = None
+    truncation: str = "right"
 
     def folder(self, data_dir: Path) -> Path:
         """The folder this entry names (not yet checked)."""
@@ -91,9 +95,14 @@ def parse_models(raw: str, backends: tuple[str, ...]) -> list[ModelEntry]:
             if not options["batch_size"].isdigit() or int(options["batch_size"]) < 1:
                 raise StartupError(f"{where}: batch_size must be a whole number of at least 1, got {options['batch_size']!r}")
             batch_size = int(options["batch_size"])
+        truncation = options.get("truncation", "right")
+        if truncation not in ("right", "left"):
+            raise StartupError(f"{where}: truncation must be right or left, got {truncation!r}")
+        if truncation == "left" and kind == "cross-encoder":
+            raise StartupError(f"{where}: a cross-encoder cuts a (query, document) pair on the right; drop truncation=left")
         if any(e.name == name for e in entries):
             raise StartupError(f"{where}: the name {name!r} is used twice; every model needs a name of its own")
-        entries.append(ModelEntry(name, source, backend, kind, batch_size))
+        entries.append(ModelEntry(name, source, backend, kind, batch_size, truncation))
     return entries
 
 
@@ -118,8 +127,7 @@ def check_kind(entry_name: str, path: Path, declared: str | None) -> str:
     st_type = _read_json(path / "config_sentence_transformers.json").get("model_type")
     if st_type in ("CrossEncoder", "SentenceTransformer"):
         raise StartupError(
-            f"model {entry_name!r} is declared kind={declared}, but {path} holds a {found} model "
-            f"(its config_sentence_transformers.json says {st_type})"
+            f"model {entry_name!r} is declared kind={declared}, but {path} holds a {found} model (its config_sentence_transformers.json says {st_type})"
         )
     return declared
 
@@ -145,6 +153,7 @@ class ModelSpec:
     backend: str | None = None
     batch_size: int | None = None
     origin: str = "SMLS_MODELS"  # where the folder came from, for the start-up log
+    truncation: str = "right"  # which end of a long text the model keeps
 
     @property
     def embeds(self) -> bool:
@@ -183,7 +192,9 @@ def resolve_entries(entries: list[ModelEntry], data_dir: Path, default: str | No
         kind = check_kind(entry.name, folder, entry.kind)
         if kind == "cross-encoder" and entry.backend not in (None, "torch"):
             raise StartupError(f"model {entry.name!r} is a cross-encoder, which runs on torch; drop backend={entry.backend}")
-        specs.append(ModelSpec(entry.name, folder, kind, entry.backend, entry.batch_size))
+        if kind == "cross-encoder" and entry.truncation == "left":
+            raise StartupError(f"model {entry.name!r} is a cross-encoder, which cuts a (query, document) pair on the right; drop truncation=left")
+        specs.append(ModelSpec(entry.name, folder, kind, entry.backend, entry.batch_size, truncation=entry.truncation))
     embedders = [s for s in specs if s.embeds]
     if not embedders:
         raise StartupError("SMLS_MODELS has no embedding model; /embed, /v1/embeddings and /documents need one (add name=embedded)")

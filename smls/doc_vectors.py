@@ -21,6 +21,8 @@ from smls.batching import BulkJob, MicroBatcher
 from smls.documents import Document
 from smls.encoders import Encoder
 from smls.store import VectorStore
+from smls.tokens import Tokens
+from smls.truncation import Direction, Truncation, frame
 from smls.vectors import unit_rows
 
 
@@ -35,11 +37,23 @@ class Hit:
 class DocumentEmbedder:
     """Vectors for documents, from the cache when it has them, else from the encoder."""
 
-    def __init__(self, batcher: MicroBatcher[Encoder], cache: VectorStore, chunk_size: int = 256, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        batcher: MicroBatcher[Encoder],
+        cache: VectorStore,
+        chunk_size: int = 256,
+        timeout: float = 30.0,
+        *,
+        truncation: Direction = "right",
+        tokens: Tokens | None = None,
+    ) -> None:
         self.batcher = batcher
         self.cache = cache
         self.chunk_size = chunk_size
         self.timeout = timeout  # seconds a query may wait for the model (search)
+        # The model's own direction, never a request's: a cached vector always means one thing.
+        self.truncation = truncation
+        self.tokens = tokens
 
     @property
     def encoder(self) -> Encoder:
@@ -47,7 +61,9 @@ class DocumentEmbedder:
         return self.batcher.encoder
 
     def _model_key(self, normalize: bool) -> str:
-        return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}"
+        # (right, the encoder's own cut, adds nothing: the keys of vectors cached before there was a choice stay valid)
+        cut = "" if self.truncation == "right" else f":truncation={self.truncation}"
+        return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}{cut}"
 
     def key(self, doc: Document, normalize: bool = False) -> str:
         """The cache key: both files' contents, the model and the options."""
@@ -105,7 +121,13 @@ class DocumentEmbedder:
     def _submit(self, doc: Document, number: int) -> BulkJob:
         """Queue chunk `number`'s sentences in the bulk lane."""
         chunk = self._chunk(doc, number)
-        return self.batcher.submit_bulk([s.text for s in doc.sentences[chunk.start : chunk.stop]])
+        return self.batcher.submit_bulk(self.texts([s.text for s in doc.sentences[chunk.start : chunk.stop]]))
+
+    def texts(self, texts: list[str]) -> list[str]:
+        """Sentences as the model reads them: cut on the left where the model keeps the end of a long text."""
+        if self.truncation == "right":
+            return texts
+        return frame(texts, Truncation(True, self.truncation), self.tokens, "sentences", self.encoder.max_seq_length).texts
 
     def fill(self, doc: Document, normalize: bool = False) -> Iterator[int]:
         """Compute and cache a whole document, yielding how many sentences each step covered."""

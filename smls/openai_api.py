@@ -10,11 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from smls import fields, outputs, parsing
+from smls import fields, outputs, parsing, truncation
 from smls.encoders import Encoded
 from smls.errors import InvalidInput, InvalidOption
+from smls.truncation import Cut
 
-REQUEST_KEYS = frozenset({"input", "model", "encoding_format", "dimensions", "user"})
+# OpenAI's fields, and smls's truncation fields (text-embeddings-inference's names).
+REQUEST_KEYS = frozenset({"input", "model", "encoding_format", "dimensions", "user", *truncation.FIELDS})
 ENCODING_FORMATS = {"float": "json", "base64": "base64"}
 
 
@@ -25,10 +27,11 @@ class EmbeddingsRequest:
     texts: list[str]
     options: outputs.OutputOptions
     model: str | None  # None: the default model
+    truncation: dict[str, Any]  # truncate and truncation_direction as given (Truncation.of makes them one)
 
 
 def parse_request(body: bytes, *, dimension_of: Callable[[str | None], int], max_messages: int) -> EmbeddingsRequest:
-    """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions (user is ignored).
+    """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions, truncate, truncation_direction (user is ignored).
 
     `dimension_of(model)` is the named (None: default) model's dimension; it raises for a
     model not served. As on every route, null means "not given" and an unknown field is refused.
@@ -50,11 +53,12 @@ def parse_request(body: bytes, *, dimension_of: Callable[[str | None], int], max
     user = doc.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidOption(f"'user' must be a string, got {parsing.type_name(user)}")
-    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]), model)
+    cut = fields.collect([("JSON body", list(doc.items()), REQUEST_KEYS)], truncation.Truncation.parsers())
+    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]), model, cut)
 
 
-def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dict[str, Any]:
-    """The OpenAI response object for one request's vectors."""
+def response(result: Encoded, options: outputs.OutputOptions, model: str, cuts: list[Cut]) -> dict[str, Any]:
+    """The OpenAI response object for one request's vectors (and smls's report of the inputs cut, which OpenAI's clients ignore)."""
     encoded = outputs.render(result.vectors, options)
     tokens = result.tokens
     return {
@@ -62,6 +66,7 @@ def response(result: Encoded, options: outputs.OutputOptions, model: str) -> dic
         "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(encoded)],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "truncations": [cut.json() for cut in cuts],
     }
 
 

@@ -205,4 +205,3 @@ def describe(options: OutputOptions, model_dimension: int) -> Mapping[str, Any]:
         "precision": options.precision,
         "encoding": options.encoding,
     }
-

@@ -3,7 +3,7 @@
 The request speaks the dialects clients already send: Cohere v1 and Infinity
 (`query`, `documents`, `top_n`, `return_documents`; documents as strings or
 {"text": ...} objects) and text-embeddings-inference (`texts`, `raw_scores`,
-`truncate`, `return_text`). The response is Cohere's and Infinity's object
+`truncate`, `return_text`; smls adds `truncation_direction`). The response is Cohere's and Infinity's object
 (`results` best first, each with `index` and `relevance_score`), not TEI's bare array.
 """
 
@@ -20,9 +20,10 @@ from smls import fields, parsing
 from smls.encoders import Encoded, Encoder
 from smls.encoders.cross import PairScorer, Scores
 from smls.errors import ConflictingOption, InvalidInput, InvalidOption
+from smls.truncation import Cut, Direction, parse_direction
 from smls.vectors import unit_rows
 
-REQUEST_KEYS = frozenset({"query", "documents", "texts", "top_n", "model", "return_documents", "return_text", "raw_scores", "truncate"})
+REQUEST_KEYS = frozenset({"query", "documents", "texts", "top_n", "model", "return_documents", "return_text", "raw_scores", "truncate", "truncation_direction"})
 EXAMPLE = '{"query": "text", "documents": ["text", ...]}'
 COSINE, CROSS = "cosine", "cross-encoder"
 
@@ -40,6 +41,7 @@ class RerankRequest:
     return_documents: bool
     raw_scores: bool
     truncate: bool
+    direction: Direction | None  # None: the model's
 
 
 def parse_request(body: bytes, max_documents: int) -> RerankRequest:
@@ -80,6 +82,7 @@ def parse_request(body: bytes, max_documents: int) -> RerankRequest:
         return_documents=bool(return_documents or return_text),
         raw_scores=bool(_flag(doc, "raw_scores", False)),
         truncate=bool(_flag(doc, "truncate", True)),
+        direction=None if doc.get("truncation_direction") is None else parse_direction(doc["truncation_direction"]),
     )
 
 
@@ -87,7 +90,7 @@ def _text_of(item: Any, field: str, index: int) -> Any:
     """A document's text: the string itself, or the "text" of a {"text": ...} object (Cohere v1)."""
     if isinstance(item, dict):
         if "text" not in item:
-            raise InvalidInput(f"{field} item {index} is an object without \"text\"; send a string or {{\"text\": \"...\"}}")
+            raise InvalidInput(f'{field} item {index} is an object without "text"; send a string or {{"text": "..."}}')
         return item["text"]
     return item
 
@@ -101,14 +104,17 @@ def _flag(doc: dict[str, Any], name: str, default: bool | None) -> bool | None:
     return value
 
 
-def check_length(req: RerankRequest, truncated: np.ndarray, max_seq_length: int, scorer: str) -> None:
-    """With "truncate": false, refuse a request whose texts do not fit the model instead of cutting them."""
+def check_length(req: RerankRequest, truncated: np.ndarray, max_seq_length: int) -> None:
+    """With "truncate": false, refuse a request whose (query, document) pairs do not fit the cross-encoder instead of cutting them.
+
+    (An embedding model's texts are counted before it runs: smls.truncation.frame.)
+    """
     if req.truncate or not truncated.any():
         return
     first = int(np.flatnonzero(truncated)[0])
-    what = f"the query with {req.field} item {first}" if scorer == CROSS else ("the query" if first == 0 else f"{req.field} item {first - 1}")
+    what = f"the query with {req.field} item {first}"
     raise InvalidInput(
-        f"{what} is longer than the model's {max_seq_length} tokens and \"truncate\" is false; shorten it or leave truncate out",
+        f'{what} is longer than the model\'s {max_seq_length} tokens and "truncate" is false; shorten it or leave truncate out',
         code="input_too_long",
     )
 
@@ -121,7 +127,7 @@ def cosine_scores(result: Encoded) -> Scores:
     return Scores(scores, result.truncated_flags[1:], result.token_counts[1:])
 
 
-def response(req: RerankRequest, scores: Scores, query_tokens: int, *, model: str, scorer: str, request_id: str) -> dict[str, Any]:
+def response(req: RerankRequest, scores: Scores, query_tokens: int, cuts: list[Cut], *, model: str, scorer: str, request_id: str) -> dict[str, Any]:
     """The response object: results best first (ties: earlier document first), top_n of them."""
     results = []
     for i, score in ranked(scores.scores, req.top_n):
@@ -137,6 +143,7 @@ def response(req: RerankRequest, scores: Scores, query_tokens: int, *, model: st
         "scorer": scorer,
         "results": results,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "truncations": [cut.json() for cut in cuts],
     }
 
 

@@ -37,10 +37,18 @@ class Tokens:
         """The model folder's tokenizer, or None if it has no tokenizer.json (a slow tokenizer only)."""
         return cls(path, max_seq_length) if (path / "tokenizer.json").is_file() else None
 
+    def encodings(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[Any]:
+        """The tokenizer's Encoding of each text (ids, tokens, offsets, word ids), untruncated."""
+        return list(self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens))
+
+    def pair_counts(self, query: str, documents: Sequence[str]) -> list[int]:
+        """Tokens of each (query, document) pair as a cross-encoder reads it whole, special tokens included."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch([(query, d) for d in documents])]
+
     def tokenize(self, texts: Sequence[str], *, add_special_tokens: bool = True, return_tokens: bool = True) -> list[dict[str, Any]]:
         """For each text: its token count, whether the model would cut it, its ids, and (return_tokens) each token's text, offsets and kind."""
         out = []
-        for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens):
+        for encoding in self.encodings(texts, add_special_tokens=add_special_tokens):
             entry: dict[str, Any] = {"count": len(encoding.ids), "truncated": len(encoding.ids) > self.max_seq_length, "ids": encoding.ids}
             if return_tokens:
                 entry["tokens"] = [
@@ -58,11 +66,10 @@ class Tokens:
         """`ids` as a list of token ids of this vocabulary, or InvalidInput naming the first that is not one."""
         if not isinstance(ids, list):
             raise InvalidInput(f"'ids' is {type_name(ids)}; send a list of token ids like [101, 7592, 102]", code="invalid_token_ids")
+        ids = [int(v) if isinstance(v, float) and v.is_integer() else v for v in ids]  # JSON's 3.0 is 3 (JSON Schema agrees)
         for i, value in enumerate(ids):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InvalidInput(f"ids item {i} is {type_name(value)} ({fields.show(value)}); every id must be an integer", code="invalid_token_ids")
             if not 0 <= value < self.vocab_size:
-                raise InvalidInput(
-                    f"ids item {i} is {value}, outside this model's vocabulary (0 to {self.vocab_size - 1})", code="invalid_token_ids"
-                )
+                raise InvalidInput(f"ids item {i} is {value}, outside this model's vocabulary (0 to {self.vocab_size - 1})", code="invalid_token_ids")
         return ids

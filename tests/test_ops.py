@@ -41,6 +41,7 @@ def test_models_lists_the_served_model_as_the_default(client, encoder):
             "routes": ["/embed", "/v1/embeddings", "/documents/{doc_id}", "/documents/{doc_id}/search", "/rerank"],
             "precisions": ["float32", "int8", "uint8", "binary", "ubinary"],
             "encodings": ["json", "base64"],
+            "truncation": "right",
         }
     ]
 
@@ -68,7 +69,9 @@ def test_openapi_lists_exactly_the_routes_the_server_has(client, app):
 def test_the_index_page_lists_the_same_endpoints_as_the_description(client, app):
     listed = orjson.loads(client.get("/").data)["endpoints"]
     spec = orjson.loads(client.get("/openapi.json").data)
-    described = {f"{method.upper()} {path.replace('{', '<').replace('}', '>')}": op["summary"] for path, item in spec["paths"].items() for method, op in item.items()}
+    described = {
+        f"{method.upper()} {path.replace('{', '<').replace('}', '>')}": op["summary"] for path, item in spec["paths"].items() for method, op in item.items()
+    }
     assert listed == described
     assert {key.split(" ", 1)[1] for key in listed} == {r.replace("{", "<").replace("}", ">") for r in rules(app)}
 

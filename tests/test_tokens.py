@@ -69,6 +69,8 @@ def test_decode_is_the_tokenizers_decode(client, reference):
         assert r.status_code == 200 and r.get_json()["text"] == reference.decode(ids, skip_special_tokens=True)
     kept = client.post("/decode", json={"ids": [101, 7592, 102], "skip_special_tokens": False}).get_json()["text"]
     assert kept == "[CLS] hello [SEP]"
+    # 7592.0 is JSON's (and JSON Schema's) 7592
+    assert client.post("/decode", json={"ids": [101.0, 7592.0, 102]}).get_json()["text"] == "hello"
 
 
 def test_options(client):

@@ -19,6 +19,7 @@ from smls.serving.loading import load_model
 from smls.serving.models import EmbeddingModel, ScoringModel, Served
 from smls.store import VectorStore, is_postgres, open_store, open_vectors
 from smls.tokens import Tokens
+from smls.truncation import Direction, parse_direction
 
 __all__ = ["Engine", "build"]
 
@@ -109,9 +110,7 @@ def _search_index(cache: VectorStore, model: str, dimension: int, settings: Sett
     return index
 
 
-def build(
-    settings: Settings, models: Mapping[str, Encoder | PairScorer] | None = None, *, streams: int | None = None, load_indexes: bool = True
-) -> Engine:
+def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None = None, *, streams: int | None = None, load_indexes: bool = True) -> Engine:
     """Serve every model of the settings' catalog (loaded here, no inference), or the loaded `models` given (name -> model, the first embedding model the default).
 
     Every model may run its own passes, but all of them together hold at most `streams`
@@ -121,9 +120,11 @@ def build(
     gunicorn master, so the workers share its pages); a command that does not search
     leaves it to the first search.
     """
+    directions: dict[str, Direction] = {}  # each model's truncation (right where models are given)
     if models is None:
         models = {}
         for entry in settings.catalog().models:
+            directions[entry.name] = parse_direction(entry.truncation)
             models[entry.name] = load_model(entry, settings)
             log.info("model %s (%s) loaded from %s (%s)", entry.name, entry.kind, entry.path, entry.origin)
     library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
@@ -153,13 +154,14 @@ def build(
             on_batch=hooks.batch_size,
             on_shed=metrics.SHED.labels("deadline").inc,
         )
-        documents = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout)
+        tokens = Tokens.of(encoder.path, encoder.max_seq_length)
+        truncation = directions.get(name, "right")
+        documents = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout, truncation=truncation, tokens=tokens)
         index = _search_index(cache, documents.index_name, encoder.dimension, settings)
         if load_indexes:
             index.load()
         search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store))
-        tokens = Tokens.of(encoder.path, encoder.max_seq_length)
-        served[name] = EmbeddingModel(name, encoder, batcher, documents, search, outputs.Calibration(encoder, settings.cache_dir), tokens)
+        served[name] = EmbeddingModel(name, encoder, batcher, documents, search, outputs.Calibration(encoder, settings.cache_dir), tokens, truncation)
     embedders = [m.name for m in served.values() if isinstance(m, EmbeddingModel)]
     if not embedders:
         raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")

@@ -11,6 +11,8 @@ from flask import Blueprint, Response, request
 
 from smls import documents, fields, forms, metrics, outputs, parsing, uploads
 from smls.errors import InvalidInput, InvalidOption, MissingMessage, UnsupportedMediaType
+from smls.serving.models import EmbeddingModel
+from smls.truncation import Framed, Truncation, frame
 from smls.web.embed import check_charset
 from smls.web.endpoints import MODEL_OPTIONS, register
 from smls.web.responses import json_response, state
@@ -104,8 +106,9 @@ def search_document(doc_id: str) -> Response:
     query = _query("/documents/<id>/search?q=text&k=5")
     k = _int_option("k", request.args.get("k", "5"), 1, app.settings.search_max_k)
     model = app.embedding(request.args.get("model"))
+    framed = _framed_query(model, query)
     doc = app.library.load(doc_id)
-    hits = model.documents.search(doc, query, k)
+    hits = model.documents.search(doc, framed.texts[0], k)
     return json_response(
         {
             "doc_id": doc.doc_id,
@@ -113,6 +116,7 @@ def search_document(doc_id: str) -> Response:
             "query": query,
             "k": k,
             "results": [{"score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])} for hit in hits],
+            "truncations": [cut.json() for cut in framed.cuts()],
         }
     )
 
@@ -130,8 +134,16 @@ def search_all() -> Response:
         for doc_id in doc_ids:
             documents.check_doc_id(doc_id)
     model = app.embedding(request.args.get("model"))
-    found = model.search.search(query, k, doc_ids)
-    return json_response({"model": model.name, "query": query, "k": k, "results": found.hits, "skipped": found.skipped})
+    framed = _framed_query(model, query)
+    found = model.search.search(framed.texts[0], k, doc_ids)
+    cuts = [cut.json() for cut in framed.cuts()]
+    return json_response({"model": model.name, "query": query, "k": k, "results": found.hits, "skipped": found.skipped, "truncations": cuts})
+
+
+def _framed_query(model: EmbeddingModel, query: str) -> Framed:
+    """The query as the model will read it, as the query string's truncate and truncation_direction say (counted: one text is cheap)."""
+    values = fields.collect([("query string", list(request.args.items(multi=True)), frozenset(request.args))], Truncation.parsers())
+    return frame([query], model.truncation_of(values), model.tokens, "q", model.encoder.max_seq_length, count=True)
 
 
 def _query(example: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from smls import outputs
+from smls import outputs, truncation
 from smls.config import Settings
 from smls.documents import DOC_ID_PATTERN
 from smls.serving.models import EmbeddingModel, Served
@@ -67,6 +67,33 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "precision": {"type": "string", "enum": list(outputs.PRECISIONS), "default": "float32"},
     "encoding": {"type": "string", "enum": list(outputs.ENCODINGS), "default": "json"},
 }
+# What a request says of its long texts (smls.truncation), in a body or the query string.
+_TRUNCATION: dict[str, dict[str, Any]] = {
+    "truncate": {
+        "type": "boolean",
+        "default": True,
+        "description": "false: refuse a text longer than the model takes (400 input_too_long) instead of cutting it",
+    },
+    "truncation_direction": {
+        "type": "string",
+        "enum": list(truncation.DIRECTIONS),
+        "description": "which end of a long text is cut: right keeps the start, left keeps the end; absent: the model's (GET /models)",
+    },
+}
+_TRUNCATIONS = {
+    "type": "array",
+    "description": "each text the model did not read whole: the field and index it was sent in, its tokens, how many were dropped",
+    "items": {
+        "type": "object",
+        "required": ["field", "index", "tokens", "dropped"],
+        "properties": {
+            "field": {"type": "string"},
+            "index": {"type": "integer"},
+            "tokens": {"type": ["integer", "null"], "description": "special tokens included (null: the model has no fast tokenizer to count with)"},
+            "dropped": {"type": ["integer", "null"]},
+        },
+    },
+}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -113,10 +140,11 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
     dimension = max(m.encoder.dimension for m in embedders)  # the largest; a smaller model refuses more
     model_about = f"an embedding model's name (GET /models); absent: {default}"
     model_choice: dict[str, Any] = {"type": "string", "enum": [m.name for m in embedders], "description": model_about}
-    in_query = {"model": model_choice, **_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}}
+    in_query = {"model": model_choice, **_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}, **_TRUNCATION}
     options = {name: _nullable(schema) for name, schema in in_query.items()}  # null: as if absent (JSON only)
     message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
     option_params = [_query(name, schema, schema.get("description", "")) for name, schema in in_query.items()]
+    vocabulary = min((m.tokens.vocab_size for m in models if m.tokens is not None), default=1)
 
     def search(default_k: int) -> list[dict[str, Any]]:
         """The parameters both searches take: q, k (with its default) and model."""
@@ -124,6 +152,7 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             _query("q", {"type": "string", "minLength": 1, "pattern": _SOME_TEXT}, "the query text", required=True),
             _query("k", {"type": "integer", "minimum": 1, "maximum": settings.search_max_k, "default": default_k}, "how many results"),
             _query("model", model_choice, model_about),
+            *(_query(name, schema, schema["description"]) for name, schema in _TRUNCATION.items()),
         ]
 
     embed_json = {
@@ -148,6 +177,8 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             "dimensions": {"type": "integer", "minimum": 1, "maximum": dimension},
             "precision": in_query["precision"],
             "encoding": in_query["encoding"],
+            "truncate": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
+            "truncation_direction": _TRUNCATION["truncation_direction"],
         },
     }
     return {
@@ -159,130 +190,148 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             + ", ".join(f"{m.name} ({m.kind}{f', {m.encoder.dimension} dimensions' if isinstance(m, EmbeddingModel) else ''})" for m in models)
             + f"; the default is {default}.",
         },
-        "paths": _paths({
-            "/": {"get": {"responses": {"200": _json({"type": "object"}, "about this server")}}},
-            "/health": {
-                "get": {
-                    "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "alive")},
-                }
-            },
-            "/ready": {
-                "get": {
-                    "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ready"}}}, "ready"), **_errors(503)},
-                }
-            },
-            "/models": {
-                "get": {"responses": {"200": _json(_ref("Models"), "models")}}
-            },
-            "/embed": {
-                "post": {
-                    "parameters": option_params,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": embed_json, "example": {"message": ["Hello world!", "How are you today?"], "normalize": True}},
-                            "application/x-www-form-urlencoded": {"schema": embed_form},
-                            "multipart/form-data": {"schema": embed_form},
+        "paths": _paths(
+            {
+                "/": {"get": {"responses": {"200": _json({"type": "object"}, "about this server")}}},
+                "/health": {
+                    "get": {
+                        "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "alive")},
+                    }
+                },
+                "/ready": {
+                    "get": {
+                        "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ready"}}}, "ready"), **_errors(503)},
+                    }
+                },
+                "/models": {"get": {"responses": {"200": _json(_ref("Models"), "models")}}},
+                "/embed": {
+                    "post": {
+                        "parameters": option_params,
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/json": {"schema": embed_json, "example": {"message": ["Hello world!", "How are you today?"], "normalize": True}},
+                                "application/x-www-form-urlencoded": {"schema": embed_form},
+                                "multipart/form-data": {"schema": embed_form},
+                            },
+                        },
+                        "responses": {
+                            "200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"),
+                            **_errors(400, 404, 408, 413, 415, 503),
+                        },
+                    }
+                },
+                "/v1/embeddings": {
+                    "post": {
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/json": {"schema": _ref("OpenAIEmbeddingsRequest"), "example": {"input": ["Hello world!", "How are you today?"]}}
+                            },
+                        },
+                        "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
+                    }
+                },
+                "/v1/models": {
+                    "get": {
+                        "responses": {"200": _json(_ref("OpenAIModels"), "models")},
+                    }
+                },
+                "/rerank": _rerank(settings.max_messages),
+                "/v1/rerank": _rerank(settings.max_messages, openai=True),
+                "/v2/rerank": _rerank(settings.max_messages),
+                "/tokenize": {
+                    "post": {
+                        "requestBody": {
+                            "required": True,
+                            "content": {"application/json": {"schema": _tokenize_request(settings.max_messages), "example": {"text": ["Hello world!"]}}},
+                        },
+                        "responses": {"200": _json(_TOKENIZE_RESPONSE, "each text's tokens"), **_errors(400, 404, 408, 413, 415)},
+                    }
+                },
+                "/decode": {
+                    "post": {
+                        "requestBody": {
+                            "required": True,
+                            "content": {"application/json": {"schema": _decode_request(vocabulary), "example": {"ids": [101, 7592, 2088, 999, 102]}}},
+                        },
+                        "responses": {"200": _json(_DECODE_RESPONSE, "the text"), **_errors(400, 404, 408, 413, 415)},
+                    }
+                },
+                "/documents": {
+                    "get": {
+                        "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
+                    }
+                },
+                "/documents/{doc_id}": {
+                    "get": {
+                        "parameters": [_doc_id(), *option_params],
+                        "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
+                    },
+                    "put": {
+                        "parameters": [
+                            _doc_id(),
+                            _query(
+                                "compute",
+                                {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"], "default": "false"},
+                                "fill the vectors before answering",
+                            ),
+                            _query("model", model_choice, model_about + " (the model compute=true uses)"),
+                        ],
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "multipart/form-data": {"schema": _UPLOAD_FORM},
+                                "application/json": {"schema": _UPLOAD_JSON},
+                            },
+                        },
+                        "responses": {
+                            "200": _json(_ref("Upload"), "replaced an uploaded document"),
+                            "201": _json(_ref("Upload"), "stored a new document"),
+                            **_errors(400, 404, 408, 409, 413, 415, 422, 503),
                         },
                     },
-                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 404, 408, 413, 415, 503)},
-                }
-            },
-            "/v1/embeddings": {
-                "post": {
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest"), "example": {"input": ["Hello world!", "How are you today?"]}}},
-                    },
-                    "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
-                }
-            },
-            "/v1/models": {
-                "get": {
-                    "responses": {"200": _json(_ref("OpenAIModels"), "models")},
-                }
-            },
-            "/rerank": _rerank(settings.max_messages),
-            "/v1/rerank": _rerank(settings.max_messages, openai=True),
-            "/v2/rerank": _rerank(settings.max_messages),
-            "/tokenize": {
-                "post": {
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _tokenize_request(settings.max_messages), "example": {"text": ["Hello world!"]}}}},
-                    "responses": {"200": _json(_TOKENIZE_RESPONSE, "each text's tokens"), **_errors(400, 404, 408, 413, 415)},
-                }
-            },
-            "/decode": {
-                "post": {
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _DECODE_REQUEST, "example": {"ids": [101, 7592, 2088, 999, 102]}}}},
-                    "responses": {"200": _json(_DECODE_RESPONSE, "the text"), **_errors(400, 404, 408, 413, 415)},
-                }
-            },
-            "/documents": {
-                "get": {
-                    "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
-                }
-            },
-            "/documents/{doc_id}": {
-                "get": {
-                    "parameters": [_doc_id(), *option_params],
-                    "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
-                },
-                "put": {
-                    "parameters": [
-                        _doc_id(),
-                        _query("compute", {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"], "default": "false"}, "fill the vectors before answering"),
-                        _query("model", model_choice, model_about + " (the model compute=true uses)"),
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "multipart/form-data": {"schema": _UPLOAD_FORM},
-                            "application/json": {"schema": _UPLOAD_JSON},
+                    "delete": {
+                        "parameters": [_doc_id()],
+                        "responses": {
+                            "200": _json(
+                                {"type": "object", "required": ["doc_id", "deleted"], "properties": {"doc_id": {"type": "string"}, "deleted": {"const": True}}},
+                                "deleted",
+                            ),
+                            **_errors(400, 404, 409),
                         },
                     },
-                    "responses": {
-                        "200": _json(_ref("Upload"), "replaced an uploaded document"),
-                        "201": _json(_ref("Upload"), "stored a new document"),
-                        **_errors(400, 404, 408, 409, 413, 415, 422, 503),
-                    },
                 },
-                "delete": {
-                    "parameters": [_doc_id()],
-                    "responses": {
-                        "200": _json({"type": "object", "required": ["doc_id", "deleted"], "properties": {"doc_id": {"type": "string"}, "deleted": {"const": True}}}, "deleted"),
-                        **_errors(400, 404, 409),
-                    },
+                "/documents/{doc_id}/search": {
+                    "get": {
+                        "parameters": [_doc_id(), *search(5)],
+                        "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
+                    }
                 },
-            },
-            "/documents/{doc_id}/search": {
-                "get": {
-                    "parameters": [_doc_id(), *search(5)],
-                    "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
-                }
-            },
-            "/search": {
-                "get": {
-                    "parameters": [
-                        *search(10),
-                        _query("doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"),
-                    ],
-                    "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-                }
-            },
-            "/openapi.json": {
-                "get": {"responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}
-            },
-            "/docs": {
-                "get": {
-                    "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
-                }
-            },
-        }),
+                "/search": {
+                    "get": {
+                        "parameters": [
+                            *search(10),
+                            _query(
+                                "doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"
+                            ),
+                        ],
+                        "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
+                    }
+                },
+                "/metrics": {
+                    "get": {
+                        "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                    }
+                },
+                "/openapi.json": {"get": {"responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+                "/docs": {
+                    "get": {
+                        "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                    }
+                },
+            }
+        ),
         "components": {
             "schemas": _schemas(message, dimension),
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "SMLS_API_KEY, when the server has one"}},
@@ -358,16 +407,22 @@ _TOKENIZE_RESPONSE = {
         },
     },
 }
-_DECODE_REQUEST = {
-    "type": "object",
-    "required": ["ids"],
-    "additionalProperties": False,
-    "properties": {
-        "ids": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "model": {"type": ["string", "null"]},
-        "skip_special_tokens": {**_FLAG, "description": "leave out [CLS], [SEP] and the like (default true)"},
-    },
-}
+
+
+def _decode_request(vocabulary: int) -> dict[str, Any]:
+    """/decode's body; ids below `vocabulary` (the smallest served model's: an id past it is refused)."""
+    return {
+        "type": "object",
+        "required": ["ids"],
+        "additionalProperties": False,
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": vocabulary - 1}},
+            "model": {"type": ["string", "null"]},
+            "skip_special_tokens": {**_FLAG, "description": "leave out [CLS], [SEP] and the like (default true)"},
+        },
+    }
+
+
 _DECODE_RESPONSE = {"type": "object", "required": ["model", "text"], "properties": {"model": {"type": "string"}, "text": {"type": "string"}}}
 
 _RERANK_EXAMPLE = {
@@ -394,7 +449,7 @@ def _rerank_request(max_documents: int) -> dict[str, Any]:
         "minItems": 1,
         "maxItems": max_documents,
         "items": {"oneOf": [text, {"type": "object", "required": ["text"], "properties": {"text": text}}]},
-        "description": "texts, or objects with a \"text\" (Cohere v1)",
+        "description": 'texts, or objects with a "text" (Cohere v1)',
     }
     flag = {"type": ["boolean", "null"]}
     return {
@@ -411,6 +466,10 @@ def _rerank_request(max_documents: int) -> dict[str, Any]:
             "return_text": {**flag, "description": "the same as return_documents (text-embeddings-inference's name)"},
             "raw_scores": {**flag, "default": False, "description": "a cross-encoder's logits instead of 0..1 scores"},
             "truncate": {**flag, "default": True, "description": "false: refuse texts longer than the model takes instead of cutting them"},
+            "truncation_direction": {
+                **_nullable(_TRUNCATION["truncation_direction"]),
+                "description": "an embedding model's: right keeps the start of a long text, left its end (a cross-encoder cuts a pair on the right)",
+            },
         },
         # Exactly one of the two names holds the list (the other absent or null).
         "oneOf": [
@@ -425,7 +484,7 @@ _UPLOAD_FORM = {
     "required": ["texts", "pages"],
     "additionalProperties": False,
     "properties": {
-        "texts": {"type": "string", "format": "binary", "description": "the texts file: a JSON list of {\"text\", \"pages\": [page id, ...]}"},
+        "texts": {"type": "string", "format": "binary", "description": 'the texts file: a JSON list of {"text", "pages": [page id, ...]}'},
         "pages": {"type": "string", "format": "binary", "description": "the pages file: CSV, a header row, then page id, page number, metadata"},
     },
 }
@@ -434,7 +493,14 @@ _UPLOAD_JSON = {
     "required": ["texts", "pages"],
     "additionalProperties": False,
     "properties": {
-        "texts": {"type": "array", "items": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}, "pages": {"type": "array", "items": {"type": "string"}}}}},
+        "texts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": {"type": "string"}, "pages": {"type": "array", "items": {"type": "string"}}},
+            },
+        },
         "pages": {
             "type": "array",
             "items": {
@@ -460,7 +526,14 @@ def _doc_id() -> dict[str, Any]:
 
 def _search_result(hit: dict[str, Any], **more: dict[str, Any]) -> dict[str, Any]:
     """A search's answer: the model, the query, k and the hits, with the fields one kind of search adds."""
-    properties = {"model": {"type": "string"}, "query": {"type": "string"}, "k": {"type": "integer"}, "results": {"type": "array", "items": hit}, **more}
+    properties = {
+        "model": {"type": "string"},
+        "query": {"type": "string"},
+        "k": {"type": "integer"},
+        "results": {"type": "array", "items": hit},
+        "truncations": _TRUNCATIONS,
+        **more,
+    }
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
@@ -495,6 +568,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "precision": {"type": "string", "enum": list(outputs.PRECISIONS)},
                 "encoding": {"type": "string", "enum": list(outputs.ENCODINGS)},
                 "truncated": {"type": "integer", "description": "how many texts were cut to the model's maximum length"},
+                "truncations": _TRUNCATIONS,
                 "embeddings": {"type": "array", "items": _VECTOR},
             },
         },
@@ -508,6 +582,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "encoding_format": {"type": ["string", "null"], "enum": ["float", "base64", None], "default": "float"},
                 "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": dimension},
                 "user": {"type": ["string", "null"]},
+                **{name: _nullable(schema) for name, schema in _TRUNCATION.items()},
             },
         },
         "OpenAIEmbeddingsResponse": {
@@ -529,6 +604,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                     "required": ["prompt_tokens", "total_tokens"],
                     "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
                 },
+                "truncations": _TRUNCATIONS,
             },
         },
         "OpenAIModels": {
@@ -563,6 +639,11 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                             "routes": {"type": "array", "items": {"type": "string"}},
                             "precisions": {"type": "array", "items": {"type": "string"}},
                             "encodings": {"type": "array", "items": {"type": "string"}},
+                            "truncation": {
+                                "type": "string",
+                                "enum": list(truncation.DIRECTIONS),
+                                "description": "which end of a long text it keeps by default",
+                            },
                         },
                     },
                 },
@@ -594,6 +675,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                     "required": ["prompt_tokens", "total_tokens"],
                     "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
                 },
+                "truncations": _TRUNCATIONS,
             },
         },
         "DocumentList": {
@@ -644,7 +726,11 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             skipped={
                 "type": "array",
                 "description": "documents that could not be searched (malformed files), with the error each one gives",
-                "items": {"type": "object", "required": ["doc_id", "code", "message"], "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
+                "items": {
+                    "type": "object",
+                    "required": ["doc_id", "code", "message"],
+                    "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}},
+                },
             },
         ),
         "SearchResult": _search_result(hit, doc_id={"type": "string"}),

@@ -62,7 +62,13 @@ def models() -> Response:
         entry["default"] = model.name == app.default
         # What each kind of model serves, and in which service of smls.ml_services it runs in-process.
         if isinstance(model, EmbeddingModel):
-            entry.update(service="SentenceEncoder", routes=_EMBEDDING_ROUTES, precisions=list(outputs.PRECISIONS), encodings=list(outputs.ENCODINGS))
+            entry.update(
+                service="SentenceEncoder",
+                routes=_EMBEDDING_ROUTES,
+                precisions=list(outputs.PRECISIONS),
+                encodings=list(outputs.ENCODINGS),
+                truncation=model.truncation,
+            )
         else:
             entry.update(service="Reranker", routes=["/rerank"])
         listed.append(entry)
@@ -102,7 +108,13 @@ def docs_static(name: str) -> Response:
 register(
     blueprint,
     {
-        "index": index, "health": health, "ready": ready, "models": models, "metrics_page": metrics_page,
-        "openapi_json": openapi_json, "docs": docs, "docs_static": docs_static,
+        "index": index,
+        "health": health,
+        "ready": ready,
+        "models": models,
+        "metrics_page": metrics_page,
+        "openapi_json": openapi_json,
+        "docs": docs,
+        "docs_static": docs_static,
     },
 )
