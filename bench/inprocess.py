@@ -194,3 +194,24 @@ def quality(backends: list[str], second: int) -> dict[str, dict[str, tuple[float
             out[backend][name] = (*scores(batched[backend], batched["torch"]), moved)
             out[backend][f"{name}@1"] = (*scores(alone, batched["torch"]), moved)
     return out
+
+
+def dimensions_cost(second: int, cuts: tuple[int, ...] = (64, 128, 256)) -> dict[str, dict[int, float]]:
+    """Top-10 neighbour overlap of vectors cut to each of `cuts` dimensions (and renormalised) against the full ones.
+
+    What `dimensions` costs on a model not trained for it (all-MiniLM-L6-v2 is not a
+    Matryoshka model), on the demo corpus and on `second` standard-library sentences.
+    """
+    import smls
+
+    encoder = smls.ml_services.get("SentenceEncoder", backend="onnx")
+    out: dict[str, dict[int, float]] = {}
+    for name, texts in {"demo": corpus(), "stdlib": stdlib_sample(second)}.items():
+        full = encoder.run(texts, normalize=True)
+        near = np.argsort(-(full @ full.T), axis=1)[:, 1:11]
+        out[name] = {}
+        for d in cuts:
+            cut = full[:, :d] / np.linalg.norm(full[:, :d], axis=1, keepdims=True)
+            found = np.argsort(-(cut @ cut.T), axis=1)[:, 1:11]
+            out[name][d] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(near, found, strict=True)]))
+    return out

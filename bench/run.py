@@ -29,7 +29,7 @@ import requests
 
 from bench import ann, bigdoc
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
-from bench.inprocess import ceilings, cores, encoder, inference_cpu_ms, machine, quality, recheck
+from bench.inprocess import ceilings, cores, dimensions_cost, encoder, inference_cpu_ms, machine, quality, recheck
 from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, settle, smls_server
 
 CONCURRENCY = (1, 8, 32)
@@ -96,6 +96,15 @@ def main() -> None:
     for b in backends:
         q = qual[b]
         say(f"| {b} " + "".join(f"| {q[k][0]:.4f} | {q[k][1]:.4f} | {q[k][2]:.3f} " for k in ("demo@1", "stdlib@1")) + f"| {q['demo'][3]:.2g} / {q['stdlib'][3]:.2g} |")
+    say()
+    cost = dimensions_cost(second)
+    say("What `dimensions` costs on all-MiniLM-L6-v2, which was not trained for it (not a Matryoshka model): top-10 neighbour "
+        "overlap of the cut, renormalised vectors against the full 384.")
+    say()
+    say("| corpus | " + " | ".join(f"{d} dims" for d in cost["demo"]) + " |")
+    say("|---|" + "---|" * len(cost["demo"]))
+    for name, row in cost.items():
+        say(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
     say()
     fp32_best = max((ceil[b]["best"] for b in ("onnx", "openvino") if b in ceil), default=0.0)
     for b in [b for b in backends if b.endswith("-int8")]:

@@ -7,6 +7,7 @@ agree). Scores from them mean nothing; they exercise every code path a real mode
     python -m scripts.tiny_models embedding data/models/tiny
     python -m scripts.tiny_models cross-encoder data/models/judge
     python -m scripts.tiny_models minilm-shaped data/models/random-minilm   (MiniLM's size, for speed tests)
+    python -m scripts.tiny_models embedding /tmp/e5ish --prompts "query:query: |passage:passage: " --default-prompt query
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def _bert_config(size: str) -> object:
     )
 
 
-def build_embedding(folder: Path, *, seed: int = 0, size: str = "tiny", max_seq_length: int = 128) -> Path:
-    """A sentence-transformers embedding model (BERT, mean pooling) with random weights, saved in `folder`."""
+def build_embedding(
+    folder: Path, *, seed: int = 0, size: str = "tiny", max_seq_length: int = 128, prompts: dict[str, str] | None = None, default_prompt_name: str | None = None
+) -> Path:
+    """A sentence-transformers embedding model (BERT, mean pooling) with random weights, saved in `folder` (with `prompts` in its config, if given)."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -43,7 +46,8 @@ def build_embedding(folder: Path, *, seed: int = 0, size: str = "tiny", max_seq_
         BertModel(_bert_config(size)).save_pretrained(tmp)  # type: ignore[arg-type]
         AutoTokenizer.from_pretrained(str(embedded_model_path())).save_pretrained(tmp)
         transformer = Transformer(tmp, max_seq_length=max_seq_length)
-        model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu")
+        pooling = Pooling(transformer.get_embedding_dimension(), "mean")
+        model = SentenceTransformer(modules=[transformer, pooling], device="cpu", prompts=prompts, default_prompt_name=default_prompt_name)
         _fresh(folder)
         model.save(str(folder))
     return folder
@@ -81,13 +85,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("kind", choices=["embedding", "cross-encoder", "minilm-shaped"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompts", help="an embedding model's prompts, as SMLS_MODELS writes them: name:prefix pairs separated by '|'")
+    parser.add_argument("--default-prompt", help="the name of the prompt every text gets unless told otherwise")
     args = parser.parse_args(argv)
     import smls  # noqa: F401  (offline settings for the libraries)
+    from smls.prompts import parse_setting
 
     if args.kind == "cross-encoder":
         build_cross_encoder(args.folder, seed=args.seed)
     else:
-        build_embedding(args.folder, seed=args.seed, size="minilm" if args.kind == "minilm-shaped" else "tiny")
+        prompts = parse_setting(args.prompts, "--prompts") if args.prompts else None
+        size = "minilm" if args.kind == "minilm-shaped" else "tiny"
+        build_embedding(args.folder, seed=args.seed, size=size, prompts=prompts, default_prompt_name=args.default_prompt)
     print(args.folder)
 
 

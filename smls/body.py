@@ -54,7 +54,9 @@ class _CheckedInput:
         except OSError:  # the connection broke: the client cannot read an answer, but nothing is used
             data = b""
         if not data:
-            raise IncompleteBody(f"the body ended after {self.received} of the {self.expected} bytes its Content-Length announced; nothing of it was used")
+            raise IncompleteBody(
+                f"the body ended after {self.received} of the {self.expected} bytes its Content-Length announced; nothing of it was used"
+            )
         self.received += len(data)
         return data
 

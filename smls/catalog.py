@@ -9,6 +9,10 @@ settings of that model alone:
   kind        embedding or cross-encoder; found from the folder when not given
               (sentence-transformers writes it into config_sentence_transformers.json).
   batch_size  sentences (or pairs) per forward pass (default SMLS_BATCH_SIZE).
+  prompts     name:prefix pairs separated by '|' (prompts=query:query: |passage:passage: ),
+              in place of the folder's own (config_sentence_transformers.json); a
+              prefix is kept exactly as written, spaces included.
+  matryoshka  true: the model was trained for shortened `dimensions` (false by default).
   truncation  right (the default) or left: which end of a text longer than the model
               takes is kept. left keeps the end; it is the model's default for
               requests and the only direction its documents' vectors use.
@@ -29,12 +33,13 @@ from pathlib import Path
 
 from smls.errors import StartupError
 from smls.model_dirs import check_model_dir, embedded_model_path
+from smls.prompts import parse_setting as parse_prompts
 
 KINDS = ("embedding", "cross-encoder")
 EMBEDDED = "embedded"
 # Names travel in URLs, query strings, JSON and Prometheus labels: keep them plain.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_OPTION_KEYS = ("backend", "kind", "batch_size", "truncation")
+_OPTION_KEYS = ("backend", "kind", "batch_size", "truncation", "prompts", "matryoshka")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class ModelEntry:
     kind: str | None = None
     batch_size: int | None = None
     truncation: str = "right"
+    prompts: dict[str, str] | None = None  # None: the folder's own
+    matryoshka: bool = False
 
     def folder(self, data_dir: Path) -> Path:
         """The folder this entry names (not yet checked)."""
@@ -64,10 +71,12 @@ def parse_models(raw: str, backends: tuple[str, ...]) -> list[ModelEntry]:
     """The entries of an SMLS_MODELS value, or StartupError naming the entry at fault."""
     entries: list[ModelEntry] = []
     for number, text in enumerate(raw.split(","), start=1):
-        text = text.strip()
-        if not text:
+        if not text.strip():
             raise StartupError(f"SMLS_MODELS entry {number} is empty; write name=path entries separated by commas")
-        head, *settings = [part.strip() for part in text.split(";")]
+        # (not stripped whole: a prompt's prefix keeps its spaces, its last one too)
+        head, *settings = text.lstrip().split(";")
+        head = head.strip()
+        text = text.strip()
         name, _, source = (part.strip() for part in head.partition("="))
         where = f"SMLS_MODELS entry {number} ({text!r})"
         if not NAME_PATTERN.fullmatch(name):
@@ -76,7 +85,8 @@ def parse_models(raw: str, backends: tuple[str, ...]) -> list[ModelEntry]:
             raise StartupError(f"{where}: the path after '=' is empty; write {name}=path, {name}=embedded, or {name} alone for data/models/{name}")
         options: dict[str, str] = {}
         for setting in settings:
-            key, eq, value = (part.strip() for part in setting.partition("="))
+            key, eq, value = setting.partition("=")
+            key, value = key.strip(), (value if key.strip() == "prompts" else value.strip())
             if not eq or key not in _OPTION_KEYS or not value:
                 raise StartupError(f"{where}: {setting!r} is not a setting; use {', '.join(k + '=...' for k in _OPTION_KEYS)}")
             if key in options:
@@ -100,9 +110,13 @@ def parse_models(raw: str, backends: tuple[str, ...]) -> list[ModelEntry]:
             raise StartupError(f"{where}: truncation must be right or left, got {truncation!r}")
         if truncation == "left" and kind == "cross-encoder":
             raise StartupError(f"{where}: a cross-encoder cuts a (query, document) pair on the right; drop truncation=left")
+        prompts = None if "prompts" not in options else parse_prompts(options["prompts"], where)
+        matryoshka = options.get("matryoshka", "false")
+        if matryoshka not in ("true", "false"):
+            raise StartupError(f"{where}: matryoshka must be true or false, got {matryoshka!r}")
         if any(e.name == name for e in entries):
             raise StartupError(f"{where}: the name {name!r} is used twice; every model needs a name of its own")
-        entries.append(ModelEntry(name, source, backend, kind, batch_size, truncation))
+        entries.append(ModelEntry(name, source, backend, kind, batch_size, truncation, prompts, matryoshka == "true"))
     return entries
 
 
@@ -154,6 +168,8 @@ class ModelSpec:
     batch_size: int | None = None
     origin: str = "SMLS_MODELS"  # where the folder came from, for the start-up log
     truncation: str = "right"  # which end of a long text the model keeps
+    prompts: dict[str, str] | None = None  # in place of the folder's own; None: the folder's
+    matryoshka: bool = False  # trained for shortened dimensions
 
     @property
     def embeds(self) -> bool:
@@ -194,7 +210,11 @@ def resolve_entries(entries: list[ModelEntry], data_dir: Path, default: str | No
             raise StartupError(f"model {entry.name!r} is a cross-encoder, which runs on torch; drop backend={entry.backend}")
         if kind == "cross-encoder" and entry.truncation == "left":
             raise StartupError(f"model {entry.name!r} is a cross-encoder, which cuts a (query, document) pair on the right; drop truncation=left")
-        specs.append(ModelSpec(entry.name, folder, kind, entry.backend, entry.batch_size, truncation=entry.truncation))
+        specs.append(
+            ModelSpec(
+                entry.name, folder, kind, entry.backend, entry.batch_size, truncation=entry.truncation, prompts=entry.prompts, matryoshka=entry.matryoshka
+            )
+        )
     embedders = [s for s in specs if s.embeds]
     if not embedders:
         raise StartupError("SMLS_MODELS has no embedding model; /embed, /v1/embeddings and /documents need one (add name=embedded)")

@@ -162,18 +162,7 @@ class Settings:
     access_log_format: str = "text"
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_batch",
-            "queue_size",
-            "batch_size",
-            "doc_batch",
-            "search_max_k",
-            "max_messages",
-            "max_body_bytes",
-            "max_upload_bytes",
-            "workers",
-            "timeout",
-        ):
+        for name in ("max_batch", "queue_size", "batch_size", "doc_batch", "search_max_k", "max_messages", "max_body_bytes", "max_upload_bytes", "workers", "timeout"):
             if getattr(self, name) < 1:
                 raise StartupError(f"SMLS_{name.upper()} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.port < 65536:

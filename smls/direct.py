@@ -42,9 +42,7 @@ _RESPONSE_VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")
 # Headers whose meaning gunicorn's parser acts on (Upgrade, Expect, chunked bodies), or
 # which no small JSON request needs.
 _REFUSED = frozenset({"TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS"})
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "server", "date"}
-)
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "server", "date"})
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class DocumentEmbedder:
         *,
         truncation: Direction = "right",
         tokens: Tokens | None = None,
+        prompt: str = "",
     ) -> None:
         self.batcher = batcher
         self.cache = cache
@@ -54,6 +55,7 @@ class DocumentEmbedder:
         # The model's own direction, never a request's: a cached vector always means one thing.
         self.truncation = truncation
         self.tokens = tokens
+        self.prompt = prompt  # the model's document prompt: part of the key too
 
     @property
     def encoder(self) -> Encoder:
@@ -63,7 +65,8 @@ class DocumentEmbedder:
     def _model_key(self, normalize: bool) -> str:
         # (right, the encoder's own cut, adds nothing: the keys of vectors cached before there was a choice stay valid)
         cut = "" if self.truncation == "right" else f":truncation={self.truncation}"
-        return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}{cut}"
+        prompt = "" if not self.prompt else ":prompt=" + hashlib.sha256(self.prompt.encode()).hexdigest()[:16]
+        return f"{self.encoder.name}:{self.encoder.fingerprint}:normalize={int(normalize)}:chunk={self.chunk_size}{cut}{prompt}"
 
     def key(self, doc: Document, normalize: bool = False) -> str:
         """The cache key: both files' contents, the model and the options."""
@@ -124,10 +127,10 @@ class DocumentEmbedder:
         return self.batcher.submit_bulk(self.texts([s.text for s in doc.sentences[chunk.start : chunk.stop]]))
 
     def texts(self, texts: list[str]) -> list[str]:
-        """Sentences as the model reads them: cut on the left where the model keeps the end of a long text."""
-        if self.truncation == "right":
+        """Sentences as the model reads them: after the model's document prompt, cut on the left where it keeps the end of a long text."""
+        if self.truncation == "right" and not self.prompt:
             return texts
-        return frame(texts, Truncation(True, self.truncation), self.tokens, "sentences", self.encoder.max_seq_length).texts
+        return frame(texts, Truncation(True, self.truncation), self.tokens, "sentences", self.encoder.max_seq_length, prompt=self.prompt).texts
 
     def fill(self, doc: Document, normalize: bool = False) -> Iterator[int]:
         """Compute and cache a whole document, yielding how many sentences each step covered."""

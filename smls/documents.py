@@ -62,7 +62,9 @@ class Document:
 def check_doc_id(doc_id: str) -> str:
     """Return doc_id if it is a plain name, else raise InvalidDocId."""
     if not _DOC_ID.fullmatch(doc_id) or ".." in doc_id:
-        raise InvalidDocId("a document id is 1-100 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit")
+        raise InvalidDocId(
+            "a document id is 1-100 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
     return doc_id
 
 
@@ -130,9 +132,7 @@ def load_document(data_dir: Path, doc_id: str) -> Document:
     by_id = parse_pages(pages, pages_path.name)
     hashed = hashlib.sha256()
     _add_part(hashed, b"texts")
-    sentences = spill.spill(
-        texts_path, texts_path.name, hashed, lambda i, item: _check_item(texts_path.name, i, item, by_id), lambda row: _sentence(row, by_id)
-    )
+    sentences = spill.spill(texts_path, texts_path.name, hashed, lambda i, item: _check_item(texts_path.name, i, item, by_id), lambda row: _sentence(row, by_id))
     for part in (b"pages", pages):
         _add_part(hashed, part)
     return Document(doc_id, sentences, hashed.hexdigest())
@@ -267,15 +267,15 @@ def parse_texts(data: bytes, name: str, pages: dict[str, Page]) -> list[Sentence
 def _check_item(name: str, i: int, item: Any, pages: dict[str, Page]) -> tuple[str, list[str], dict[str, Any]]:
     """One item of a texts file, validated: (text, page ids, its own metadata); InvalidDocument names the file and the item."""
     if not isinstance(item, dict):
-        raise InvalidDocument(f'{name} item {i}: a sentence must be an object with "text" and "pages"')
+        raise InvalidDocument(f"{name} item {i}: a sentence must be an object with \"text\" and \"pages\"")
     text = item.get("text")
     if "text" not in item:
-        raise InvalidDocument(f'{name} item {i}: "text" is missing')
+        raise InvalidDocument(f"{name} item {i}: \"text\" is missing")
     if not isinstance(text, str) or not text.strip():
-        raise InvalidDocument(f'{name} item {i}: "text" must be a string with some text (not empty or only whitespace)')
+        raise InvalidDocument(f"{name} item {i}: \"text\" must be a string with some text (not empty or only whitespace)")
     page_ids = item.get("pages", [])
     if not isinstance(page_ids, list) or not all(isinstance(p, str) for p in page_ids):
-        raise InvalidDocument(f'{name} item {i}: "pages" must be a list of page id strings')
+        raise InvalidDocument(f"{name} item {i}: \"pages\" must be a list of page id strings")
     for page_id in page_ids:
         if page_id not in pages:
             raise InvalidDocument(f"{name} item {i}: page id {page_id!r} is not in the pages file")

@@ -65,7 +65,9 @@ def collect(sources: Sequence[Source], parsers: Mapping[str, Callable[[Any], Any
             if name in found and found[name][0] != value:
                 _, first_where, first_raw = found[name]
                 places = f"the {first_where} and the {where}" if first_where != where else f"the {where}, twice"
-                raise ConflictingOption(f"option {name!r} is given two different values, {show(first_raw)} and {show(raw)}, in {places}; send it once")
+                raise ConflictingOption(
+                    f"option {name!r} is given two different values, {show(first_raw)} and {show(raw)}, in {places}; send it once"
+                )
             found.setdefault(name, (value, where, raw))
     return {name: value for name, (value, _, _) in found.items()}
 

@@ -86,7 +86,8 @@ def parse_multipart(body: bytes, boundary: str, max_parts: int) -> list[Part]:
         event = None
     if current is not None or not isinstance(event, multipart.Epilogue):
         raise InvalidInput(
-            f"the multipart body is malformed or ends before its closing boundary (--{boundary}--); each part needs a Content-Disposition header",
+            f"the multipart body is malformed or ends before its closing boundary (--{boundary}--); "
+            "each part needs a Content-Disposition header",
             code="invalid_multipart",
         )
     return parts

@@ -70,7 +70,9 @@ class Library:
         documents.check_doc_id(doc_id)
         doc = documents.parse_document(doc_id, texts, pages)  # a bad upload is told so, whatever its id
         if documents.has_files(self.data_dir, doc_id):
-            raise DocumentConflict(f"document {doc_id!r} is a pair of files in the data folder; change the files there, or upload under another id")
+            raise DocumentConflict(
+                f"document {doc_id!r} is a pair of files in the data folder; change the files there, or upload under another id"
+            )
         replaced = self.store.put(StoredDocument(doc_id, texts, pages, doc.digest, len(doc.sentences)))
         return doc, replaced
 

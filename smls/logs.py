@@ -65,3 +65,4 @@ class JsonAccessLogger(Logger):
             self.access_log.info(json.dumps(record, ensure_ascii=False))
         except Exception:  # a log line must never fail a request
             self.error("could not write an access log record")
+

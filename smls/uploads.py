@@ -47,7 +47,7 @@ def from_json(doc: dict[str, Any]) -> tuple[bytes, bytes]:
             raise InvalidInput(f"{name!r} is missing from the JSON body; send {EXAMPLE}", code="invalid_upload")
     pages = doc["pages"]
     if not isinstance(pages, list):
-        raise InvalidInput(f'\'pages\' is {type_name(pages)}; it must be a list of objects like {{"id": "p1", "page_number": 1}}', code="invalid_upload")
+        raise InvalidInput(f"'pages' is {type_name(pages)}; it must be a list of objects like {{\"id\": \"p1\", \"page_number\": 1}}", code="invalid_upload")
     return orjson.dumps(doc["texts"]), pages_csv(pages)
 
 
@@ -56,19 +56,17 @@ def pages_csv(pages: list[Any]) -> bytes:
     names: dict[str, None] = {}
     for i, page in enumerate(pages):
         if not isinstance(page, dict):
-            raise InvalidInput(f'pages item {i} is {type_name(page)}; a page is an object like {{"id": "p1", "page_number": 1}}', code="invalid_upload")
+            raise InvalidInput(f"pages item {i} is {type_name(page)}; a page is an object like {{\"id\": \"p1\", \"page_number\": 1}}", code="invalid_upload")
         if not isinstance(page.get("id"), str):
-            raise InvalidInput(f'pages item {i}: "id" must be a string, got {fields.show(page.get("id"))}', code="invalid_upload")
+            raise InvalidInput(f"pages item {i}: \"id\" must be a string, got {fields.show(page.get('id'))}", code="invalid_upload")
         number = page.get("page_number")
         if not isinstance(number, int) or isinstance(number, bool):
-            raise InvalidInput(f'pages item {i}: "page_number" must be an integer, got {fields.show(number)}', code="invalid_upload")
+            raise InvalidInput(f"pages item {i}: \"page_number\" must be an integer, got {fields.show(number)}", code="invalid_upload")
         for name, value in page.items():
             if name in ("id", "page_number"):
                 continue
             if isinstance(value, bool) or (value is not None and not isinstance(value, (str, int, float))):
-                raise InvalidInput(
-                    f"pages item {i}: {name!r} must be a string or a number (page metadata is text), got {type_name(value)}", code="invalid_upload"
-                )
+                raise InvalidInput(f"pages item {i}: {name!r} must be a string or a number (page metadata is text), got {type_name(value)}", code="invalid_upload")
             names.setdefault(name, None)
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")

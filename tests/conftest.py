@@ -74,3 +74,4 @@ def postgres_without_pgvector():
     server = start_postgres(free_port(), pgvector=False)
     yield server
     server.stop()
+

@@ -121,17 +121,11 @@ def start_server(tmp: Path, workers: int = 2, gunicorn_args: tuple[str, ...] = (
     access_log, error_log = tmp / "access.log", tmp / "error.log"
     env = server_env(SMLS_PORT=str(port), SMLS_WORKERS=str(workers), **smls_vars)
     cmd = [
-        GUNICORN,
-        "server:app",
-        "-c",
-        "gunicorn.conf.py",
-        "--access-logfile",
-        str(access_log),
+        GUNICORN, "server:app", "-c", "gunicorn.conf.py",
+        "--access-logfile", str(access_log),
         # pid first, so tests can tell which worker answered
-        "--access-logformat",
-        '%(p)s "%(r)s" %(s)s',
-        "--error-logfile",
-        str(error_log),
+        "--access-logformat", '%(p)s "%(r)s" %(s)s',
+        "--error-logfile", str(error_log),
         *gunicorn_args,
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -176,7 +170,8 @@ def settled_metrics(url: str, ready: Callable[[str], bool], within: float = 5.0)
 
 def run_gunicorn_expecting_failure(tmp_path, **smls_vars: str) -> subprocess.CompletedProcess:
     env = server_env(SMLS_PORT=str(free_port()), SMLS_WORKERS="1", **smls_vars)
-    return subprocess.run([GUNICORN, "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([GUNICORN, "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 # ---------------------------------------------------------------- the error shapes
@@ -208,40 +203,18 @@ def assert_openai_error(response, status: int, code: str) -> dict:
 
 
 P1, P2, P3 = "0b7e5b1c-4c44-4a8c-9d3e-1f2a3b4c5d6e", "6f1d2e3c-8b9a-4d7e-a1b2-c3d4e5f60718", "a1b2c3d4-e5f6-4789-8abc-def012345678"
-PAGES = f'page_id,page_number,chapter,heading\n{P1},1,One,Beginnings\n{P2},2,One,"Middle, with comma"\n{P3},3,Two,End\n'
+PAGES = f"page_id,page_number,chapter,heading\n{P1},1,One,Beginnings\n{P2},2,One,\"Middle, with comma\"\n{P3},3,Two,End\n"
 TEXTS = [
     {"text": "The first sentence.", "pages": [P1], "speaker": "narrator", "score": 0.5},
     {"text": "It runs over a page break.", "pages": [P1, P2], "tags": ["a", "b"]},
     {"text": "A heading with no page.", "pages": []},
-    {"text": 'Ünïcode survives, "quotes" too.', "pages": [P3], "nested": {"k": [1, 2]}},
+    {"text": "Ünïcode survives, \"quotes\" too.", "pages": [P3], "nested": {"k": [1, 2]}},
 ]
 
 
 HOSTILE_IDS = [
-    "..",
-    ".",
-    "../doc",
-    "..%2Fdoc",
-    "/etc/passwd",
-    "doc/../doc",
-    "a/b",
-    "a\\b",
-    "~root",
-    "doc\x00",
-    " doc",
-    "doc ",
-    "\u2024\u2024",
-    "doc\u2215x",
-    "ｄｏｃ",
-    "dóc",
-    "-doc",
-    ".hidden",
-    "a..b",
-    "x" * 101,
-    "",
-    "%2e%2e",
-    "doc;rm",
-    "$(id)",
+    "..", ".", "../doc", "..%2Fdoc", "/etc/passwd", "doc/../doc", "a/b", "a\\b", "~root", "doc\x00", " doc", "doc ",
+    "\u2024\u2024", "doc\u2215x", "ｄｏｃ", "dóc", "-doc", ".hidden", "a..b", "x" * 101, "", "%2e%2e", "doc;rm", "$(id)",
 ]
 
 

@@ -97,9 +97,8 @@ def start_postgres(port: int, *, pgvector: bool = True) -> Postgres:
         raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
     log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - the server's for its life
     settings = ["-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-    proc = subprocess.Popen(
-        [bin_ / "postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", str(folder / "run"), *settings], stdout=log, stderr=log, user=user, group=user
-    )
+    proc = subprocess.Popen([bin_ / "postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", str(folder / "run"), *settings],
+                            stdout=log, stderr=log, user=user, group=user)
     server = Postgres(port, folder, proc)
     deadline = time.monotonic() + 60
     while True:

@@ -99,18 +99,7 @@ def test_the_key_is_not_in_the_settings_repr():
     assert KEY not in repr(Settings(api_key=KEY))
 
 
-@pytest.mark.parametrize(
-    ("bind", "loopback"),
-    [
-        ("127.0.0.1:8000", True),
-        ("[::1]:80", True),
-        ("localhost:1", True),
-        ("unix:/tmp/s", True),
-        ("0.0.0.0:8000", False),
-        ("[::]:8000", False),
-        ("10.0.0.5:8000", False),
-    ],
-)
+@pytest.mark.parametrize(("bind", "loopback"), [("127.0.0.1:8000", True), ("[::1]:80", True), ("localhost:1", True), ("unix:/tmp/s", True), ("0.0.0.0:8000", False), ("[::]:8000", False), ("10.0.0.5:8000", False)])
 def test_loopback_detection(bind, loopback):
     assert auth.is_loopback(bind) is loopback
 

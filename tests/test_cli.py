@@ -15,9 +15,8 @@ from tests.helpers import ROOT, documents_of, server_env, write, write_document
 
 
 def run_precompute(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "smls", "precompute", "--no-progress", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen([sys.executable, "-m", "smls", "precompute", "--no-progress", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_precompute_one_good_one_broken_twice_at_once(tmp_path, encoder):

@@ -155,17 +155,9 @@ def chromium() -> str:
 def test_docs_page_renders_the_endpoints_in_headless_chromium(live_server, tmp_path):
     browser = chromium()
     cmd = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=15000",
-        "--dump-dom",
-        live_server.url + "/docs",
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+        "--dump-dom", live_server.url + "/docs",
     ]
     dom = run(cmd, live_server, timeout=120)
     # Swagger UI built the page from /openapi.json: one operation block per endpoint.

@@ -41,11 +41,8 @@ def start_nginx(tmp_path: Path, a, b) -> tuple[subprocess.Popen, str]:
     conf = conf.replace("127.0.0.1:8001", a.url.removeprefix("http://")).replace("127.0.0.1:8002", b.url.removeprefix("http://"))
     conf = conf.replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{port};")
     (tmp_path / "nginx.conf").write_text(conf)
-    proxy = subprocess.Popen(
-        [nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path / "run"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "nginx.err", "w"),
-    )
+    proxy = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path / "run"), "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "nginx.err", "w"))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

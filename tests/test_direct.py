@@ -48,23 +48,11 @@ def parse(data: bytes, scheme_headers: dict[str, str] | None = None) -> direct.R
 # What clients send: curl, Python's requests, wrk, a proxy (nginx, as deploy/nginx.conf sets it up).
 TAKEN = {
     "curl": head("Host: localhost:8000", "User-Agent: curl/7.88.1", "Accept: */*", "Content-Type: application/json"),
-    "requests": head(
-        "Host: 127.0.0.1:8000",
-        "User-Agent: python-requests/2.32.3",
-        "Accept-Encoding: gzip, deflate",
-        "Accept: */*",
-        "Connection: keep-alive",
-        "Content-Type: application/json",
-    ),
+    "requests": head("Host: 127.0.0.1:8000", "User-Agent: python-requests/2.32.3", "Accept-Encoding: gzip, deflate", "Accept: */*",
+                     "Connection: keep-alive", "Content-Type: application/json"),
     "wrk": head("Host: 127.0.0.1:8000", "Content-Type: application/json"),
-    "nginx": head(
-        "Host: example.org",
-        "X-Request-Id: abc-123",
-        "X-Forwarded-For: 10.0.0.7",
-        "X-Forwarded-Proto: https",
-        "Content-Type: application/json",
-        "Authorization: Bearer s3cret",
-    ),
+    "nginx": head("Host: example.org", "X-Request-Id: abc-123", "X-Forwarded-For: 10.0.0.7", "X-Forwarded-Proto: https",
+                  "Content-Type: application/json", "Authorization: Bearer s3cret"),
     "openai": head("Host: h", "Content-Type: application/json", path="/v1/embeddings", body=b'{"input": "hi"}'),
     "no body type": head("Host: h"),
     "spaces and tabs": head("Host:  h \t", "Content-Type:\tapplication/json"),
@@ -263,14 +251,8 @@ def without_date(response: bytes) -> bytes:
     return b"\r\n".join(line for line in response.split(b"\r\n") if not line.startswith(b"Date: "))
 
 
-BODIES = [
-    b'{"message": ["Hello world!"]}',
-    b'{"message": ["a", "b"], "normalize": true}',
-    b'{"message": []}',
-    b'{"message": ["x"], "dimensions": 9999}',
-    b'{"message": ["unclosed"',
-    b'{"input": "hi"}',
-]
+BODIES = [b'{"message": ["Hello world!"]}', b'{"message": ["a", "b"], "normalize": true}', b'{"message": []}', b'{"message": ["x"], "dimensions": 9999}',
+          b'{"message": ["unclosed"', b'{"input": "hi"}']
 
 
 @pytest.mark.live

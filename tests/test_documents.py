@@ -19,6 +19,8 @@ def reading(request, monkeypatch):
     return request.param
 
 
+
+
 def test_join_keeps_every_field_and_resolves_pages(tmp_path):
     doc = documents.load_document(write(tmp_path), "doc")
     assert doc.doc_id == "doc"
@@ -33,7 +35,7 @@ def test_join_keeps_every_field_and_resolves_pages(tmp_path):
     assert out[1]["pages"][1]["metadata"] == {"chapter": "One", "heading": "Middle, with comma"}
     assert out[1]["metadata"] == {"tags": ["a", "b"]}
     assert out[2]["pages"] == [] and out[2]["metadata"] == {}
-    assert out[3]["text"] == 'Ünïcode survives, "quotes" too.' and out[3]["metadata"] == {"nested": {"k": [1, 2]}}
+    assert out[3]["text"] == "Ünïcode survives, \"quotes\" too." and out[3]["metadata"] == {"nested": {"k": [1, 2]}}
 
 
 def test_missing_pages_key_means_no_pages_and_bom_is_accepted(tmp_path):
@@ -65,12 +67,12 @@ BAD = [
     ("texts not JSON", '[{"text": "a", ', PAGES, "texts_doc.json is not valid JSON"),
     ("texts not a list", '{"text": "a"}', PAGES, "texts_doc.json must hold a JSON list"),
     ("item not an object", '["just a string"]', PAGES, "texts_doc.json item 0: a sentence must be an object"),
-    ("text missing", [{"pages": [P1]}], PAGES, 'texts_doc.json item 0: "text" is missing'),
-    ("text not a string", [{"text": "ok", "pages": []}, {"text": 5, "pages": []}], PAGES, 'item 1: "text" must be a string with some text'),
-    ("text empty", [{"text": "", "pages": []}], PAGES, 'item 0: "text" must be a string with some text'),
-    ("text blank", [{"text": " \n ", "pages": []}], PAGES, 'item 0: "text" must be a string with some text'),
-    ("pages not a list", [{"text": "a", "pages": P1}], PAGES, 'item 0: "pages" must be a list'),
-    ("page id not a string", [{"text": "a", "pages": [1]}], PAGES, 'item 0: "pages" must be a list of page id strings'),
+    ("text missing", [{"pages": [P1]}], PAGES, "texts_doc.json item 0: \"text\" is missing"),
+    ("text not a string", [{"text": "ok", "pages": []}, {"text": 5, "pages": []}], PAGES, "item 1: \"text\" must be a string with some text"),
+    ("text empty", [{"text": "", "pages": []}], PAGES, "item 0: \"text\" must be a string with some text"),
+    ("text blank", [{"text": " \n ", "pages": []}], PAGES, "item 0: \"text\" must be a string with some text"),
+    ("pages not a list", [{"text": "a", "pages": P1}], PAGES, "item 0: \"pages\" must be a list"),
+    ("page id not a string", [{"text": "a", "pages": [1]}], PAGES, "item 0: \"pages\" must be a list of page id strings"),
     ("unknown page id", [{"text": "a", "pages": [P1]}, {"text": "b", "pages": ["nope"]}], PAGES, "item 1: page id 'nope' is not in the pages file"),
     ("texts not UTF-8", b'[{"text": "caf\xe9", "pages": []}]', PAGES, "texts_doc.json is not UTF-8"),
     ("pages not UTF-8", TEXTS, PAGES.encode() + b"x,9,\xff\xfe,y\n", "pages_doc.csv is not UTF-8: invalid byte at offset"),
@@ -101,6 +103,9 @@ def test_missing_document_or_half_of_one(tmp_path):
     (tmp_path / "pages_doc.csv").unlink()
     with pytest.raises(DocumentNotFound, match="pages_doc.csv is missing"):
         documents.load_document(tmp_path, "doc")
+
+
+
 
 
 @pytest.mark.parametrize("doc_id", HOSTILE_IDS)

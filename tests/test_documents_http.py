@@ -39,12 +39,7 @@ def test_document_is_joined_streamed_and_equals_the_encoder(client, data, encode
     assert r.is_streamed
     body = orjson.loads(r.get_data())
     assert {k: body[k] for k in ("doc_id", "model", "dimension", "count", "cached", "normalized")} == {
-        "doc_id": "doc",
-        "model": "all-MiniLM-L6-v2",
-        "dimension": 384,
-        "count": 4,
-        "cached": False,
-        "normalized": False,
+        "doc_id": "doc", "model": "all-MiniLM-L6-v2", "dimension": 384, "count": 4, "cached": False, "normalized": False,
     }
     assert [s["index"] for s in body["sentences"]] == [0, 1, 2, 3]
     assert [s["text"] for s in body["sentences"]] == [t["text"] for t in TEXTS]

@@ -154,7 +154,10 @@ def test_rejects_non_strings(encoder):
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8", "openvino-int8"])
 def test_onnx_backends_load_from_the_cache_folder_on_the_second_start(tmp_path, backend):
     cache = tmp_path / "cache"
-    probe = "import sys, smls; e = smls.ml_services.get('SentenceEncoder'); e.run(['hi']); print(e.info()['onnx_file']); print('torch' in sys.modules)"
+    probe = (
+        "import sys, smls; e = smls.ml_services.get('SentenceEncoder'); e.run(['hi']); "
+        "print(e.info()['onnx_file']); print('torch' in sys.modules)"
+    )
     env = server_env(SMLS_BACKEND=backend, SMLS_CACHE_DIR=str(cache))
     first = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     onnx_file, imported_torch = first.stdout.split()

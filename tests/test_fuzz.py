@@ -58,11 +58,8 @@ def test_any_json_body_bytes_are_a_clear_error_not_a_crash(body):
         assert exc.status in (400, 413) and exc.message
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
-)
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
 
 
 @quick
@@ -152,22 +149,9 @@ def test_schemathesis_finds_nothing(live_server):
     examples = os.environ.get("SMLS_FUZZ_EXAMPLES", "40")
     done = subprocess.run(
         # The schemathesis of the venv running the tests, whatever its folder.
-        [
-            str(Path(sys.executable).with_name("schemathesis")),
-            "run",
-            live_server.url + "/openapi.json",
-            "--max-examples",
-            examples,
-            "--workers",
-            "1",
-            "--seed",
-            os.environ.get("SMLS_FUZZ_SEED", "20261122"),
-            "--no-color",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [str(Path(sys.executable).with_name("schemathesis")), "run", live_server.url + "/openapi.json", "--max-examples", examples,
+         "--workers", "1", "--seed", os.environ.get("SMLS_FUZZ_SEED", "20261122"), "--no-color"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     summary = re.search(r"(\d+) generated, (.*)", done.stdout)
     assert done.returncode == 0, done.stdout[-6000:]

@@ -52,14 +52,7 @@ def test_deeply_nested_json_is_400(server):
     assert response.status_code == 400 and error_code(response) == "invalid_json"
 
 
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [
-        (b'{"message": "caf\xe9"}', "application/json"),
-        (b"message=caf%E9", "application/x-www-form-urlencoded"),
-        (b"message=\xff\xfe", "application/x-www-form-urlencoded"),
-    ],
-)
+@pytest.mark.parametrize(("body", "content_type"), [(b'{"message": "caf\xe9"}', "application/json"), (b"message=caf%E9", "application/x-www-form-urlencoded"), (b"message=\xff\xfe", "application/x-www-form-urlencoded")])
 def test_non_utf8_is_400(server, body, content_type):
     response, _ = post(server, body, content_type)
     assert response.status_code == 400 and error_code(response) == "invalid_encoding"

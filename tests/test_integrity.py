@@ -67,7 +67,8 @@ def raw_exchange(server, request: bytes, *, shut_write: bool = False, pause: flo
 
 def head_for(path: str, content_type: str, length: int, extra: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n{extra}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n{extra}\r\n"
     ).encode()
 
 
@@ -103,7 +104,8 @@ def test_a_body_shorter_than_its_content_length_is_refused(server, path, content
 
 def test_a_chunked_body_without_its_last_chunk_is_refused(server):
     request = (
-        f"POST /embed HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\nContent-Type: {FORM}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        f"POST /embed HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\nContent-Type: {FORM}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
     ).encode() + b"1c\r\nmessage=first&message=second\r\n"
     status, _, answer = raw_exchange(server, request, shut_write=True)
     assert status == 400 and json.loads(answer)["error"]["code"] == "incomplete_body", answer
@@ -130,18 +132,10 @@ JSON = {"Content-Type": "application/json"}
         ("POST", "/rerank", {"data": b'{"query": "q\\ud800", "documents": ["a"]}', "headers": JSON}, "query"),
         ("POST", "/rerank", {"data": b'{"query": "q", "documents": [{"text": "\\udc00"}]}', "headers": JSON}, "documents item 0, field 'text'"),
         # Found as a hostile client would: this upload was a 500 (orjson.dumps of the texts).
-        (
-            "PUT",
-            "/documents/surrogate",
-            {"data": b'{"texts": [{"text": "a\\ud800", "pages": []}], "pages": []}', "headers": JSON},
-            "texts item 0, field 'text'",
-        ),
-        (
-            "PUT",
-            "/documents/surrogate",
-            {"data": b'{"texts": [{"text": "a", "pages": ["p"]}], "pages": [{"id": "p\\ud800", "page_number": 1}]}', "headers": JSON},
-            "pages item 0, field 'id'",
-        ),
+        ("PUT", "/documents/surrogate", {"data": b'{"texts": [{"text": "a\\ud800", "pages": []}], "pages": []}', "headers": JSON},
+         "texts item 0, field 'text'"),
+        ("PUT", "/documents/surrogate", {"data": b'{"texts": [{"text": "a", "pages": ["p"]}], "pages": [{"id": "p\\ud800", "page_number": 1}]}',
+                                         "headers": JSON}, "pages item 0, field 'id'"),
     ],
 )
 def test_lone_surrogates_are_invalid_text_naming_the_item(server, method, path, kwargs, where):
@@ -229,11 +223,7 @@ def test_the_same_value_in_two_places_agrees(server):
         ({"json": {"message": {"a": 1}}}, "/embed", "'message' is an object; it must be a string or a list of strings"),
         ({"data": {"message": "['a', ...]"}}, "/embed", "message item 1 is '...' (not in quotes); every item must be a quoted string"),
         ({"data": {"message": "['a', f'{x}']"}}, "/embed", "message item 1 is an f-string; every item must be a quoted string"),
-        (
-            {"json": {"message": "a", "normalize": None, "precision": 3}},
-            "/embed",
-            "option 'precision' must be one of float32, int8, uint8, binary, ubinary, got 3",
-        ),
+        ({"json": {"message": "a", "normalize": None, "precision": 3}}, "/embed", "option 'precision' must be one of float32, int8, uint8, binary, ubinary, got 3"),
         ({"json": {"message": "a", "normalize": "maybe"}}, "/embed", "option 'normalize' must be true or false, got \"maybe\""),
         ({"json": {"message": "a", "dimensions": False}}, "/embed", "option 'dimensions' must be an integer, got false"),
         ({"json": {"input": ["ok", 5]}}, "/v1/embeddings", "input item 1 is a number; every item must be a string"),
@@ -250,19 +240,10 @@ def test_error_messages_speak_the_clients_words(server, kwargs, path, expected):
 
 
 def test_null_means_not_given_for_every_option(server):
-    r = requests.post(
-        server.url + "/embed", json={"message": "hi", "normalize": None, "dimensions": None, "precision": None, "encoding": None}, headers=AUTH, timeout=30
-    )
+    r = requests.post(server.url + "/embed", json={"message": "hi", "normalize": None, "dimensions": None, "precision": None, "encoding": None}, headers=AUTH, timeout=30)
     assert r.status_code == 200, r.text
-    assert {k: r.json()[k] for k in ("dimension", "normalized", "precision", "encoding")} == {
-        "dimension": 384,
-        "normalized": False,
-        "precision": "float32",
-        "encoding": "json",
-    }
-    r = requests.post(
-        server.url + "/v1/embeddings", json={"input": "hi", "model": None, "dimensions": None, "encoding_format": None, "user": None}, headers=AUTH, timeout=30
-    )
+    assert {k: r.json()[k] for k in ("dimension", "normalized", "precision", "encoding")} == {"dimension": 384, "normalized": False, "precision": "float32", "encoding": "json"}
+    r = requests.post(server.url + "/v1/embeddings", json={"input": "hi", "model": None, "dimensions": None, "encoding_format": None, "user": None}, headers=AUTH, timeout=30)
     assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 384
 
 
@@ -280,10 +261,7 @@ def test_options_has_no_body(server, path):
 
 
 # 8. A whitespace-only text is refused like an empty one.
-@pytest.mark.parametrize(
-    ("kwargs", "path"),
-    [({"json": {"message": "   "}}, "/embed"), ({"data": {"message": "\t \n"}}, "/embed"), ({"json": {"input": ["ok", "  "]}}, "/v1/embeddings")],
-)
+@pytest.mark.parametrize(("kwargs", "path"), [({"json": {"message": "   "}}, "/embed"), ({"data": {"message": "\t \n"}}, "/embed"), ({"json": {"input": ["ok", "  "]}}, "/v1/embeddings")])
 def test_whitespace_only_texts_are_refused_like_empty_ones(server, kwargs, path):
     r = requests.post(server.url + path, headers=AUTH, timeout=30, **kwargs)
     assert r.status_code == 400, r.text

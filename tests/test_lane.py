@@ -198,12 +198,7 @@ def test_the_lane_counts_its_requests_as_flask_does(counted, encoder):
 
     for inline in (True, False):
         before = counts()
-        for path, body in (
-            ("/embed", b'{"message": "hi"}'),
-            ("/embed", b'{"message": []}'),
-            ("/embed", b'{"message": "hi", "model": "nope"}'),
-            ("/v1/embeddings", b'{"input": "hi"}'),
-        ):
+        for path, body in (("/embed", b'{"message": "hi"}'), ("/embed", b'{"message": []}'), ("/embed", b'{"message": "hi", "model": "nope"}'), ("/v1/embeddings", b'{"input": "hi"}')):
             answer(client, path, body, inline=inline)
         assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 1, 1, 3, 1]
 

@@ -28,12 +28,8 @@ def cosine(a, b):
 
 def test_the_readme_form_request(live_server):
     # curl -d "message=['Hello world!', 'How are you today?']" -X POST .../embed
-    r = requests.post(
-        live_server.url + "/embed",
-        data="message=['Hello world!', 'How are you today?']",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-        timeout=30,
-    )
+    r = requests.post(live_server.url + "/embed", data="message=['Hello world!', 'How are you today?']",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/json"
     body = r.json()
@@ -42,7 +38,7 @@ def test_the_readme_form_request(live_server):
 
 
 def test_http_vectors_equal_in_process_sentence_transformers(live_server, encoder):
-    texts = TWO + ['Ünïcödé, "quotes" and it\'s fine', "The quick brown fox jumps over the lazy dog."]
+    texts = TWO + ["Ünïcödé, \"quotes\" and it's fine", "The quick brown fox jumps over the lazy dog."]
     r = requests.post(live_server.url + "/embed", json={"message": texts}, timeout=30)
     reference = SentenceTransformer(str(encoder.path), device="cpu").encode(texts)
     assert cosine(r.json()["embeddings"], reference).min() >= 0.9999
@@ -112,6 +108,8 @@ def test_fork_safety_both_workers_answer_concurrent_requests_quickly(live_server
     time.sleep(0.5)  # the access log is written after the response
     pids = Counter(re.findall(r'^<(\d+)> "POST /embed', live_server.access_log.read_text(), re.M))
     assert len(pids) >= 2, f"only these workers served /embed: {pids}"
+
+
 
 
 @pytest.mark.parametrize("kind", ["missing", "not a model"])

@@ -148,9 +148,7 @@ def test_a_cut_off_upload_leaves_the_old_version_whole(two_workers):
     body = json.dumps({"texts": VOLCANO["texts"][:1], "pages": VOLCANO["pages"]}).encode()
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(
-            b"PUT /documents/keep HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-20]
-        )
+        s.sendall(b"PUT /documents/keep HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:-20])
         s.shutdown(socket.SHUT_WR)
         s.settimeout(30)
         answer = b""

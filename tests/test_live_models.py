@@ -73,14 +73,8 @@ def test_rerank_in_both_scorer_modes(server):
     docs = ["The stock market fell.", "Tokyo is the capital city of Japan.", "Sushi is a Japanese dish."]
     cross = requests.post(server.url + "/rerank", json={"query": "capital of Japan", "documents": docs, "top_n": 2}, timeout=30).json()
     assert cross["scorer"] == "cross-encoder" and cross["model"] == "judge" and len(cross["results"]) == 2
-    cosine = requests.post(
-        server.url + "/rerank", json={"query": "capital of Japan", "texts": docs, "model": "mini", "return_documents": True}, timeout=30
-    ).json()
-    assert cosine["scorer"] == "cosine" and cosine["results"][0] == {
-        "index": 1,
-        "relevance_score": cosine["results"][0]["relevance_score"],
-        "document": docs[1],
-    }
+    cosine = requests.post(server.url + "/rerank", json={"query": "capital of Japan", "texts": docs, "model": "mini", "return_documents": True}, timeout=30).json()
+    assert cosine["scorer"] == "cosine" and cosine["results"][0] == {"index": 1, "relevance_score": cosine["results"][0]["relevance_score"], "document": docs[1]}
     bad = requests.post(server.url + "/rerank", json={"query": "q", "documents": []}, timeout=30)
     assert bad.status_code == 400 and "documents is an empty list" in bad.json()["error"]["message"]
 

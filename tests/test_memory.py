@@ -35,6 +35,8 @@ def test_the_trimmer_trims_once_after_a_quiet_spell_and_not_while_busy(monkeypat
     assert len(calls) == 1  # quiet since: once is enough
 
 
+
+
 # Run in a fresh interpreter: the cap must be set before threads start, and this test
 # process has threads of its own already. Each thread allocates while the others hold the
 # arena lock often enough that glibc hands out new arenas; malloc_info lists them.

@@ -202,11 +202,7 @@ def test_model_lists(c):
     assert [m["max_seq_length"] for m in listed["models"]] == [256, 128, 128]
     assert listed["models"][2]["routes"] == ["/rerank"]
     v1 = orjson.loads(c.get("/v1/models").data)["data"]
-    assert [(m["id"], m["object"], m["kind"]) for m in v1] == [
-        ("mini", "model", "embedding"),
-        ("tiny", "model", "embedding"),
-        ("judge", "model", "cross-encoder"),
-    ]
+    assert [(m["id"], m["object"], m["kind"]) for m in v1] == [("mini", "model", "embedding"), ("tiny", "model", "embedding"), ("judge", "model", "cross-encoder")]
     index = orjson.loads(c.get("/").data)
     assert index["models"] == ["mini", "tiny", "judge"] and index["model"]["name"] == "mini"
     metrics = c.get("/metrics").get_data(as_text=True)
@@ -285,12 +281,12 @@ def test_rerank_options_top_n_documents_texts_and_objects(c):
         ({"query": "q", "documents": []}, 400, "invalid_message", "documents is an empty list"),
         ({"query": "q", "documents": "a"}, 400, "missing_documents", "'documents' is a string; it must be a list"),
         ({"query": "q", "documents": ["a", 3]}, 400, "invalid_message", "documents item 1 is a number"),
-        ({"query": "q", "documents": ["a", {"txt": "b"}]}, 400, "invalid_message", 'documents item 1 is an object without "text"'),
+        ({"query": "q", "documents": ["a", {"txt": "b"}]}, 400, "invalid_message", "documents item 1 is an object without \"text\""),
         ({"query": "q", "documents": ["a", ""]}, 400, "invalid_message", "documents item 1 is an empty string"),
         ({"query": "q", "documents": ["a"] * 9}, 413, "too_many_messages", "9 texts in documents; the limit is 8"),
         ({"query": "q", "documents": ["a"], "texts": ["b"]}, 400, "conflicting_option", "both 'documents' and 'texts'"),
         ({"query": "q", "documents": ["a"], "top_n": 0}, 400, "invalid_option", "'top_n' must be a whole number of at least 1, got 0"),
-        ({"query": "q", "documents": ["a"], "top_n": "2"}, 400, "invalid_option", 'got "2"'),
+        ({"query": "q", "documents": ["a"], "top_n": "2"}, 400, "invalid_option", "got \"2\""),
         ({"query": "q", "documents": ["a"], "return_documents": "yes"}, 400, "invalid_option", "'return_documents' must be true or false"),
         ({"query": "q", "documents": ["a"], "return_documents": True, "return_text": False}, 400, "conflicting_option", "disagree"),
         ({"query": "q", "documents": ["a"], "model": "nope"}, 404, "model_not_found", "GET /models lists: mini, tiny, judge"),
@@ -312,49 +308,13 @@ def test_rerank_truncates_long_texts_unless_told_not_to(c):
 
 # (query, the relevant passage's index, passages): the relevant one is not always first or last.
 QUALITY = [
-    (
-        "How do I reset my password?",
-        1,
-        [
-            "Our office is closed on public holidays.",
-            "To reset your password, open Settings and choose 'Forgot password'.",
-            "The cafeteria serves lunch from noon.",
-        ],
-    ),
-    (
-        "What is the capital of Japan?",
-        2,
-        ["Mount Fuji is the highest mountain in Japan.", "Sushi is a popular Japanese dish.", "Tokyo is the capital city of Japan."],
-    ),
-    (
-        "symptoms of the flu",
-        0,
-        [
-            "Influenza typically causes fever, cough, sore throat and body aches.",
-            "The flight was delayed by two hours.",
-            "Flu vaccines are updated every year.",
-        ],
-    ),
-    (
-        "how to boil an egg",
-        1,
-        ["Chickens lay eggs most days.", "Place the egg in boiling water and cook it for about nine minutes.", "Eggplant is a purple vegetable."],
-    ),
-    (
-        "Wer hat die Relativitätstheorie entwickelt?",
-        1,
-        ["Berlin ist die Hauptstadt Deutschlands.", "Albert Einstein entwickelte die Relativitätstheorie.", "Die Sonne ist ein Stern."],
-    ),
-    (
-        "fire exits in the building",
-        2,
-        ["The building has four floors.", "Fire trucks are usually red.", "In case of fire, leave by the nearest emergency exit, marked in green."],
-    ),
-    (
-        "Which planet is known as the red planet?",
-        0,
-        ["Mars is often called the Red Planet because of its reddish surface.", "Red wine is made from dark grapes.", "Jupiter is the largest planet."],
-    ),
+    ("How do I reset my password?", 1, ["Our office is closed on public holidays.", "To reset your password, open Settings and choose 'Forgot password'.", "The cafeteria serves lunch from noon."]),
+    ("What is the capital of Japan?", 2, ["Mount Fuji is the highest mountain in Japan.", "Sushi is a popular Japanese dish.", "Tokyo is the capital city of Japan."]),
+    ("symptoms of the flu", 0, ["Influenza typically causes fever, cough, sore throat and body aches.", "The flight was delayed by two hours.", "Flu vaccines are updated every year."]),
+    ("how to boil an egg", 1, ["Chickens lay eggs most days.", "Place the egg in boiling water and cook it for about nine minutes.", "Eggplant is a purple vegetable."]),
+    ("Wer hat die Relativitätstheorie entwickelt?", 1, ["Berlin ist die Hauptstadt Deutschlands.", "Albert Einstein entwickelte die Relativitätstheorie.", "Die Sonne ist ein Stern."]),
+    ("fire exits in the building", 2, ["The building has four floors.", "Fire trucks are usually red.", "In case of fire, leave by the nearest emergency exit, marked in green."]),
+    ("Which planet is known as the red planet?", 0, ["Mars is often called the Red Planet because of its reddish surface.", "Red wine is made from dark grapes.", "Jupiter is the largest planet."]),
 ]
 
 

@@ -16,6 +16,8 @@ def post(client, body, **kwargs):
     return client.post("/v1/embeddings", data=orjson.dumps(body), content_type="application/json", **kwargs)
 
 
+
+
 def test_a_list_of_texts_gives_unit_vectors_in_order_with_real_token_counts(client, encoder):
     texts = ["Hello world!", "How are you today?", "A much longer sentence about lighthouses and the sea at night."]
     response = post(client, {"input": texts, "model": encoder.name})

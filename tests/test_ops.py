@@ -42,6 +42,9 @@ def test_models_lists_the_served_model_as_the_default(client, encoder):
             "precisions": ["float32", "int8", "uint8", "binary", "ubinary"],
             "encodings": ["json", "base64"],
             "truncation": "right",
+            "prompts": {},
+            "default_prompt_name": None,
+            "dimensions_trained": False,
         }
     ]
 

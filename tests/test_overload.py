@@ -62,7 +62,8 @@ def assert_recovered(server: LiveServer, texts: list[str]) -> None:
 
 def test_more_load_than_it_can_take_is_shed_quickly_and_it_recovers(tmp_path):
     # 16 request threads, 4 places in the model's queue: beyond that, 503 at once.
-    server = start_server(tmp_path, workers=1, SMLS_THREADS="16", SMLS_QUEUE_SIZE="4", SMLS_REQUEST_TIMEOUT="20", SMLS_CACHE_DIR=str(tmp_path / "cache"))
+    server = start_server(tmp_path, workers=1, SMLS_THREADS="16", SMLS_QUEUE_SIZE="4", SMLS_REQUEST_TIMEOUT="20",
+                          SMLS_CACHE_DIR=str(tmp_path / "cache"))
     texts = [f"sentence {i} of a heavy request about tides, ships and the weather at sea" for i in range(16)]
     try:
         took = flood(server, texts, clients=48, seconds=8)

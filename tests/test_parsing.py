@@ -28,7 +28,7 @@ from smls.errors import InvalidEncoding, InvalidInput, InvalidOption, InvalidTex
         ('["caf\\u00e9", "naïve", "日本語", "emoji 🎉"]', ["café", "naïve", "日本語", "emoji 🎉"]),
         ("['naïve', '日本語', '🎉']", ["naïve", "日本語", "🎉"]),
         ("['implicit' ' concatenation']", ["implicit concatenation"]),
-        ('{"message": 1}', ['{"message": 1}']),
+        ("{\"message\": 1}", ["{\"message\": 1}"]),
     ],
 )
 def test_accepted_message_values(value, expected):
@@ -199,7 +199,7 @@ def test_multipart_parts_are_read_strictly():
         forms.parse_multipart(body, "", 10)
     with pytest.raises(TooManyMessages):
         forms.parse_multipart(body, "B", 1)
-    assert forms.parse_multipart(b"--B\r\nContent-Disposition: form-data\r\n\r\nx\r\n--B--\r\n", "B", 10)[0].name == ""
+    assert forms.parse_multipart(b'--B\r\nContent-Disposition: form-data\r\n\r\nx\r\n--B--\r\n', "B", 10)[0].name == ""
 
 
 def test_a_message_file_is_one_text_per_line_and_a_field_beside_it_is_one_text():

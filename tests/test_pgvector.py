@@ -64,7 +64,9 @@ def test_each_store_gets_the_index_it_should(settings, encoder, postgres, postgr
         logging.getLogger("smls").removeHandler(seen)
     assert isinstance(index_of(fallback), SearchIndex)
     lines = [line for line in seen.lines if "pgvector is not available" in line]
-    assert lines == ['pgvector is not available in SMLS_STORE\'s database (extension "vector" is not available): each worker keeps its own search index']
+    assert lines == [
+        "pgvector is not available in SMLS_STORE's database (extension \"vector\" is not available): each worker keeps its own search index"
+    ]
 
 
 def test_search_finds_what_exact_cosine_finds(app, settings, encoder, db):

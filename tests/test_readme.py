@@ -310,13 +310,7 @@ def test_a_bad_model_path_stops_the_start_with_the_line_the_readme_shows(tmp_pat
     command, shown = block.source.splitlines()[0].removeprefix("$ "), block.source.splitlines()[1]
     settings = dict(re.findall(r"(SMLS_\w+)=(\S+)", command))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}, **settings}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("gunicorn")), "server:app", "-c", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = subprocess.run([str(Path(sys.executable).with_name("gunicorn")), "server:app", "-c", "gunicorn.conf.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == shown

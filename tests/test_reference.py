@@ -98,7 +98,8 @@ def route_rows() -> list[list[str]]:
     """The rows the routes table must have, made from the endpoint table."""
     flags = ("model", "fast", "public", "upload", "transfer")
     return [
-        [f"={e.method} {e.rule}=", e.summary, ", ".join(f for f in flags if getattr(e, f)), ", ".join(f"={q}=" for q in sorted(e.query))] for e in ENDPOINTS
+        [f"={e.method} {e.rule}=", e.summary, ", ".join(f for f in flags if getattr(e, f)), ", ".join(f"={q}=" for q in sorted(e.query))]
+        for e in ENDPOINTS
     ]
 
 

@@ -19,15 +19,9 @@ from tests.helpers import ROOT
 DEMO = [s["text"] for s in json.loads((ROOT / "data" / "texts_demo.json").read_text())]
 # Not the calibration text (which is the demo's): sentences of other kinds, short ones included.
 OTHERS = [
-    "Oh dear!",
-    "ok",
-    "Return the number of items in a container.",
-    "The cat sat on the mat while it rained outside.",
-    "Raises ValueError if the string is not a valid identifier.",
-    "x" * 40,
-    "SELECT * FROM users WHERE id = 42;",
-    "Le chat est sur la table.",
-    "A long sentence " * 20,
+    "Oh dear!", "ok", "Return the number of items in a container.", "The cat sat on the mat while it rained outside.",
+    "Raises ValueError if the string is not a valid identifier.", "x" * 40, "SELECT * FROM users WHERE id = 42;",
+    "Le chat est sur la table.", "A long sentence " * 20,
 ]
 
 
@@ -90,9 +84,8 @@ def test_int8_with_smoothing_is_closer_to_fp32_than_without(fp32, tmp_path):
     logging.getLogger().disabled = True  # the quantiser logs advice to the root logger
     try:
         for name in ("fp32", "smoothed"):
-            quantize_dynamic(
-                str(tmp_path / f"{name}.onnx"), str(tmp_path / f"{name}-int8.onnx"), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
-            )
+            quantize_dynamic(str(tmp_path / f"{name}.onnx"), str(tmp_path / f"{name}-int8.onnx"), weight_type=QuantType.QInt8,
+                             per_channel=True, reduce_range=True)
     finally:
         logging.getLogger().disabled = False
     texts = feeds(fp32, DEMO + OTHERS)

@@ -101,8 +101,8 @@ def test_compute_true_fills_the_vectors_before_answering(client):
 @pytest.mark.parametrize(
     ("texts", "pages", "words"),
     [
-        (b'[{"text": "x", "pages": ["nope"]}]', PAGES, "texts_bad.json item 0: page id 'nope' is not in the pages file"),
-        (b'{"text": 1}', PAGES, "texts_bad.json must hold a JSON list"),
+        (b"[{\"text\": \"x\", \"pages\": [\"nope\"]}]", PAGES, "texts_bad.json item 0: page id 'nope' is not in the pages file"),
+        (b"{\"text\": 1}", PAGES, "texts_bad.json must hold a JSON list"),
         (b"[not json", PAGES, "texts_bad.json is not valid JSON"),
         (TEXTS, b"page_id,page_number\np,one\n", "pages_bad.csv line 2: page number 'one' is not an integer"),
         (TEXTS, b"\xff\xfe", "pages_bad.csv is not UTF-8"),
@@ -125,9 +125,9 @@ def test_a_bad_upload_gets_the_message_a_bad_file_gets_and_changes_nothing(clien
         ({"texts": TEXTS}, "invalid_upload", "'pages' is missing"),
         ({"texts": TEXTS, "pages": PAGES_JSON, "extra": 1}, "unknown_field", "extra"),
         ({"texts": TEXTS, "pages": "p1,1"}, "invalid_upload", "'pages' is a string"),
-        ({"texts": TEXTS, "pages": [{"id": 5, "page_number": 1}]}, "invalid_upload", 'pages item 0: "id" must be a string, got 5'),
-        ({"texts": TEXTS, "pages": [{"id": "a", "page_number": "1"}]}, "invalid_upload", '"page_number" must be an integer'),
-        ({"texts": TEXTS, "pages": [{"id": "a", "page_number": True}]}, "invalid_upload", '"page_number" must be an integer, got true'),
+        ({"texts": TEXTS, "pages": [{"id": 5, "page_number": 1}]}, "invalid_upload", "pages item 0: \"id\" must be a string, got 5"),
+        ({"texts": TEXTS, "pages": [{"id": "a", "page_number": "1"}]}, "invalid_upload", "\"page_number\" must be an integer"),
+        ({"texts": TEXTS, "pages": [{"id": "a", "page_number": True}]}, "invalid_upload", "\"page_number\" must be an integer, got true"),
         ({"texts": TEXTS, "pages": [{"id": "a", "page_number": 1, "tags": ["x"]}]}, "invalid_upload", "'tags' must be a string or a number"),
         ([1, 2], "invalid_json", "the JSON body is an array"),
     ],
@@ -140,9 +140,7 @@ def test_bad_json_uploads(client, body, code, words):
 def test_bad_multipart_uploads(client):
     no_pages = client.put("/documents/x", data={"texts": (io.BytesIO(b"[]"), "t.json")}, content_type="multipart/form-data")
     assert "no 'pages' part" in assert_error(no_pages, 400, "invalid_upload")["message"]
-    extra = client.put(
-        "/documents/x", data={"texts": (io.BytesIO(b"[]"), "t"), "pages": (io.BytesIO(b"a,b\n"), "p"), "other": "1"}, content_type="multipart/form-data"
-    )
+    extra = client.put("/documents/x", data={"texts": (io.BytesIO(b"[]"), "t"), "pages": (io.BytesIO(b"a,b\n"), "p"), "other": "1"}, content_type="multipart/form-data")
     assert_error(extra, 400, "unknown_field")
     assert_error(client.put("/documents/x", data="texts=[]", content_type="text/plain"), 415, "unsupported_media_type")
     assert_error(client.put("/documents/x"), 400, "missing_message")

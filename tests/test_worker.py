@@ -17,7 +17,10 @@ from smls.worker.deadline import DeadlineSocket, is_head_of_sized_body
 from tests.helpers import live_counter, start_server
 
 BODY = json.dumps({"message": ["a burst of kept-alive connections"]}).encode()
-REQUEST = b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY
+REQUEST = (
+    b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY
+)
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -71,7 +74,8 @@ def test_a_burst_of_kept_alive_connections_is_shared_between_the_workers(tmp_pat
 def post(sock: socket.socket, texts: list[str]) -> None:
     """Send one /embed request for `texts` on a kept-alive connection."""
     body = json.dumps({"message": texts}, separators=(",", ":")).encode()
-    sock.sendall(b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    sock.sendall(b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
 def read_json(sock: socket.socket) -> dict:

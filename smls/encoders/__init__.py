@@ -18,14 +18,6 @@ from smls.encoders.base import Budget, Encoded, Encoder, SentenceEncoder, batche
 from smls.encoders.cross import CrossEncoderModel, PairScorer, Scores
 
 __all__ = [
-    "EMBEDDED_MODEL_NAME",
-    "Budget",
-    "CrossEncoderModel",
-    "Encoded",
-    "Encoder",
-    "PairScorer",
-    "Scores",
-    "SentenceEncoder",
-    "batches_by_length",
-    "model_fingerprint",
+    "EMBEDDED_MODEL_NAME", "Budget", "CrossEncoderModel", "Encoded", "Encoder", "PairScorer", "Scores", "SentenceEncoder",
+    "batches_by_length", "model_fingerprint",
 ]

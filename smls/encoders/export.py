@@ -69,18 +69,14 @@ def read_spec(path: Path) -> ModelSpec:
     unsupported = [k for k in kinds if k not in _SUPPORTED]
     if unsupported or "Transformer" not in kinds:
         raise StartupError(
-            f"the onnx backends support Transformer + Pooling (+ Normalize) models; {str(path)!r} has {', '.join(kinds)}: use SMLS_BACKEND=torch"
+            f"the onnx backends support Transformer + Pooling (+ Normalize) models; {str(path)!r} has "
+            f"{', '.join(kinds)}: use SMLS_BACKEND=torch"
         )
     pooling_dir = next((m["path"] for m in modules if m["type"].endswith("Pooling")), "1_Pooling")
     pooling = _json(path / pooling_dir / "config.json") or {"pooling_mode_mean_tokens": True}
     mode = pooling.get("pooling_mode") or (
-        "cls"
-        if pooling.get("pooling_mode_cls_token")
-        else "max"
-        if pooling.get("pooling_mode_max_tokens")
-        else "mean"
-        if pooling.get("pooling_mode_mean_tokens", True)
-        else "other"
+        "cls" if pooling.get("pooling_mode_cls_token") else "max" if pooling.get("pooling_mode_max_tokens") else
+        "mean" if pooling.get("pooling_mode_mean_tokens", True) else "other"
     )
     if mode not in ("mean", "cls", "max"):
         raise StartupError(f"the onnx backends support mean, cls and max pooling; {str(path)!r} uses {mode}: use SMLS_BACKEND=torch")
@@ -214,14 +210,8 @@ def _export_fp32(path: Path, target: Path) -> None:
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow in transformers' masks
         torch.onnx.export(
-            LastHidden(model),
-            tuple(example[n] for n in names),
-            str(tmp),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
+            LastHidden(model), tuple(example[n] for n in names), str(tmp), input_names=names,
+            output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False,
         )
     os.replace(tmp, target)  # atomic: a reader never sees half a file
 
@@ -269,15 +259,9 @@ def _quantize(path: Path, source: Path, target: Path) -> None:
     # channels, and keeping it lifted the minimum cosine on text nothing was tuned on from
     # 0.990 to 0.995 for about 5% of int8's speed (docs/benchmarks.org).
     try:
-        quantize_dynamic(
-            str(smoothed),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=quantization_config() in ("avx2", "avx512"),
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=keep,
-        )
+        quantize_dynamic(str(smoothed), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=quantization_config() in ("avx2", "avx512"), op_types_to_quantize=["MatMul"],
+                         nodes_to_exclude=keep)
     finally:
         smoothed.unlink()
     os.replace(tmp, target)
@@ -298,10 +282,7 @@ def _quantize_openvino(path: Path, source: Path, target: Path) -> None:
     model = ov.Core().read_model(str(source))
     feeds = sentence_feeds(path, {i.get_any_name() for i in model.inputs}, calibration_texts())
     quantized = nncf.quantize(
-        model,
-        nncf.Dataset(feeds),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(feeds),
+        model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
         ignored_scope=nncf.IgnoredScope(names=first_down_projection(onnx.load(str(source))), validate=False),
     )
     tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.xml")

@@ -31,9 +31,7 @@ def check_installed() -> None:
     """
     missing = [name for name in ("openvino", "nncf") if find_spec(name) is None]
     if missing:
-        raise StartupError(
-            f"the openvino backends need the openvino and nncf packages ({', '.join(missing)} missing): pip install -r requirements-openvino.txt"
-        )
+        raise StartupError(f"the openvino backends need the openvino and nncf packages ({', '.join(missing)} missing): pip install -r requirements-openvino.txt")
 
 
 class OpenVinoEncoder(OnnxEncoder):

@@ -8,18 +8,20 @@ from dataclasses import dataclass
 
 from smls import metrics, outputs
 from smls.batching import MicroBatcher
+from smls.catalog import ModelSpec
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
 from smls.encoders import Budget, Encoder, PairScorer
 from smls.errors import ModelNotFound, StartupError, StoreUnavailable, WrongModelKind
 from smls.index import SearchIndex
 from smls.library import Library
+from smls.prompts import Prompts
 from smls.search import ChosenIndex, CrossSearch, VectorIndex
 from smls.serving.loading import load_model
 from smls.serving.models import EmbeddingModel, ScoringModel, Served
 from smls.store import VectorStore, is_postgres, open_store, open_vectors
 from smls.tokens import Tokens
-from smls.truncation import Direction, parse_direction
+from smls.truncation import parse_direction
 
 __all__ = ["Engine", "build"]
 
@@ -120,11 +122,11 @@ def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None 
     gunicorn master, so the workers share its pages); a command that does not search
     leaves it to the first search.
     """
-    directions: dict[str, Direction] = {}  # each model's truncation (right where models are given)
+    specs: dict[str, ModelSpec] = {}  # each model's own settings (none where models are given)
     if models is None:
         models = {}
         for entry in settings.catalog().models:
-            directions[entry.name] = parse_direction(entry.truncation)
+            specs[entry.name] = entry
             models[entry.name] = load_model(entry, settings)
             log.info("model %s (%s) loaded from %s (%s)", entry.name, entry.kind, entry.path, entry.origin)
     library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
@@ -155,13 +157,19 @@ def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None 
             on_shed=metrics.SHED.labels("deadline").inc,
         )
         tokens = Tokens.of(encoder.path, encoder.max_seq_length)
-        truncation = directions.get(name, "right")
-        documents = DocumentEmbedder(batcher, cache, settings.doc_batch, settings.request_timeout, truncation=truncation, tokens=tokens)
+        spec = specs.get(name)
+        truncation = parse_direction(spec.truncation if spec else "right")
+        prompts = Prompts.of(encoder.path, spec.prompts if spec else None)
+        documents = DocumentEmbedder(
+            batcher, cache, settings.doc_batch, settings.request_timeout, truncation=truncation, tokens=tokens, prompt=prompts.document
+        )
         index = _search_index(cache, documents.index_name, encoder.dimension, settings)
         if load_indexes:
             index.load()
         search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store))
-        served[name] = EmbeddingModel(name, encoder, batcher, documents, search, outputs.Calibration(encoder, settings.cache_dir), tokens, truncation)
+        calibration = outputs.Calibration(encoder, settings.cache_dir)
+        matryoshka = bool(spec and spec.matryoshka)
+        served[name] = EmbeddingModel(name, encoder, batcher, documents, search, calibration, tokens, truncation, prompts, matryoshka)
     embedders = [m.name for m in served.values() if isinstance(m, EmbeddingModel)]
     if not embedders:
         raise StartupError("no embedding model to serve; /embed, /v1/embeddings and /documents need one")

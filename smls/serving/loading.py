@@ -23,14 +23,7 @@ from smls.encoders import CrossEncoderModel, SentenceEncoder
 from smls.errors import StartupError
 
 __all__ = [
-    "build_encoder",
-    "build_reranker",
-    "encoder_for",
-    "load_model",
-    "machine_encoder",
-    "register",
-    "resolve_config",
-    "resolve_reranker_config",
+    "build_encoder", "build_reranker", "encoder_for", "load_model", "machine_encoder", "register", "resolve_config", "resolve_reranker_config",
 ]
 
 _CONFIG_KEYS = frozenset({"model", "name", "device", "batch_size", "backend", "cache_dir", "threads"})
@@ -123,7 +116,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     settings = Settings.from_env()
     model_path, spec = _settings_model(config, settings)
     if detect_kind(model_path) != "embedding":
-        raise StartupError(f'the model at {str(model_path)!r} is a cross-encoder: it scores pairs; use smls.ml_services.get("Reranker", model=...)')
+        raise StartupError(f"the model at {str(model_path)!r} is a cross-encoder: it scores pairs; use smls.ml_services.get(\"Reranker\", model=...)")
     backend = config.get("backend") or (spec and spec.backend) or settings.backend
     return _filled(config, settings, model_path, spec, backend, settings.model_name)
 
@@ -148,7 +141,9 @@ def build_reranker(*, kind: str, **config: Any) -> Any:
     from smls.rerank import CosineReranker, CrossReranker  # (here: its request parsing needs werkzeug, which `import smls` need not load)
 
     if kind == "cross-encoder":
-        return CrossReranker(CrossEncoderModel(Path(config["model"]), config["name"], config["batch_size"], config["device"], config["threads"]))
+        return CrossReranker(
+            CrossEncoderModel(Path(config["model"]), config["name"], config["batch_size"], config["device"], config["threads"])
+        )
     return CosineReranker(ml_services.get("SentenceEncoder", **config))
 
 

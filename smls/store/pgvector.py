@@ -118,3 +118,4 @@ class PgvectorIndex:
     def nearest(self, query: np.ndarray, k: int, scope: dict[int, int] | None = None) -> list[Neighbour]:
         """The k nearest sentences, best first: over every published version, or (scope) over those alone."""
         return self.cache.nearest(self.model, np.asarray(query, dtype=np.float32), k, None if scope is None else list(scope))
+

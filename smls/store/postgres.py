@@ -178,12 +178,11 @@ class PostgresVectors:
         """Record an entry about to be filled, and drop older versions of the same document and model."""
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO smls_entries (key, doc_id, model, count, dimension) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET updated = now()",
+                "INSERT INTO smls_entries (key, doc_id, model, count, dimension) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET updated = now()",
                 (key, doc_id, model, count, dimension),
             )
-            conn.execute(
-                "DELETE FROM smls_chunks WHERE key IN (SELECT key FROM smls_entries WHERE doc_id = %s AND model = %s AND key <> %s)", (doc_id, model, key)
-            )
+            conn.execute("DELETE FROM smls_chunks WHERE key IN (SELECT key FROM smls_entries WHERE doc_id = %s AND model = %s AND key <> %s)", (doc_id, model, key))
             conn.execute("DELETE FROM smls_entries WHERE doc_id = %s AND model = %s AND key <> %s", (doc_id, model, key))
 
     def is_complete(self, key: str) -> bool:
@@ -266,10 +265,9 @@ class PostgresVectors:
         for version, key in missing:
             with self.db.transaction() as conn:
                 # (locked: another worker may be filling the same version; the second finds it held)
-                if (
-                    conn.execute("SELECT 1 FROM smls_published WHERE id = %s FOR UPDATE", (version,)).fetchall()
-                    and not conn.execute("SELECT 1 FROM smls_vec_held WHERE model = %s AND version = %s", (model, version)).fetchall()
-                ):
+                if conn.execute("SELECT 1 FROM smls_published WHERE id = %s FOR UPDATE", (version,)).fetchall() and not conn.execute(
+                    "SELECT 1 FROM smls_vec_held WHERE model = %s AND version = %s", (model, version)
+                ).fetchall():
                     self._swap_vectors(conn, model, [], version, key)
         return len(missing)
 

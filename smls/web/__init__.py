@@ -38,7 +38,9 @@ log = logging.getLogger("smls")
 __all__ = ["State", "create_app", "warm_up"]
 
 
-def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None, models: Mapping[str, Encoder | PairScorer] | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, encoder: Encoder | None = None, models: Mapping[str, Encoder | PairScorer] | None = None
+) -> Flask:
     """Build the smls Flask app; loads every model of the settings (no inference) unless `models` (or one `encoder`) are given.
 
     `models` maps names to loaded models in the order they are listed; the first is the default.

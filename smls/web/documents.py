@@ -143,7 +143,8 @@ def search_all() -> Response:
 def _framed_query(model: EmbeddingModel, query: str) -> Framed:
     """The query as the model will read it, as the query string's truncate and truncation_direction say (counted: one text is cheap)."""
     values = fields.collect([("query string", list(request.args.items(multi=True)), frozenset(request.args))], Truncation.parsers())
-    return frame([query], model.truncation_of(values), model.tokens, "q", model.encoder.max_seq_length, count=True)
+    cut = Truncation.of(values, model.truncation)
+    return frame([query], cut, model.tokens, "q", model.encoder.max_seq_length, prompt=model.prompts.query, count=True)
 
 
 def _query(example: str) -> str:

@@ -8,38 +8,38 @@ from flask import Blueprint, Response, request
 
 from smls import fields, forms, outputs, parsing
 from smls.errors import MissingMessage, UnsupportedMediaType
-from smls.serving.models import EmbeddingModel
-from smls.truncation import Truncation
-from smls.web.endpoints import MODEL_OPTIONS, TRUNCATION, register
+from smls.serving.models import EmbeddingModel, TextOptions, text_parsers
+from smls.web.endpoints import MODEL_OPTIONS, PROMPTS, TRUNCATION, register
 from smls.web.responses import json_response, state, time_left
 from smls.web.state import State
 
 blueprint = Blueprint("embed", __name__)
 # The fields of an /embed JSON body or form.
-BODY_FIELDS = frozenset({"message", *MODEL_OPTIONS, *TRUNCATION})
+BODY_FIELDS = frozenset({"message", *MODEL_OPTIONS, *TRUNCATION, *PROMPTS})
 # What the query string of /embed may hold.
-QUERY_FIELDS = MODEL_OPTIONS | TRUNCATION
+QUERY_FIELDS = MODEL_OPTIONS | TRUNCATION | PROMPTS
 
 
 def embed() -> Response:
     """The embeddings of the request's texts by the model it names, shaped as its options ask."""
-    model, texts, options, truncation = read_embed_request()
-    return json_response(embeddings(model, texts, options, truncation, time_left()))
+    model, texts, options, text = read_embed_request()
+    return json_response(embeddings(model, texts, options, text, time_left()))
 
 
-def embeddings(model: EmbeddingModel, texts: list[str], options: outputs.OutputOptions, truncation: Truncation, timeout: float) -> dict[str, Any]:
-    """The answer of /embed: the model's vectors for `texts`, shaped as `options` ask (Overloaded after `timeout` seconds)."""
-    result, cuts = model.encode(texts, truncation, "message", timeout)
+def embeddings(model: EmbeddingModel, texts: list[str], options: outputs.OutputOptions, text: TextOptions, timeout: float) -> dict[str, Any]:
+    """The answer of /embed: the model's vectors for `texts` (prompted and cut as `text` says), shaped as `options` ask (Overloaded after `timeout` seconds)."""
+    result, cuts = model.encode(texts, text, "message", timeout)
     return {
         "model": model.name,
         **outputs.describe(options, model.encoder.dimension),
+        **model.dimensions_note(options.dimensions),
         "truncated": len(cuts),
         "truncations": [cut.json() for cut in cuts],
         "embeddings": outputs.render(result.vectors, options, model.calibration),
     }
 
 
-def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptions, Truncation]:
+def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptions, TextOptions]:
     """The model, the texts and the output options from a form or JSON body (model and options may also be in the query)."""
     app = state()
     settings = app.settings
@@ -67,15 +67,15 @@ def read_embed_request() -> tuple[EmbeddingModel, list[str], outputs.OutputOptio
         raise UnsupportedMediaType(
             f"content type {mimetype or 'none'!r} is not supported; send application/json, application/x-www-form-urlencoded or multipart/form-data"
         )
-    model, options, truncation = chosen(app, body, query)
-    return model, texts, options, truncation
+    model, options, text = chosen(app, body, query)
+    return model, texts, options, text
 
 
 def answer_json(app: State, data: bytes, timeout: float, request_id: str) -> dict[str, Any]:
     """The answer of /embed to a JSON body with no query string (the event loop's lane, smls.web.lane)."""
     texts, body = json_texts(data, app.settings.max_messages)
-    model, options, truncation = chosen(app, body, [])
-    return embeddings(model, texts, options, truncation, timeout)
+    model, options, text = chosen(app, body, [])
+    return embeddings(model, texts, options, text, timeout)
 
 
 def json_texts(data: bytes, max_messages: int) -> tuple[list[str], fields.Source]:
@@ -86,12 +86,12 @@ def json_texts(data: bytes, max_messages: int) -> tuple[list[str], fields.Source
     return parsing.messages_from_json(doc, max_messages), body
 
 
-def chosen(app: State, body: fields.Source, query: list[tuple[str, str]]) -> tuple[EmbeddingModel, outputs.OutputOptions, Truncation]:
-    """The model, the output options and the truncation a request asks for, in its body or its query string."""
+def chosen(app: State, body: fields.Source, query: list[tuple[str, str]]) -> tuple[EmbeddingModel, outputs.OutputOptions, TextOptions]:
+    """The model, the output options and the prompt and truncation a request asks for, in its body or its query string."""
     sources: list[fields.Source] = [body, ("query string", query, QUERY_FIELDS)]
     model = app.embedding(fields.collect(sources, {"model": fields.model_name}).get("model"))
     options = outputs.OutputOptions(**fields.collect(sources, outputs.OutputOptions.parsers(model.encoder.dimension)))
-    return model, options, model.truncation_of(fields.collect(sources, Truncation.parsers()))
+    return model, options, model.text_options(fields.collect(sources, text_parsers()))
 
 
 def json_body() -> bytes:

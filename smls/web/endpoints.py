@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint
 from flask.typing import RouteCallable
 
-from smls import outputs, truncation
+from smls import outputs, prompts, truncation
 
 if TYPE_CHECKING:  # (web.state imports nothing of this module; the name is for the type only)
     from smls.web.state import State
@@ -27,6 +27,8 @@ OPTIONS = frozenset(outputs.OPTION_NAMES)
 MODEL_OPTIONS = OPTIONS | {"model"}
 # What a request may say of its long texts: cut them from either end, or refuse them.
 TRUNCATION = frozenset(truncation.FIELDS)
+# ... and of its texts' prompt (by name, or the prefix itself).
+PROMPTS = frozenset(prompts.FIELDS)
 
 
 @dataclass(frozen=True)
@@ -61,82 +63,20 @@ ENDPOINTS = (
     Endpoint("GET", "/health", "ops", "health", "liveness: 200 while the worker answers", public=True),
     Endpoint("GET", "/ready", "ops", "ready", "readiness: 200 once this worker's model is loaded and warmed, else 503", public=True),
     Endpoint("GET", "/models", "ops", "models", "the served models: name, kind, dimension, backend, max sequence length"),
-    Endpoint(
-        "POST",
-        "/embed",
-        "embed",
-        "embed",
-        'embeddings for message=... (form) or {"message": ...} (JSON); options model, normalize, dimensions, precision, encoding, truncate, truncation_direction',
-        query=MODEL_OPTIONS | TRUNCATION,
-        model=True,
-        fast=True,
-    ),
+    Endpoint("POST", "/embed", "embed", "embed", "embeddings for message=... (form) or {\"message\": ...} (JSON); options model, normalize, dimensions, precision, encoding, truncate, truncation_direction, prompt_name, prompt", query=MODEL_OPTIONS | TRUNCATION | PROMPTS, model=True, fast=True),
     Endpoint("POST", "/v1/embeddings", "openai", "openai_embeddings", "OpenAI-compatible embeddings (unit-length vectors)", model=True, fast=True),
     Endpoint("GET", "/v1/models", "openai", "openai_models", "OpenAI-compatible model list"),
-    Endpoint(
-        "POST",
-        "/rerank",
-        "rerank",
-        "rerank",
-        "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)",
-        model=True,
-        fast=True,
-    ),
-    Endpoint(
-        "POST",
-        "/v1/rerank",
-        "rerank",
-        "rerank_v1",
-        "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape",
-        model=True,
-        fast=True,
-    ),
+    Endpoint("POST", "/rerank", "rerank", "rerank", "documents ordered by relevance to a query (a cross-encoder, or an embedding model's cosine)", model=True, fast=True),
+    Endpoint("POST", "/v1/rerank", "rerank", "rerank_v1", "the same as /rerank, where Cohere's v1 clients (and Jina's) call it; errors in OpenAI's shape", model=True, fast=True),
     Endpoint("POST", "/v2/rerank", "rerank", "rerank_v2", "the same as /rerank, where Cohere's v2 clients call it", model=True, fast=True),
-    Endpoint(
-        "POST", "/tokenize", "tokens", "tokenize", "a model's tokens for texts: ids, count, whether it would cut them, each token's text and offsets", fast=True
-    ),
+    Endpoint("POST", "/tokenize", "tokens", "tokenize", "a model's tokens for texts: ids, count, whether it would cut them, each token's text and offsets", fast=True),
     Endpoint("POST", "/decode", "tokens", "decode", "the text a list of token ids spells", fast=True),
     Endpoint("GET", "/documents", "documents", "list_documents", "the documents: uploaded ones and files in the data folder"),
-    Endpoint(
-        "GET",
-        "/documents/<doc_id>",
-        "documents",
-        "get_document",
-        "every sentence of a document with its pages and embedding (streamed)",
-        query=MODEL_OPTIONS,
-        model=True,
-        transfer=True,
-    ),
-    Endpoint(
-        "PUT",
-        "/documents/<doc_id>",
-        "documents",
-        "put_document",
-        "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first",
-        query=frozenset({"compute", "model"}),
-        model=True,
-        upload=True,
-        transfer=True,
-    ),
+    Endpoint("GET", "/documents/<doc_id>", "documents", "get_document", "every sentence of a document with its pages and embedding (streamed)", query=MODEL_OPTIONS, model=True, transfer=True),
+    Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True, transfer=True),
     Endpoint("DELETE", "/documents/<doc_id>", "documents", "delete_document", "remove an uploaded document and its vectors"),
-    Endpoint(
-        "GET",
-        "/documents/<doc_id>/search",
-        "documents",
-        "search_document",
-        "the k sentences of a document most similar to q",
-        query=frozenset({"q", "k", "model"}) | TRUNCATION,
-        model=True,
-    ),
-    Endpoint(
-        "GET",
-        "/search",
-        "documents",
-        "search_all",
-        "the k sentences most similar to q across every document (or those named by doc)",
-        query=frozenset({"q", "k", "doc", "model"}) | TRUNCATION,
-        model=True,
-    ),
+    Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k", "model"}) | TRUNCATION, model=True),
+    Endpoint("GET", "/search", "documents", "search_all", "the k sentences most similar to q across every document (or those named by doc)", query=frozenset({"q", "k", "doc", "model"}) | TRUNCATION, model=True),
     Endpoint("GET", "/metrics", "ops", "metrics_page", "Prometheus metrics, summed over all workers"),
     Endpoint("GET", "/openapi.json", "ops", "openapi_json", "the OpenAPI 3.1 description"),
     Endpoint("GET", "/docs", "ops", "docs", "API docs in the browser (Swagger UI, served locally)", public=True),

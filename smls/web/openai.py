@@ -25,8 +25,8 @@ def answer_json(app: State, data: bytes, timeout: float, request_id: str) -> dic
     """The answer of /v1/embeddings to a JSON body (also the event loop's lane's, smls.web.lane)."""
     req = openai_api.parse_request(data, dimension_of=lambda name: _model(app, name).encoder.dimension, max_messages=app.settings.max_messages)
     model = _model(app, req.model)
-    result, cuts = model.encode(req.texts, model.truncation_of(req.truncation), "input", timeout)
-    return openai_api.response(result, req.options, model.name, cuts)
+    result, cuts = model.encode(req.texts, model.text_options(req.text), "input", timeout)
+    return openai_api.response(result, req.options, model.name, cuts, model.dimensions_note(req.options.dimensions))
 
 
 def _model(app: State, name: str | None) -> EmbeddingModel:

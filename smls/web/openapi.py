@@ -67,13 +67,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "precision": {"type": "string", "enum": list(outputs.PRECISIONS), "default": "float32"},
     "encoding": {"type": "string", "enum": list(outputs.ENCODINGS), "default": "json"},
 }
-# What a request says of its long texts (smls.truncation), in a body or the query string.
+# What a request says of its texts before the model reads them (smls.truncation, smls.prompts), in a body or the query string.
 _TRUNCATION: dict[str, dict[str, Any]] = {
-    "truncate": {
-        "type": "boolean",
-        "default": True,
-        "description": "false: refuse a text longer than the model takes (400 input_too_long) instead of cutting it",
-    },
+    "truncate": {"type": "boolean", "default": True, "description": "false: refuse a text longer than the model takes (400 input_too_long) instead of cutting it"},
     "truncation_direction": {
         "type": "string",
         "enum": list(truncation.DIRECTIONS),
@@ -94,6 +90,7 @@ _TRUNCATIONS = {
         },
     },
 }
+_DIMENSIONS_TRAINED = {"const": False, "description": "present when dimensions shortened the vectors of a model not trained for it (GET /models)"}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +126,12 @@ def _errors(*statuses: int, openai: bool = False) -> dict[str, Any]:
     return {str(s): _json(schema, texts[s]) for s in statuses}
 
 
+def _prompts(names: list[str]) -> dict[str, dict[str, Any]]:
+    """The prompt fields: prompt_name one of the served models' prompts (left out where none has any), or a literal prompt."""
+    chosen = {"prompt_name": {"type": "string", "enum": names, "description": "one of the model's prompts (GET /models), put in front of every text; absent: its default"}}
+    return {**(chosen if names else {}), "prompt": {"type": "string", "description": "a prefix put in front of every text, in place of prompt_name"}}
+
+
 def _query(name: str, schema: dict[str, Any], description: str = "", required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
@@ -140,7 +143,9 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
     dimension = max(m.encoder.dimension for m in embedders)  # the largest; a smaller model refuses more
     model_about = f"an embedding model's name (GET /models); absent: {default}"
     model_choice: dict[str, Any] = {"type": "string", "enum": [m.name for m in embedders], "description": model_about}
-    in_query = {"model": model_choice, **_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}, **_TRUNCATION}
+    prompt_names = sorted({name for m in embedders for name in m.prompts.prompts})
+    texts_options = {**_TRUNCATION, **_prompts(prompt_names)}
+    in_query = {"model": model_choice, **_OPTIONS, "dimensions": {**_OPTIONS["dimensions"], "maximum": dimension}, **texts_options}
     options = {name: _nullable(schema) for name, schema in in_query.items()}  # null: as if absent (JSON only)
     message = {"oneOf": [_MESSAGE["oneOf"][0], {**_MESSAGE["oneOf"][1], "maxItems": settings.max_messages}], "description": _MESSAGE["description"]}
     option_params = [_query(name, schema, schema.get("description", "")) for name, schema in in_query.items()]
@@ -179,8 +184,11 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             "encoding": in_query["encoding"],
             "truncate": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]},
             "truncation_direction": _TRUNCATION["truncation_direction"],
+            **_prompts(prompt_names),
         },
     }
+    schemas = _schemas(message, dimension)
+    schemas["OpenAIEmbeddingsRequest"]["properties"].update({name: _nullable(schema) for name, schema in texts_options.items()})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -190,150 +198,132 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
             + ", ".join(f"{m.name} ({m.kind}{f', {m.encoder.dimension} dimensions' if isinstance(m, EmbeddingModel) else ''})" for m in models)
             + f"; the default is {default}.",
         },
-        "paths": _paths(
-            {
-                "/": {"get": {"responses": {"200": _json({"type": "object"}, "about this server")}}},
-                "/health": {
-                    "get": {
-                        "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "alive")},
-                    }
-                },
-                "/ready": {
-                    "get": {
-                        "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ready"}}}, "ready"), **_errors(503)},
-                    }
-                },
-                "/models": {"get": {"responses": {"200": _json(_ref("Models"), "models")}}},
-                "/embed": {
-                    "post": {
-                        "parameters": option_params,
-                        "requestBody": {
-                            "required": True,
-                            "content": {
-                                "application/json": {"schema": embed_json, "example": {"message": ["Hello world!", "How are you today?"], "normalize": True}},
-                                "application/x-www-form-urlencoded": {"schema": embed_form},
-                                "multipart/form-data": {"schema": embed_form},
-                            },
-                        },
-                        "responses": {
-                            "200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"),
-                            **_errors(400, 404, 408, 413, 415, 503),
-                        },
-                    }
-                },
-                "/v1/embeddings": {
-                    "post": {
-                        "requestBody": {
-                            "required": True,
-                            "content": {
-                                "application/json": {"schema": _ref("OpenAIEmbeddingsRequest"), "example": {"input": ["Hello world!", "How are you today?"]}}
-                            },
-                        },
-                        "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
-                    }
-                },
-                "/v1/models": {
-                    "get": {
-                        "responses": {"200": _json(_ref("OpenAIModels"), "models")},
-                    }
-                },
-                "/rerank": _rerank(settings.max_messages),
-                "/v1/rerank": _rerank(settings.max_messages, openai=True),
-                "/v2/rerank": _rerank(settings.max_messages),
-                "/tokenize": {
-                    "post": {
-                        "requestBody": {
-                            "required": True,
-                            "content": {"application/json": {"schema": _tokenize_request(settings.max_messages), "example": {"text": ["Hello world!"]}}},
-                        },
-                        "responses": {"200": _json(_TOKENIZE_RESPONSE, "each text's tokens"), **_errors(400, 404, 408, 413, 415)},
-                    }
-                },
-                "/decode": {
-                    "post": {
-                        "requestBody": {
-                            "required": True,
-                            "content": {"application/json": {"schema": _decode_request(vocabulary), "example": {"ids": [101, 7592, 2088, 999, 102]}}},
-                        },
-                        "responses": {"200": _json(_DECODE_RESPONSE, "the text"), **_errors(400, 404, 408, 413, 415)},
-                    }
-                },
-                "/documents": {
-                    "get": {
-                        "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
-                    }
-                },
-                "/documents/{doc_id}": {
-                    "get": {
-                        "parameters": [_doc_id(), *option_params],
-                        "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
-                    },
-                    "put": {
-                        "parameters": [
-                            _doc_id(),
-                            _query(
-                                "compute",
-                                {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"], "default": "false"},
-                                "fill the vectors before answering",
-                            ),
-                            _query("model", model_choice, model_about + " (the model compute=true uses)"),
-                        ],
-                        "requestBody": {
-                            "required": True,
-                            "content": {
-                                "multipart/form-data": {"schema": _UPLOAD_FORM},
-                                "application/json": {"schema": _UPLOAD_JSON},
-                            },
-                        },
-                        "responses": {
-                            "200": _json(_ref("Upload"), "replaced an uploaded document"),
-                            "201": _json(_ref("Upload"), "stored a new document"),
-                            **_errors(400, 404, 408, 409, 413, 415, 422, 503),
+        "paths": _paths({
+            "/": {"get": {"responses": {"200": _json({"type": "object"}, "about this server")}}},
+            "/health": {
+                "get": {
+                    "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "alive")},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "responses": {"200": _json({"type": "object", "properties": {"status": {"const": "ready"}}}, "ready"), **_errors(503)},
+                }
+            },
+            "/models": {
+                "get": {"responses": {"200": _json(_ref("Models"), "models")}}
+            },
+            "/embed": {
+                "post": {
+                    "parameters": option_params,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": embed_json, "example": {"message": ["Hello world!", "How are you today?"], "normalize": True}},
+                            "application/x-www-form-urlencoded": {"schema": embed_form},
+                            "multipart/form-data": {"schema": embed_form},
                         },
                     },
-                    "delete": {
-                        "parameters": [_doc_id()],
-                        "responses": {
-                            "200": _json(
-                                {"type": "object", "required": ["doc_id", "deleted"], "properties": {"doc_id": {"type": "string"}, "deleted": {"const": True}}},
-                                "deleted",
-                            ),
-                            **_errors(400, 404, 409),
+                    "responses": {"200": _json(_ref("EmbedResponse"), "the embeddings, in the order of the texts"), **_errors(400, 404, 408, 413, 415, 503)},
+                }
+            },
+            "/v1/embeddings": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("OpenAIEmbeddingsRequest"), "example": {"input": ["Hello world!", "How are you today?"]}}},
+                    },
+                    "responses": {"200": _json(_ref("OpenAIEmbeddingsResponse"), "the embeddings"), **_errors(400, 404, 408, 413, 415, 503, openai=True)},
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "responses": {"200": _json(_ref("OpenAIModels"), "models")},
+                }
+            },
+            "/rerank": _rerank(settings.max_messages),
+            "/v1/rerank": _rerank(settings.max_messages, openai=True),
+            "/v2/rerank": _rerank(settings.max_messages),
+            "/tokenize": {
+                "post": {
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _tokenize_request(settings.max_messages), "example": {"text": ["Hello world!"]}}}},
+                    "responses": {"200": _json(_TOKENIZE_RESPONSE, "each text's tokens"), **_errors(400, 404, 408, 413, 415)},
+                }
+            },
+            "/decode": {
+                "post": {
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _decode_request(vocabulary), "example": {"ids": [101, 7592, 2088, 999, 102]}}}},
+                    "responses": {"200": _json(_DECODE_RESPONSE, "the text"), **_errors(400, 404, 408, 413, 415)},
+                }
+            },
+            "/documents": {
+                "get": {
+                    "responses": {"200": _json(_ref("DocumentList"), "documents and their sentence counts")},
+                }
+            },
+            "/documents/{doc_id}": {
+                "get": {
+                    "parameters": [_doc_id(), *option_params],
+                    "responses": {"200": _json(_ref("Document"), "the document"), **_errors(400, 404, 422, 503)},
+                },
+                "put": {
+                    "parameters": [
+                        _doc_id(),
+                        _query("compute", {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"], "default": "false"}, "fill the vectors before answering"),
+                        _query("model", model_choice, model_about + " (the model compute=true uses)"),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {"schema": _UPLOAD_FORM},
+                            "application/json": {"schema": _UPLOAD_JSON},
                         },
                     },
+                    "responses": {
+                        "200": _json(_ref("Upload"), "replaced an uploaded document"),
+                        "201": _json(_ref("Upload"), "stored a new document"),
+                        **_errors(400, 404, 408, 409, 413, 415, 422, 503),
+                    },
                 },
-                "/documents/{doc_id}/search": {
-                    "get": {
-                        "parameters": [_doc_id(), *search(5)],
-                        "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
-                    }
+                "delete": {
+                    "parameters": [_doc_id()],
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["doc_id", "deleted"], "properties": {"doc_id": {"type": "string"}, "deleted": {"const": True}}}, "deleted"),
+                        **_errors(400, 404, 409),
+                    },
                 },
-                "/search": {
-                    "get": {
-                        "parameters": [
-                            *search(10),
-                            _query(
-                                "doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"
-                            ),
-                        ],
-                        "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
-                    }
-                },
-                "/metrics": {
-                    "get": {
-                        "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-                    }
-                },
-                "/openapi.json": {"get": {"responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
-                "/docs": {
-                    "get": {
-                        "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
-                    }
-                },
-            }
-        ),
+            },
+            "/documents/{doc_id}/search": {
+                "get": {
+                    "parameters": [_doc_id(), *search(5)],
+                    "responses": {"200": _json(_ref("SearchResult"), "the best matches, best first"), **_errors(400, 404, 422, 503)},
+                }
+            },
+            "/search": {
+                "get": {
+                    "parameters": [
+                        *search(10),
+                        _query("doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"),
+                    ],
+                    "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}
+            },
+            "/docs": {
+                "get": {
+                    "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                }
+            },
+        }),
         "components": {
-            "schemas": _schemas(message, dimension),
+            "schemas": schemas,
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "SMLS_API_KEY, when the server has one"}},
         },
         # Optional: a server without SMLS_API_KEY needs none.
@@ -449,7 +439,7 @@ def _rerank_request(max_documents: int) -> dict[str, Any]:
         "minItems": 1,
         "maxItems": max_documents,
         "items": {"oneOf": [text, {"type": "object", "required": ["text"], "properties": {"text": text}}]},
-        "description": 'texts, or objects with a "text" (Cohere v1)',
+        "description": "texts, or objects with a \"text\" (Cohere v1)",
     }
     flag = {"type": ["boolean", "null"]}
     return {
@@ -484,7 +474,7 @@ _UPLOAD_FORM = {
     "required": ["texts", "pages"],
     "additionalProperties": False,
     "properties": {
-        "texts": {"type": "string", "format": "binary", "description": 'the texts file: a JSON list of {"text", "pages": [page id, ...]}'},
+        "texts": {"type": "string", "format": "binary", "description": "the texts file: a JSON list of {\"text\", \"pages\": [page id, ...]}"},
         "pages": {"type": "string", "format": "binary", "description": "the pages file: CSV, a header row, then page id, page number, metadata"},
     },
 }
@@ -493,14 +483,7 @@ _UPLOAD_JSON = {
     "required": ["texts", "pages"],
     "additionalProperties": False,
     "properties": {
-        "texts": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["text"],
-                "properties": {"text": {"type": "string"}, "pages": {"type": "array", "items": {"type": "string"}}},
-            },
-        },
+        "texts": {"type": "array", "items": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}, "pages": {"type": "array", "items": {"type": "string"}}}}},
         "pages": {
             "type": "array",
             "items": {
@@ -569,6 +552,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "encoding": {"type": "string", "enum": list(outputs.ENCODINGS)},
                 "truncated": {"type": "integer", "description": "how many texts were cut to the model's maximum length"},
                 "truncations": _TRUNCATIONS,
+                "dimensions_trained": _DIMENSIONS_TRAINED,
                 "embeddings": {"type": "array", "items": _VECTOR},
             },
         },
@@ -582,7 +566,6 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                 "encoding_format": {"type": ["string", "null"], "enum": ["float", "base64", None], "default": "float"},
                 "dimensions": {"type": ["integer", "null"], "minimum": 1, "maximum": dimension},
                 "user": {"type": ["string", "null"]},
-                **{name: _nullable(schema) for name, schema in _TRUNCATION.items()},
             },
         },
         "OpenAIEmbeddingsResponse": {
@@ -605,6 +588,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                     "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
                 },
                 "truncations": _TRUNCATIONS,
+                "dimensions_trained": _DIMENSIONS_TRAINED,
             },
         },
         "OpenAIModels": {
@@ -639,11 +623,10 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
                             "routes": {"type": "array", "items": {"type": "string"}},
                             "precisions": {"type": "array", "items": {"type": "string"}},
                             "encodings": {"type": "array", "items": {"type": "string"}},
-                            "truncation": {
-                                "type": "string",
-                                "enum": list(truncation.DIRECTIONS),
-                                "description": "which end of a long text it keeps by default",
-                            },
+                            "truncation": {"type": "string", "enum": list(truncation.DIRECTIONS), "description": "which end of a long text it keeps by default"},
+                            "prompts": {"type": "object", "additionalProperties": {"type": "string"}, "description": "its prompts by name"},
+                            "default_prompt_name": {"type": ["string", "null"]},
+                            "dimensions_trained": {"type": "boolean", "description": "trained for shortened dimensions (Matryoshka)"},
                         },
                     },
                 },
@@ -726,11 +709,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
             skipped={
                 "type": "array",
                 "description": "documents that could not be searched (malformed files), with the error each one gives",
-                "items": {
-                    "type": "object",
-                    "required": ["doc_id", "code", "message"],
-                    "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}},
-                },
+                "items": {"type": "object", "required": ["doc_id", "code", "message"], "properties": {"doc_id": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
             },
         ),
         "SearchResult": _search_result(hit, doc_id={"type": "string"}),

@@ -68,6 +68,8 @@ def models() -> Response:
                 precisions=list(outputs.PRECISIONS),
                 encodings=list(outputs.ENCODINGS),
                 truncation=model.truncation,
+                **model.prompts.info(),
+                dimensions_trained=model.matryoshka,
             )
         else:
             entry.update(service="Reranker", routes=["/rerank"])
@@ -108,13 +110,7 @@ def docs_static(name: str) -> Response:
 register(
     blueprint,
     {
-        "index": index,
-        "health": health,
-        "ready": ready,
-        "models": models,
-        "metrics_page": metrics_page,
-        "openapi_json": openapi_json,
-        "docs": docs,
-        "docs_static": docs_static,
+        "index": index, "health": health, "ready": ready, "models": models, "metrics_page": metrics_page,
+        "openapi_json": openapi_json, "docs": docs, "docs_static": docs_static,
     },
 )

@@ -31,7 +31,11 @@ def answer_json(app: State, data: bytes, timeout: float, request_id: str) -> dic
     model = app.model(req.model if req.model is not None else app.engine.default_reranker())
     if isinstance(model, EmbeddingModel):
         truncation, limit = Truncation(req.truncate, req.direction or model.truncation), model.encoder.max_seq_length
-        query, documents = frame([req.query], truncation, model.tokens, "query", limit), frame(req.texts, truncation, model.tokens, req.field, limit)
+        query, documents = (
+            # The model's query and document prompts, as sentence-transformers' encode_query and encode_document give them.
+            frame([req.query], truncation, model.tokens, "query", limit, prompt=model.prompts.query),
+            frame(req.texts, truncation, model.tokens, req.field, limit, prompt=model.prompts.document),
+        )
         # The query goes through the batch queue with the documents: one shared pass, one budget.
         encoded = model.batcher.encode([*query.texts, *documents.texts], timeout=timeout)
         flags, fed = encoded.truncated_flags, encoded.token_counts

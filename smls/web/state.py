@@ -50,7 +50,8 @@ class TransferSlots:
         """Take a slot, waiting up to `wait` seconds; Overloaded if none came free."""
         if not self._free.acquire(timeout=self.wait):
             raise Overloaded(
-                f"this worker is already sending or receiving {self.limit} documents (SMLS_THREADS - 1, keeping a thread for short requests); retry shortly"
+                f"this worker is already sending or receiving {self.limit} documents (SMLS_THREADS - 1, keeping a "
+                "thread for short requests); retry shortly"
             )
         return Lease(self._free.release)
 

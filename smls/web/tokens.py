@@ -33,9 +33,7 @@ def answer_tokenize(app: State, data: bytes, timeout: float, request_id: str) ->
     doc = _body(data, FIELDS, '{"text": ["Hello world!"]}')
     model, tokens = _tokens(app, doc)
     texts = parsing.messages_from_json(doc, app.settings.max_messages, "text")
-    options = fields.collect(
-        [("JSON body", list(doc.items()), FIELDS)], {"add_special_tokens": _flag("add_special_tokens"), "return_tokens": _flag("return_tokens")}
-    )
+    options = fields.collect([("JSON body", list(doc.items()), FIELDS)], {"add_special_tokens": _flag("add_special_tokens"), "return_tokens": _flag("return_tokens")})
     found = tokens.tokenize(texts, add_special_tokens=options.get("add_special_tokens", True), return_tokens=options.get("return_tokens", True))
     return {"model": model.name, "max_seq_length": tokens.max_seq_length, "texts": found}
 
