@@ -104,15 +104,15 @@ def _flag(doc: dict[str, Any], name: str, default: bool | None) -> bool | None:
     return value
 
 
-def check_length(req: RerankRequest, truncated: np.ndarray, max_seq_length: int) -> None:
+def check_length(truncate: bool, truncated: np.ndarray, max_seq_length: int, field: str) -> None:
     """With "truncate": false, refuse a request whose (query, document) pairs do not fit the cross-encoder instead of cutting them.
 
     (An embedding model's texts are counted before it runs: smls.truncation.frame.)
     """
-    if req.truncate or not truncated.any():
+    if truncate or not truncated.any():
         return
     first = int(np.flatnonzero(truncated)[0])
-    what = f"the query with {req.field} item {first}"
+    what = f"the query with {field} item {first}"
     raise InvalidInput(
         f'{what} is longer than the model\'s {max_seq_length} tokens and "truncate" is false; shorten it or leave truncate out',
         code="input_too_long",

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from smls import documents
+from smls import documents, hybrid
 from smls.doc_vectors import DocumentEmbedder
 from smls.documents import Document
-from smls.errors import SmlsError
+from smls.errors import InvalidOption, SmlsError
 from smls.library import Library
-from smls.store.base import Neighbour, VectorStore
+from smls.store.base import KeywordIndex, Neighbour, VectorStore
 
 
 class VectorIndex(Protocol):
@@ -101,18 +101,82 @@ class Found:
 
 
 class CrossSearch:
-    """Search over every document (or some) with one model's index."""
+    """Search over every document (or some): by one model's vector index, by keywords, or both fused."""
 
-    def __init__(self, library: Library, embedder: DocumentEmbedder, index: VectorIndex, timeout: float, *, shared: bool = False) -> None:
+    def __init__(
+        self, library: Library, embedder: DocumentEmbedder, index: VectorIndex, timeout: float, *, shared: bool = False, keywords: KeywordIndex | None = None
+    ) -> None:
         self.library, self.embedder, self.index, self.timeout = library, embedder, index, timeout
+        self.keywords = keywords  # every model's searches share it: keywords do not depend on the model
         # A shared store (PostgreSQL) also holds other instances' data-folder documents, which
         # this one cannot see: they are left in the index and kept out of this one's results.
         self.shared = shared
         self._docs: OrderedDict[tuple[str, str], Document] = OrderedDict()  # recently shown documents
         self._lock = threading.Lock()
 
-    def search(self, query: str, k: int, doc_ids: list[str] | None = None) -> Found:
-        """The k sentences most similar to query over doc_ids (None: every document), best first."""
+    def search(self, query: str, k: int, doc_ids: list[str] | None = None, *, mode: str = "vector", words: Sequence[str] = ()) -> Found:
+        """The k best sentences over doc_ids (None: every document), best first.
+
+        mode "vector": by cosine to the query's vector (`query` as the model reads it: its
+        prompt, its cut); "keyword": by the store's full-text score for any of `words`;
+        "hybrid": both rankings (CANDIDATES each) fused by reciprocal rank, each hit with
+        its rank in each.
+        """
+        if mode == "vector":
+            return self._vector_search(query, k, doc_ids)
+        found = Found()
+        n = k if mode == "keyword" else max(k, hybrid.CANDIDATES)
+        rankings: list[list[tuple[str, str, int]]] = []
+        if mode == "hybrid":
+            vectors = self._vector_search(query, n, doc_ids, shown=False)
+            found.skipped += vectors.skipped
+            rankings.append([(h["doc_id"], h["digest"], h["index"]) for h in vectors.hits])
+        keyword = self._keyword_search(list(words), n, doc_ids, found)
+        found.skipped = list({s["doc_id"]: s for s in found.skipped}.values())  # a document both searches skipped, once
+        if mode == "keyword":
+            found.hits = [self._shown(doc_id, digest, index, score) for doc_id, digest, index, score in keyword]
+            return found
+        rankings.append([(doc_id, digest, index) for doc_id, digest, index, _ in keyword])
+        for (doc_id, digest, index), fused, where in hybrid.fuse(rankings, k):
+            hit = self._shown(doc_id, digest, index, fused, digits=8)
+            hit["ranks"] = {"vector": where[0], "keyword": where[1]}
+            found.hits.append(hit)
+        return found
+
+    def _keyword_search(self, words: list[str], n: int, doc_ids: list[str] | None, found: Found) -> list[tuple[str, str, int, float]]:
+        """The n best keyword matches over the current versions in scope: (doc_id, digest, index, score), best first."""
+        if self.keywords is None:
+            raise InvalidOption("keyword search needs a store with a full-text engine; this server has none")
+        digests = self.library.digests() if doc_ids is None else None
+        scope = doc_ids if doc_ids is not None else list(digests or {})
+        held = self.keywords.digests()
+        if digests is not None and not self.shared:
+            for gone in set(held) - set(scope):  # removed since: uploads deleted, files taken away
+                self.keywords.drop(gone)
+        current: dict[str, str] = {}
+        for doc_id in scope:
+            try:
+                digest = digests[doc_id] if digests is not None else self.library.digest(doc_id)
+                if held.get(doc_id) != digest:
+                    doc = self.library.load(doc_id)
+                    self.keywords.put(doc_id, doc.digest, [s.text for s in doc.sentences])
+                    digest = doc.digest
+                current[doc_id] = digest
+            except SmlsError as exc:
+                if digests is None:  # asked for by name: its error is the answer
+                    raise
+                found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
+        # A few more than n: a version replaced since it was read is left out below.
+        hits = self.keywords.search(words, n + 8, doc_ids)
+        return [(h.doc_id, h.digest, h.index, h.score) for h in hits if current.get(h.doc_id) == h.digest][:n]
+
+    def _shown(self, doc_id: str, digest: str, index: int, score: float, digits: int = 6) -> dict[str, Any]:
+        """A sentence of a document's version as clients see it, with its score."""
+        doc = self._document(doc_id, digest)
+        return {"doc_id": doc_id, "score": round(score, digits), **documents.sentence_json(index, doc.sentences[index])}
+
+    def _vector_search(self, query: str, k: int, doc_ids: list[str] | None, *, shown: bool = True) -> Found:
+        """The k sentences most similar to query over doc_ids (None: every document), best first (shown: as clients see them, else with their digest)."""
         found = Found()
         published = self.index.cache.published(self.index.model)
         scope, changed = self._bring_up_to_date(doc_ids, published, found)
@@ -124,8 +188,9 @@ class CrossSearch:
         neighbours = self.index.nearest(vector, k, None if len(mine) == len(published) else {v: row[2] for v, row in mine.items()})
         for hit in neighbours:
             row = mine.get(hit.version)
-            if row is not None and (shown := self._hit(row[0], row[1], hit)) is not None:
-                found.hits.append(shown)
+            if row is not None and (got := self._hit(row[0], row[1], hit)) is not None:
+                digest = got.pop("digest")
+                found.hits.append(got if shown else {"doc_id": got["doc_id"], "digest": digest, "index": hit.index, "score": hit.score})
             if len(found.hits) == k:
                 break
         return found
@@ -175,7 +240,7 @@ class CrossSearch:
             return None
         if hit.index >= len(doc.sentences):
             return None
-        return {"doc_id": doc_id, "score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
+        return {"doc_id": doc_id, "digest": digest, "score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
 
     def _document(self, doc_id: str, digest: str) -> Document:
         """The parsed document, kept for the next few searches (results cluster in few documents)."""

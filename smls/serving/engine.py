@@ -19,7 +19,7 @@ from smls.prompts import Prompts
 from smls.search import ChosenIndex, CrossSearch, VectorIndex
 from smls.serving.loading import load_model
 from smls.serving.models import EmbeddingModel, ScoringModel, Served
-from smls.store import VectorStore, is_postgres, open_store, open_vectors
+from smls.store import VectorStore, is_postgres, open_keywords, open_store, open_vectors
 from smls.tokens import Tokens
 from smls.truncation import parse_direction
 
@@ -133,6 +133,7 @@ def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None 
     streams = settings.effective_streams if streams is None else streams
     budget = Budget(streams) if len(models) > 1 else None
     cache = open_vectors(settings.store, settings.cache_dir)
+    keywords = open_keywords(settings.store, settings.cache_dir)  # one for every model: words do not depend on it
     served: dict[str, Served] = {}
     for name, model in models.items():
         hooks = metrics.ModelMetrics(name)
@@ -166,7 +167,7 @@ def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None 
         index = _search_index(cache, documents.index_name, encoder.dimension, settings)
         if load_indexes:
             index.load()
-        search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store))
+        search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store), keywords=keywords)
         calibration = outputs.Calibration(encoder, settings.cache_dir)
         matryoshka = bool(spec and spec.matryoshka)
         served[name] = EmbeddingModel(name, encoder, batcher, documents, search, calibration, tokens, truncation, prompts, matryoshka)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smls.store.base import DocumentStore, StoredDocument, VectorStore
+from smls.store.base import DocumentStore, KeywordIndex, StoredDocument, VectorStore
 
-__all__ = ["DocumentStore", "StoredDocument", "VectorStore", "is_postgres", "open_store", "open_vectors"]
+__all__ = ["DocumentStore", "KeywordIndex", "StoredDocument", "VectorStore", "is_postgres", "open_keywords", "open_store", "open_vectors"]
 
 
 def is_postgres(location: str | None) -> bool:
@@ -43,3 +43,14 @@ def open_vectors(location: str | None, cache_dir: Path) -> VectorStore:
     from smls.store.sqlite_vectors import VectorCache
 
     return VectorCache(cache_dir / "documents.sqlite3")
+
+
+def open_keywords(location: str | None, cache_dir: Path) -> KeywordIndex:
+    """Where keyword search keeps the documents' sentences: PostgreSQL when SMLS_STORE names it (tsvector, GIN), else SQLite FTS5 in SMLS_CACHE_DIR."""
+    if is_postgres(location):
+        from smls.store.postgres import PostgresKeywords
+
+        return PostgresKeywords(str(location))
+    from smls.store.sqlite_keywords import SqliteKeywords
+
+    return SqliteKeywords(cache_dir / "keywords.sqlite3")

@@ -33,6 +33,16 @@ class Neighbour:
     score: float
 
 
+@dataclass(frozen=True)
+class KeywordHit:
+    """One keyword match: the document and the version (digest) its sentence came from, the sentence's index, the store's score (higher is better)."""
+
+    doc_id: str
+    digest: str
+    index: int
+    score: float
+
+
 class DocumentStore(Protocol):
     """Uploaded documents by id; every write replaces a whole document or nothing."""
 
@@ -102,4 +112,24 @@ class VectorStore(Protocol):
 
     def drop(self, doc_id: str) -> None:
         """Forget every vector of doc_id, for every model, and take it out of every search index."""
+        ...
+
+
+class KeywordIndex(Protocol):
+    """Every document's sentences for keyword search (the store's own full-text engine), one version per document, whatever the model."""
+
+    def digests(self) -> dict[str, str]:
+        """Every document held, with the digest of the version held."""
+        ...
+
+    def put(self, doc_id: str, digest: str, texts: list[str]) -> None:
+        """Hold this version of doc_id's sentences in place of any other."""
+        ...
+
+    def drop(self, doc_id: str) -> None:
+        """Forget doc_id's sentences."""
+        ...
+
+    def search(self, words: list[str], k: int, doc_ids: list[str] | None = None) -> list[KeywordHit]:
+        """The k sentences that best match any of `words`, best first, over every document or those named."""
         ...

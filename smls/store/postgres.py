@@ -26,7 +26,7 @@ import numpy as np
 import psycopg
 
 from smls.errors import StoreUnavailable
-from smls.store.base import Neighbour, StoredDocument
+from smls.store.base import KeywordHit, Neighbour, StoredDocument
 from smls.store.pgvector import EF_SEARCH
 
 log = logging.getLogger("smls")
@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS smls_published (
     id BIGINT PRIMARY KEY DEFAULT nextval('smls_versions'), model TEXT NOT NULL, doc_id TEXT NOT NULL,
     key TEXT NOT NULL, count INTEGER NOT NULL, UNIQUE (model, doc_id)
 );
+-- Keyword search: every document's current sentences once, whatever the model, with a
+-- GIN index over their words ('simple': no stemming, no stop words, any language).
+CREATE TABLE IF NOT EXISTS smls_keyword_docs (doc_id TEXT PRIMARY KEY, digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS smls_keywords (
+    doc_id TEXT NOT NULL REFERENCES smls_keyword_docs ON DELETE CASCADE, idx INTEGER NOT NULL, text TEXT NOT NULL,
+    words tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED, PRIMARY KEY (doc_id, idx)
+);
+CREATE INDEX IF NOT EXISTS smls_keywords_words ON smls_keywords USING GIN (words);
 """
 
 
@@ -318,6 +326,49 @@ class PostgresVectors:
             gone = conn.execute("DELETE FROM smls_published WHERE doc_id = %s RETURNING model, id", (doc_id,)).fetchall()
             self._forget(conn, gone)
             conn.execute(f"NOTIFY {CHANNEL}")
+
+
+class PostgresKeywords:
+    """Every document's sentences in PostgreSQL full-text search (smls.store.KeywordIndex), shared by every instance."""
+
+    def __init__(self, dsn: str) -> None:
+        self.db = Database(dsn)
+
+    def digests(self) -> dict[str, str]:
+        """Every document held, with the digest of the version held."""
+        return {row[0]: row[1] for row in self.db.run("SELECT doc_id, digest FROM smls_keyword_docs")}
+
+    def put(self, doc_id: str, digest: str, texts: list[str]) -> None:
+        """Hold this version of doc_id's sentences in place of any other (a no-op if another instance just did it)."""
+        with self.db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (doc_id,))  # one writer per document
+            held = conn.execute("SELECT digest FROM smls_keyword_docs WHERE doc_id = %s", (doc_id,)).fetchone()
+            if held is not None and held[0] == digest:
+                return
+            conn.execute("DELETE FROM smls_keyword_docs WHERE doc_id = %s", (doc_id,))  # and its sentences (cascade)
+            conn.execute("INSERT INTO smls_keyword_docs (doc_id, digest) VALUES (%s, %s)", (doc_id, digest))
+            with conn.cursor() as cursor, cursor.copy("COPY smls_keywords (doc_id, idx, text) FROM STDIN") as copy:
+                for i, text in enumerate(texts):
+                    copy.write_row((doc_id, i, text))
+
+    def drop(self, doc_id: str) -> None:
+        """Forget doc_id's sentences."""
+        self.db.run("DELETE FROM smls_keyword_docs WHERE doc_id = %s", (doc_id,))
+
+    def search(self, words: list[str], k: int, doc_ids: list[str] | None = None) -> list[KeywordHit]:
+        """The k sentences that best match any of `words` (ts_rank_cd, best first), over every document or those named."""
+        if not words:
+            return []
+        # websearch_to_tsquery never fails on odd input; "or" between the words makes any one match.
+        query = " or ".join('"' + w.replace('"', " ") + '"' for w in words)
+        scope, args = ("", (query,)) if doc_ids is None else (" AND k.doc_id = ANY(%s)", (query, doc_ids))
+        rows = self.db.run(
+            "SELECT k.doc_id, d.digest, k.idx, ts_rank_cd(k.words, q) AS score "
+            "FROM smls_keywords k JOIN smls_keyword_docs d USING (doc_id), websearch_to_tsquery('simple', %s) q "
+            f"WHERE k.words @@ q{scope} ORDER BY score DESC, k.doc_id, k.idx LIMIT %s",
+            (*args, k),
+        )
+        return [KeywordHit(doc_id, digest, int(idx), float(score)) for doc_id, digest, idx, score in rows]
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:

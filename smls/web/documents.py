@@ -9,13 +9,14 @@ import numpy as np
 import orjson
 from flask import Blueprint, Response, request
 
-from smls import documents, fields, forms, metrics, outputs, parsing, uploads
+from smls import documents, fields, forms, hybrid, metrics, outputs, parsing, uploads
 from smls.errors import InvalidInput, InvalidOption, MissingMessage, UnsupportedMediaType
-from smls.serving.models import EmbeddingModel
+from smls.serving.models import EmbeddingModel, Served
 from smls.truncation import Framed, Truncation, frame
 from smls.web.embed import check_charset
 from smls.web.endpoints import MODEL_OPTIONS, register
-from smls.web.responses import json_response, state
+from smls.web.rerank import relevance
+from smls.web.responses import json_response, state, time_left
 
 blueprint = Blueprint("documents", __name__)
 
@@ -57,6 +58,9 @@ def delete_document(doc_id: str) -> Response:
     app = state()
     app.library.delete(doc_id)
     app.embedders[0].documents.cache.drop(doc_id)  # one cache holds every model's vectors
+    keywords = app.embedders[0].search.keywords  # and one keyword index every model's searches
+    if keywords is not None:
+        keywords.drop(doc_id)
     return json_response({"doc_id": doc_id, "deleted": True})
 
 
@@ -133,11 +137,29 @@ def search_all() -> Response:
             raise InvalidOption("option 'doc' names no document; send doc=id or doc=id1,id2")
         for doc_id in doc_ids:
             documents.check_doc_id(doc_id)
+    mode = request.args.get("mode", "vector")
+    if mode not in hybrid.MODES:
+        raise InvalidOption(f"option 'mode' must be one of {', '.join(hybrid.MODES)}, got {fields.show(mode)}")
     model = app.embedding(request.args.get("model"))
+    judge = None if request.args.get("rerank") is None else app.model(fields.model_name(request.args["rerank"]))
     framed = _framed_query(model, query)
-    found = model.search.search(framed.texts[0], k, doc_ids)
-    cuts = [cut.json() for cut in framed.cuts()]
-    return json_response({"model": model.name, "query": query, "k": k, "results": found.hits, "skipped": found.skipped, "truncations": cuts})
+    # A reranker re-scores more candidates than it returns: what the first stage ranked low may be the answer.
+    depth = k if judge is None else max(k, hybrid.RERANK_CANDIDATES)
+    found = model.search.search(framed.texts[0], depth, doc_ids, mode=mode, words=hybrid.query_words(query))
+    answer = {"model": model.name, "query": query, "k": k, "mode": mode, "results": found.hits, "skipped": found.skipped}
+    if judge is not None:
+        answer.update(reranked_by=judge.name, results=_reranked(judge, query, found.hits, k))
+    return json_response({**answer, "truncations": [cut.json() for cut in framed.cuts()]})
+
+
+def _reranked(judge: Served, query: str, hits: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The hits re-scored by a cross-encoder or an embedding model's cosine (their first score kept as retrieval_score), the k best."""
+    if not hits:
+        return []
+    scores = relevance(judge, query, [h["text"] for h in hits], "results", time_left()).scores.scores
+    rescored = [{**hit, "retrieval_score": hit["score"], "score": round(float(s), 6)} for hit, s in zip(hits, scores, strict=True)]
+    rescored.sort(key=lambda hit: -hit["score"])  # stable: ties keep the first stage's order
+    return rescored[:k]
 
 
 def _framed_query(model: EmbeddingModel, query: str) -> Framed:

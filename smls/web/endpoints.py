@@ -76,7 +76,7 @@ ENDPOINTS = (
     Endpoint("PUT", "/documents/<doc_id>", "documents", "put_document", "upload a document (multipart texts + pages files, or JSON); ?compute=true fills its vectors first", query=frozenset({"compute", "model"}), model=True, upload=True, transfer=True),
     Endpoint("DELETE", "/documents/<doc_id>", "documents", "delete_document", "remove an uploaded document and its vectors"),
     Endpoint("GET", "/documents/<doc_id>/search", "documents", "search_document", "the k sentences of a document most similar to q", query=frozenset({"q", "k", "model"}) | TRUNCATION, model=True),
-    Endpoint("GET", "/search", "documents", "search_all", "the k sentences most similar to q across every document (or those named by doc)", query=frozenset({"q", "k", "doc", "model"}) | TRUNCATION, model=True),
+    Endpoint("GET", "/search", "documents", "search_all", "the k sentences most similar to q across every document (or those named by doc)", query=frozenset({"q", "k", "doc", "model", "mode", "rerank"}) | TRUNCATION, model=True),
     Endpoint("GET", "/metrics", "ops", "metrics_page", "Prometheus metrics, summed over all workers"),
     Endpoint("GET", "/openapi.json", "ops", "openapi_json", "the OpenAPI 3.1 description"),
     Endpoint("GET", "/docs", "ops", "docs", "API docs in the browser (Swagger UI, served locally)", public=True),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from smls import outputs, truncation
+from smls import hybrid, outputs, truncation
 from smls.config import Settings
 from smls.documents import DOC_ID_PATTERN
 from smls.serving.models import EmbeddingModel, Served
@@ -304,6 +304,17 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
                     "parameters": [
                         *search(10),
                         _query("doc", {"type": "string", "pattern": f"^{DOC_ID_PATTERN}(,{DOC_ID_PATTERN})*$"}, "only these documents (ids, comma-separated)"),
+                        _query(
+                            "mode",
+                            {"type": "string", "enum": list(hybrid.MODES), "default": "vector"},
+                            "vector: cosine to the query's vector; keyword: the store's full-text ranking of the query's words; "
+                            "hybrid: both, fused by reciprocal rank",
+                        ),
+                        _query(
+                            "rerank",
+                            {"type": "string", "enum": [m.name for m in models]},
+                            f"re-score the best {hybrid.RERANK_CANDIDATES} (at least k) with this model: a cross-encoder, or an embedding model's cosine",
+                        ),
                     ],
                     "responses": {"200": _json(_ref("SearchAllResult"), "the best matches over every document, best first"), **_errors(400, 404, 422, 503)},
                 }
@@ -538,7 +549,7 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         },
     }
     hit = {**sentence, "required": ["score", *sentence["required"]], "properties": {"score": {"type": "number"}, **sentence["properties"]}}
-    return {
+    schemas: dict[str, Any] = {
         "Error": _ERROR,
         "OpenAIError": _OPENAI_ERROR,
         "EmbedResponse": {
@@ -714,6 +725,20 @@ def _schemas(message: dict[str, Any], dimension: int) -> dict[str, Any]:
         ),
         "SearchResult": _search_result(hit, doc_id={"type": "string"}),
     }
+    # What /search adds: its mode, each hybrid hit's ranks, and what a rerank did.
+    every = schemas["SearchAllResult"]
+    every["required"].append("mode")
+    every["properties"]["mode"] = {"type": "string", "enum": list(hybrid.MODES)}
+    every["properties"]["reranked_by"] = {"type": "string", "description": "the model that re-scored the results (rerank=)"}
+    every["properties"]["results"]["items"]["properties"].update(
+        ranks={
+            "type": "object",
+            "description": "mode=hybrid: the hit's rank by vector and by keyword (null: not among that ranking's candidates)",
+            "properties": {"vector": {"type": ["integer", "null"]}, "keyword": {"type": ["integer", "null"]}},
+        },
+        retrieval_score={"type": "number", "description": "with rerank=: the score before re-scoring"},
+    )
+    return schemas
 
 
 DOCS_PAGE = """<!doctype html>
