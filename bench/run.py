@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from bench import ann, bigdoc
+from bench import ann, bigdoc, retrieval
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
 from bench.inprocess import ceilings, cores, dimensions_cost, encoder, inference_cpu_ms, machine, quality, recheck
 from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, settle, smls_server
@@ -97,6 +97,7 @@ def main() -> None:
         q = qual[b]
         say(f"| {b} " + "".join(f"| {q[k][0]:.4f} | {q[k][1]:.4f} | {q[k][2]:.3f} " for k in ("demo@1", "stdlib@1")) + f"| {q['demo'][3]:.2g} / {q['stdlib'][3]:.2g} |")
     say()
+    retrieval.measure(say, args.short)
     cost = dimensions_cost(second)
     say("What `dimensions` costs on all-MiniLM-L6-v2, which was not trained for it (not a Matryoshka model): top-10 neighbour "
         "overlap of the cut, renormalised vectors against the full 384.")

@@ -250,3 +250,96 @@ def write_document(data_dir: Path, doc_id: str, n_sentences: int, *, per_page: i
         for i in range(n_sentences)
     ]
     (data_dir / f"texts_{doc_id}.json").write_text(json.dumps(sentences), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- a headless browser
+
+
+def chromium() -> str:
+    """The Chromium binary; a skip (a failure under make test-clients, which installs it) where there is none."""
+    import shutil
+
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return name
+    message = "not installed: chromium (make test-clients installs it)"
+    if os.environ.get("SMLS_REQUIRE_CLIENTS"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Browser:
+    """Headless Chromium driven over its DevTools protocol: open a page, run script in it, hand its file inputs files, read what it shows."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        import websocket  # websocket-client (requirements-dev.txt)
+
+        profile.mkdir(parents=True, exist_ok=True)
+        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage", "--disable-background-networking"]
+        self.proc = subprocess.Popen(
+            [binary, *args, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        port_file = profile / "DevToolsActivePort"  # Chromium writes the port it chose here
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("headless Chromium did not start")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        page = next(t for t in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json() if t["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
+        self._id = 0
+
+    def send(self, method: str, **params: object) -> dict:
+        """One DevTools command and its result (events in between are skipped)."""
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self._id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    def open(self, url: str) -> None:
+        """Load url and wait until the page has loaded."""
+        self.send("Page.enable")
+        self.send("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && location.href !== 'about:blank'")
+
+    def evaluate(self, expression: str) -> object:
+        """The value of a script expression in the page (a promise is awaited)."""
+        result = self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60.0) -> object:
+        """Poll an expression until it is truthy; its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"never true in the page: {expression}")
+            time.sleep(0.1)
+
+    def set_files(self, selector: str, *files: Path) -> None:
+        """Give a file input these files, as a user choosing them would."""
+        root = self.send("DOM.getDocument")["root"]["nodeId"]
+        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        self.send("DOM.setFileInputFiles", nodeId=node, files=[str(f) for f in files])
+
+    def close(self) -> None:
+        """Stop the browser."""
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

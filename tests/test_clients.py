@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import start_server
+from tests.helpers import chromium, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.clients, pytest.mark.live]
@@ -142,14 +142,6 @@ def test_cohere_and_infinity_rerank_clients_unchanged(live_server):
     assert re.fullmatch(r"cohere v1: [012] '.{20}', [012] '.{20}'", out[0]), out[0]  # top_n=2 of the cross-encoder
     assert re.fullmatch(r"cohere v2: [012] [012] [012]", out[1]), out[1]
     assert re.fullmatch(r"infinity: [012] '.{20}', [012] '.{20}', [012] '.{20}'", out[2]), out[2]
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return name
-    need("chromium")
-    return ""
 
 
 def test_docs_page_renders_the_endpoints_in_headless_chromium(live_server, tmp_path):

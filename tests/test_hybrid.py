@@ -122,3 +122,10 @@ def test_fusion_and_words_in_process():
     assert [key for key, _, _ in fused] == ["c", "a", "b"]
     assert fused[0][1] == pytest.approx(1 / 63 + 1 / 61) and fused[0][2] == [3, 1]
     assert np.isclose(fuse([["x"], []], 1)[0][1], 1 / 61)
+
+
+@pytest.mark.parametrize("q", ['"XK', "pump & valve", "pump | valve", "!pump", "pu:*", "back\\slash", "it's", "NEAR(pump valve)", "AND OR NOT", "*", "(("])
+def test_keyword_syntax_in_a_query_is_text_never_an_operator(corpus, q):
+    for mode in ("keyword", "hybrid"):
+        r = corpus.get("/search", query_string={"q": q, "mode": mode})
+        assert r.status_code == 200, r.data

@@ -80,6 +80,7 @@ ENDPOINTS = (
     Endpoint("GET", "/metrics", "ops", "metrics_page", "Prometheus metrics, summed over all workers"),
     Endpoint("GET", "/openapi.json", "ops", "openapi_json", "the OpenAPI 3.1 description"),
     Endpoint("GET", "/docs", "ops", "docs", "API docs in the browser (Swagger UI, served locally)", public=True),
+    Endpoint("GET", "/search.html", "ops", "search_page", "a page that searches the documents and uploads new ones (asks for the API key, if any)", public=True),
 )
 # Swagger UI's own files: served, but not an API operation (not in the index or the description).
 DOCS_STATIC = Endpoint("GET", "/docs/static/<name>", "ops", "docs_static", "Swagger UI's files", public=True)

@@ -332,6 +332,11 @@ def spec(models: Sequence[Served], default: str, settings: Settings) -> dict[str
                     "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
                 }
             },
+            "/search.html": {
+                "get": {
+                    "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                }
+            },
         }),
         "components": {
             "schemas": schemas,

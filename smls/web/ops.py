@@ -18,6 +18,7 @@ from smls.web.responses import json_response, state
 
 blueprint = Blueprint("ops", __name__)
 _STATIC = resources.files("smls").joinpath("static", "swagger-ui")
+_SEARCH_PAGE = resources.files("smls").joinpath("static", "search.html").read_bytes()
 _ASSETS = {
     "swagger-ui-bundle.js": "application/javascript",
     "swagger-ui.css": "text/css",
@@ -96,6 +97,14 @@ def docs() -> Response:
     return Response(openapi.DOCS_PAGE, mimetype="text/html")
 
 
+def search_page() -> Response:
+    """The search page: plain HTML and script, no external assets; its calls carry the key the user types, if the server needs one."""
+    response = Response(_SEARCH_PAGE, mimetype="text/html")
+    # Its own script and style only, and calls to this server only: a document's text can never run as code here.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'"
+    return response
+
+
 def docs_static(name: str) -> Response:
     """Swagger UI's own files, from a fixed list (no path from the client reaches the file system)."""
     if name == "init.js":
@@ -111,6 +120,6 @@ register(
     blueprint,
     {
         "index": index, "health": health, "ready": ready, "models": models, "metrics_page": metrics_page,
-        "openapi_json": openapi_json, "docs": docs, "docs_static": docs_static,
+        "openapi_json": openapi_json, "docs": docs, "docs_static": docs_static, "search_page": search_page,
     },
 )
