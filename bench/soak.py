@@ -2,8 +2,9 @@
 
 Starts `gunicorn server:app -c gunicorn.conf.py` (2 workers) on a free loopback port and
 drives it with wrk at concurrency 64 through a Lua script that rotates /embed (form, and
-JSON with int8/base64 output), /v1/embeddings, /documents/demo and its search, each
-sentence different. A warm-up phase (60 s) comes first (so caches, the calibration ranges and
+JSON with int8/base64 output, on two models: the embedded one and a tiny one built here),
+/v1/embeddings, /rerank, /documents/demo and its search, and /search in every mode, each
+sentence different; beside it a writer uploads (PUT) and deletes documents the whole time. A warm-up phase (60 s) comes first (so caches, the calibration ranges and
 allocator arenas are in place); the RSS of every worker is read after it and at the end.
 
 It fails (exit 1) on any unexpected status (anything but 200, or 503 with Retry-After
@@ -45,6 +46,9 @@ for i, t in ipairs(texts) do
   add("POST", "/embed", json, '{"message": ["' .. t:gsub('["\\]', "") .. '", "second sentence"], "precision": "int8", "encoding": "base64"}')
   add("POST", "/v1/embeddings", json, '{"input": "' .. t:gsub('["\\]', "") .. '", "dimensions": 128}')
   add("GET", "/documents/demo/search?k=3&q=" .. q:sub(1, 60), nil, nil)
+  add("POST", "/embed", form, "model=tiny&message=" .. q)
+  add("POST", "/rerank", json, '{"query": "' .. t:gsub('["\\]', "") .. '", "documents": ["a first document", "' .. t:gsub('["\\]', "") .. '", "a third"]}')
+  add("GET", "/search?k=5&mode=" .. ({"vector", "keyword", "hybrid"})[i %% 3 + 1] .. "&q=" .. q:sub(1, 60), nil, nil)
   if i %% 8 == 0 then add("GET", "/documents/demo", nil, nil) end
 end
 local i = 0
@@ -90,6 +94,36 @@ def wrk(url: str, lua: Path, seconds: float, concurrency: int) -> dict:
     return json.loads(line[5:])
 
 
+class Writer(threading.Thread):
+    """Uploads and deletes small documents for as long as the load runs: every answer 200/201 (or a shed 503 with Retry-After)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop, self.done = url, threading.Event(), 0
+        self.unexpected: list[str] = []
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            doc = f"soak-{n % 4}"
+            body = {"texts": [{"text": f"Upload {n} of the soak, sentence {j}.", "pages": ["p1"]} for j in range(3)], "pages": [{"id": "p1", "page_number": 1}]}
+            for method, path, kwargs, ok in (
+                ("PUT", f"/documents/{doc}", {"json": body}, (200, 201)),
+                ("GET", f"/search?mode=keyword&q=soak+{n}&doc={doc}", {}, (200,)),
+                *((("DELETE", f"/documents/{doc}", {}, (200,)),) if n % 2 else ()),
+            ):
+                try:
+                    r = requests.request(method, self.url + path, timeout=60, **kwargs)
+                except requests.RequestException as exc:
+                    self.unexpected.append(f"{method} {path}: {exc}")
+                    continue
+                if r.status_code in ok or (r.status_code == 503 and "Retry-After" in r.headers):
+                    self.done += 1
+                else:
+                    self.unexpected.append(f"{method} {path}: {r.status_code} {r.text[:200]}")
+            n += 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600)))
@@ -103,7 +137,15 @@ def main() -> int:
     script(lua)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMLS_")}
-    env.update(SMLS_PORT=str(port), SMLS_WORKERS=str(WORKERS), SMLS_ACCESS_LOG="", SMLS_LOG_LEVEL="warning", SMLS_CACHE_DIR=str(work / "cache"))
+    from scripts.tiny_models import build_embedding
+
+    tiny = build_embedding(work / "tiny")  # a second model, served beside the embedded one
+    data = work / "data"  # the demo document, and the writer's uploads (never the repository's data folder)
+    data.mkdir()
+    for name in ("texts_demo.json", "pages_demo.csv"):
+        (data / name).write_bytes((ROOT / "data" / name).read_bytes())
+    env.update(SMLS_PORT=str(port), SMLS_WORKERS=str(WORKERS), SMLS_ACCESS_LOG="", SMLS_LOG_LEVEL="warning", SMLS_CACHE_DIR=str(work / "cache"),
+               SMLS_MODELS=f"mini=embedded,tiny={tiny}", SMLS_DATA_DIR=str(data))
     server = subprocess.Popen([str(GUNICORN), "server:app", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
     url = f"http://127.0.0.1:{port}"
@@ -137,7 +179,11 @@ def main() -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        writer = Writer(url)
+        writer.start()
         result = wrk(url, lua, args.seconds, args.concurrency)
+        writer.stop.set()
+        writer.join(120)
         sampling.set()
         elapsed = time.monotonic() - started
         after = {pid: rss_mb(pid) for pid in children(server.pid)}
@@ -148,12 +194,13 @@ def main() -> int:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
     total = sum(result.get(f"s{s}", 0) for s in STATUSES)
-    unexpected = total - result.get("s200", 0) - result.get("s503", 0) + result["errors"] + result["no_retry_after"]
+    unexpected = total - result.get("s200", 0) - result.get("s503", 0) + result["errors"] + result["no_retry_after"] + len(writer.unexpected)
     print(f"\nwarm-up: {sum(warm.get(f's{s}', 0) for s in STATUSES)} requests\n")
     print("| requests | per second | 200 | 503 (shed, with Retry-After) | other statuses | socket errors | unexpected |")
     print("|---|---|---|---|---|---|---|")
     others = ", ".join(f"{s}: {result[f's{s}']}" for s in STATUSES if s not in (200, 503) and result.get(f"s{s}")) or "none"
     print(f"| {total} | {total / elapsed:.1f} | {result.get('s200', 0)} | {result.get('s503', 0)} | {others} | {result['errors']} | {unexpected} |")
+    print(f"\nthe writer: {writer.done} uploads, keyword searches and deletes answered as expected; unexpected: {writer.unexpected[:5] or 'none'}")
     print("\n| worker | RSS after warm-up MB | RSS at end MB | growth |")
     print("|---|---|---|---|")
     grew = False
