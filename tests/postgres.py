@@ -17,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -43,6 +43,8 @@ class Postgres:
     port: int
     folder: Path
     proc: subprocess.Popen
+    command: list = field(default_factory=list)  # how it was started (restart runs it again)
+    user: int | None = None
 
     def dsn(self, database: str = "postgres") -> str:
         """A connection string for one database."""
@@ -54,6 +56,27 @@ class Postgres:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.dsn(name)
+
+    def restart(self, down: float = 0.0) -> None:
+        """Fast shutdown (SIGINT), `down` seconds with no server, then the same server again on the same folder and port."""
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        time.sleep(down)
+        log = open(self.folder / "postgres.log", "ab")  # noqa: SIM115 - the server's for its life
+        self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, user=self.user, group=self.user)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the server takes connections (RuntimeError with its log if it does not)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(self.dsn(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not start:\n{(self.folder / 'postgres.log').read_text()}") from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then remove the folder."""
@@ -97,16 +120,12 @@ def start_postgres(port: int, *, pgvector: bool = True) -> Postgres:
         raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
     log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - the server's for its life
     settings = ["-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-    proc = subprocess.Popen([bin_ / "postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", str(folder / "run"), *settings],
-                            stdout=log, stderr=log, user=user, group=user)
-    server = Postgres(port, folder, proc)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            psycopg.connect(server.dsn(), connect_timeout=2).close()
-            return server
-        except psycopg.OperationalError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"postgres did not start:\n{(folder / 'postgres.log').read_text()}") from None
-            time.sleep(0.1)
+    command = [str(bin_ / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(folder / "run"), *settings]
+    proc = subprocess.Popen(command, stdout=log, stderr=log, user=user, group=user)
+    server = Postgres(port, folder, proc, command, user)
+    try:
+        server.wait_ready()
+    except RuntimeError:
+        server.stop()
+        raise
+    return server

@@ -182,3 +182,60 @@ def test_two_instances_on_one_postgresql_share_uploads_vectors_and_search(tmp_pa
         proxy.wait(10)
         a.stop()
         b.stop()
+
+
+def test_a_postgresql_restart_under_load_loses_no_acknowledged_upload(tmp_path):
+    """Two instances on one PostgreSQL, clients uploading, the database restarted: 503s with Retry-After while it is down, then every acknowledged upload is there."""
+    from tests.postgres import start_postgres
+
+    database = start_postgres(free_port())
+    env = {"SMLS_STORE": database.fresh_database(), "SMLS_DATA_DIR": str(tmp_path / "no-files")}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    servers = [start_server(tmp_path / n, workers=1, SMLS_CACHE_DIR=str(tmp_path / f"cache-{n}"), **env) for n in ("a", "b")]
+    acknowledged: dict[str, str] = {}
+    statuses: Counter[int] = Counter()
+    bad: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        session, i = requests.Session(), 0
+        while not stop.is_set():
+            doc_id, text = f"r{n}-{i}", f"client {n} kept note {i} about the harbour"
+            body = {"texts": [{"text": text, "pages": ["p"]}], "pages": [{"id": "p", "page_number": 1}]}
+            r = session.put(f"{servers[i % 2].url}/documents/{doc_id}", json=body, timeout=60)
+            statuses[r.status_code] += 1
+            if r.status_code in (200, 201):
+                acknowledged[doc_id] = text
+            elif r.status_code != 503 or r.json()["error"]["code"] != "store_unavailable" or "Retry-After" not in r.headers:
+                bad.append(f"{r.status_code} {r.text[:200]}")
+            else:
+                time.sleep(float(r.headers["Retry-After"]) / 4)
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        before = len(acknowledged)
+        database.restart(down=2.0)  # fast shutdown: open transactions are rolled back, none half-written
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not bad, bad[:5]
+        assert statuses[503] > 0, statuses  # the clients saw it go, and were told to come back
+        assert before > 5 and len(acknowledged) > before, statuses  # and it came back
+        listed = {d["id"] for d in requests.get(servers[0].url + "/documents", timeout=60).json()["documents"]}
+        assert set(acknowledged) <= listed, sorted(set(acknowledged) - listed)[:5]
+        for doc_id, text in list(acknowledged.items())[::7]:
+            doc = requests.get(f"{servers[1].url}/documents/{doc_id}", timeout=60).json()
+            assert [s["text"] for s in doc["sentences"]] == [text]
+        found = requests.get(servers[1].url + "/search", params={"q": "harbour note", "mode": "keyword", "k": 3}, timeout=120)
+        assert found.status_code == 200 and found.json()["results"], found.text
+    finally:
+        stop.set()
+        for server in servers:
+            server.stop()
+        database.stop()

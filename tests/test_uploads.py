@@ -281,7 +281,8 @@ def test_a_store_that_cannot_be_reached_is_a_503_not_a_500(tmp_path, encoder):
 
     dead = f"postgresql://smls@127.0.0.1:{free_port()}/none"
     client = smls.create_app(Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", store=dead), encoder=encoder).test_client()
-    for response in (client.get("/documents"), put_json(client, "x"), client.get("/search?q=x"), client.delete("/documents/x")):
+    searches = [client.get(f"/search?q=x&mode={mode}") for mode in ("vector", "keyword", "hybrid")]
+    for response in (client.get("/documents"), put_json(client, "x"), *searches, client.delete("/documents/x")):
         error = assert_error(response, 503, "store_unavailable")
         assert "PostgreSQL" in error["message"] and response.headers["Retry-After"] == "1"
 
