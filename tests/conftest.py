@@ -56,9 +56,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """One PostgreSQL 18 server (with pgvector) for the whole run (tests.postgres); each test takes a fresh database of it."""
+    """One PostgreSQL 18 server (with pgvector) for the whole run (scripts/postgres.py); each test takes a fresh database of it."""
+    from scripts.postgres import start_postgres
     from tests.helpers import free_port
-    from tests.postgres import start_postgres
 
     server = start_postgres(free_port())
     yield server
@@ -68,8 +68,8 @@ def postgres():
 @pytest.fixture(scope="session")
 def postgres_without_pgvector():
     """A PostgreSQL server whose extensions lack pgvector: smls falls back to each worker's own search index."""
+    from scripts.postgres import start_postgres
     from tests.helpers import free_port
-    from tests.postgres import start_postgres
 
     server = start_postgres(free_port(), pgvector=False)
     yield server

