@@ -131,6 +131,9 @@ JSON = {"Content-Type": "application/json"}
         ("POST", "/v1/embeddings", {"data": b'{"input": ["ok", "\\ud800"]}', "headers": JSON}, "input item 1"),
         ("POST", "/rerank", {"data": b'{"query": "q\\ud800", "documents": ["a"]}', "headers": JSON}, "query"),
         ("POST", "/rerank", {"data": b'{"query": "q", "documents": [{"text": "\\udc00"}]}', "headers": JSON}, "documents item 0, field 'text'"),
+        ("POST", "/tokenize", {"data": b'{"text": ["ok", "\\udfff"]}', "headers": JSON}, "text item 1"),
+        ("POST", "/embed", {"data": b'{"message": "ok", "prompt": "q\\ud800: "}', "headers": JSON}, "prompt"),
+        ("POST", "/v1/embeddings", {"data": b'{"input": "ok", "prompt_name": "\\ud800"}', "headers": JSON}, "prompt_name"),
         # Found as a hostile client would: this upload was a 500 (orjson.dumps of the texts).
         ("PUT", "/documents/surrogate", {"data": b'{"texts": [{"text": "a\\ud800", "pages": []}], "pages": []}', "headers": JSON},
          "texts item 0, field 'text'"),
