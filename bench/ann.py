@@ -128,7 +128,8 @@ def _pgvector(data: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], Cal
     from smls.store import pgvector
     from smls.store.pgvector import EF_SEARCH as PG_EF_SEARCH
 
-    server = start_postgres(free_port())
+    # Buffers that hold the index, as a database serving search would be given (the tests' 64MB would not).
+    server = start_postgres(free_port(), shared_buffers="1GB")
     atexit.register(server.stop)
     conn = psycopg.connect(server.dsn(), autocommit=True)
     if pgvector.enable(conn) is not None:

@@ -89,7 +89,7 @@ class Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres(port: int, *, pgvector: bool = True) -> Postgres:
+def start_postgres(port: int, *, pgvector: bool = True, shared_buffers: str = "64MB") -> Postgres:
     """initdb a temporary cluster and start postgres on 127.0.0.1:port (as `nobody` under root); without pgvector if asked.
 
     Without pgvector, the server runs from a copy of the binaries that lacks the extension's
@@ -118,7 +118,7 @@ def start_postgres(port: int, *, pgvector: bool = True) -> Postgres:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
     log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - the server's for its life
-    settings = ["-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
+    settings = ["-c", "fsync=off", "-c", "max_connections=200", "-c", f"shared_buffers={shared_buffers}"]
     command = [str(bin_ / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(folder / "run"), *settings]
     proc = subprocess.Popen(command, stdout=log, stderr=log, user=user, group=user)
     server = Postgres(port, folder, proc, command, user)
