@@ -134,13 +134,14 @@ class CrossSearch:
         keyword = self._keyword_search(list(words), n, doc_ids, found)
         found.skipped = list({s["doc_id"]: s for s in found.skipped}.values())  # a document both searches skipped, once
         if mode == "keyword":
-            found.hits = [self._shown(doc_id, digest, index, score) for doc_id, digest, index, score in keyword]
+            found.hits = [hit for doc_id, digest, index, score in keyword if (hit := self._shown(doc_id, digest, index, score)) is not None]
             return found
         rankings.append([(doc_id, digest, index) for doc_id, digest, index, _ in keyword])
         for (doc_id, digest, index), fused, where in hybrid.fuse(rankings, k):
             hit = self._shown(doc_id, digest, index, fused, digits=8)
-            hit["ranks"] = {"vector": where[0], "keyword": where[1]}
-            found.hits.append(hit)
+            if hit is not None:
+                hit["ranks"] = {"vector": where[0], "keyword": where[1]}
+                found.hits.append(hit)
         return found
 
     def _keyword_search(self, words: list[str], n: int, doc_ids: list[str] | None, found: Found) -> list[tuple[str, str, int, float]]:
@@ -170,9 +171,14 @@ class CrossSearch:
         hits = self.keywords.search(words, n + 8, doc_ids)
         return [(h.doc_id, h.digest, h.index, h.score) for h in hits if current.get(h.doc_id) == h.digest][:n]
 
-    def _shown(self, doc_id: str, digest: str, index: int, score: float, digits: int = 6) -> dict[str, Any]:
-        """A sentence of a document's version as clients see it, with its score."""
-        doc = self._document(doc_id, digest)
+    def _shown(self, doc_id: str, digest: str, index: int, score: float, digits: int = 6) -> dict[str, Any] | None:
+        """A sentence of a document's version as clients see it, with its score; None if that version was replaced or removed since it was ranked."""
+        try:
+            doc = self._document(doc_id, digest)
+        except SmlsError:
+            return None
+        if doc.digest != digest or index >= len(doc.sentences):  # (_document reads the current version)
+            return None
         return {"doc_id": doc_id, "score": round(score, digits), **documents.sentence_json(index, doc.sentences[index])}
 
     def _vector_search(self, query: str, k: int, doc_ids: list[str] | None, *, shown: bool = True) -> Found:
