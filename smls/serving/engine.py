@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from smls import metrics, outputs
 from smls.batching import MicroBatcher
@@ -122,13 +123,19 @@ def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None 
     gunicorn master, so the workers share its pages); a command that does not search
     leaves it to the first search.
     """
-    specs: dict[str, ModelSpec] = {}  # each model's own settings (none where models are given)
+    specs: dict[str, ModelSpec] = {}  # each model's own settings: its truncation, prompts and matryoshka
     if models is None:
         models = {}
         for entry in settings.catalog().models:
             specs[entry.name] = entry
             models[entry.name] = load_model(entry, settings)
             log.info("model %s (%s) loaded from %s (%s)", entry.name, entry.kind, entry.path, entry.origin)
+    else:
+        # A command (precompute, embed) loads its one model itself: that model still keeps its
+        # SMLS_MODELS entry's options, or its documents' vectors would be cached under keys
+        # the server never asks for.
+        by_name = {entry.name: entry for entry in settings.catalog().models}
+        specs = {name: by_name[name] for name, model in models.items() if name in by_name and Path(by_name[name].path).resolve() == Path(model.path).resolve()}
     library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
     streams = settings.effective_streams if streams is None else streams
     budget = Budget(streams) if len(models) > 1 else None

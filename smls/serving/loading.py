@@ -166,15 +166,16 @@ def resolve_reranker_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"kind": "cross-encoder", **_filled(config, settings, model_path, spec, "torch", None)}
 
 
-def machine_encoder(settings: Settings, model: str | None) -> SentenceEncoder:
-    """The model laid out over every core: one single-threaded stream per core (ONNX, the fastest layout measured), else one stream on all cores.
+def machine_encoder(settings: Settings, model: str | None, cores: int | None = None) -> SentenceEncoder:
+    """The model laid out over every core (or `cores` of them): one single-threaded stream per core (ONNX, the fastest layout measured), else one stream on all.
 
-    A server shares the cores among its workers; a command such as precompute is the only job on the machine.
+    A server shares the cores among its workers; a command such as precompute is the only
+    job on the machine, and a Ray actor has the cores it asked for.
     """
     catalog = settings.catalog()
     spec = next((s for s in catalog.models if s.name == (model or catalog.default)), None)
     parallel = (spec.backend if spec and spec.backend else settings.backend) != "torch"
-    cores = cpu_count()
+    cores = cores or cpu_count()
     encoder = encoder_for(replace(settings, torch_threads=1 if parallel else cores, inference_streams=None), model)
     encoder.set_streams(cores if encoder.parallel_safe else 1)
     return encoder

@@ -1,0 +1,160 @@
+"""`smls embed --ray`: the same blocks as a local run, embedded by a pool of Ray actors, each holding the model once.
+
+The pipeline is Ray Data's: the blocks (a few numbers each, never the rows) become a
+dataset, `map_batches` hands them one at a time to an `ActorPoolStrategy` pool of smls
+encoders, and each actor reads its block's rows itself, embeds them and writes the block's
+file (so the inputs and the output folder must be at the same path on every node: a
+shared file system). Ray restarts a killed actor and retries its block (Ray Data's
+default for actor pools), and a retried block is written again under the same name, so
+the output holds every row once. Ray is an extra (requirements-ray.txt): imported here
+only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smls.config import Settings, cpu_count
+from smls.corpus import job, output
+from smls.corpus.sources import Block, CorpusError
+from smls.errors import SmlsError
+
+# What an actor's process needs of the driver's environment: the settings and the offline switches.
+_PASSED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+class EmbedActor:
+    """One model loaded once in a Ray actor; turns blocks (a batch of their fields) into written files and their summaries."""
+
+    def __init__(self, env: dict[str, str], cwd: str, options: dict[str, Any], cores: int) -> None:
+        os.environ.update(env)
+        if Path(cwd).is_dir():  # relative paths in the settings mean what they mean to the driver
+            os.chdir(cwd)
+        self.options = job.Options.from_dict(options)
+        self.embedder = job.BlockEmbedder(Settings.from_env(), self.options, cores)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        """Embed each block of the batch; one summary row per block."""
+        done: list[job.Summary] = []
+        for i in range(len(batch["kind"])):
+            block = Block(str(batch["kind"][i]), str(batch["source"][i]), *(int(batch[k][i]) for k in ("number", "start", "stop", "offset")))  # type: ignore[arg-type]
+            if self.options.out:
+                done.append(self.embedder.embed(block))
+            else:
+                done.append(self.embedder.cache_document(block.source))
+        return {"name": [s.name for s in done], "rows": [s.rows for s in done], "bad": [s.bad for s in done], "truncated": [s.truncated for s in done]}
+
+
+def connect(address: str) -> None:
+    """Join the cluster at `address`; 'auto': the running cluster, else a new one on this machine's cores."""
+    import ray
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("SMLS_") or k in _PASSED}
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": True, "configure_logging": False}
+    if address == "auto" and not os.environ.get("RAY_ADDRESS"):
+        try:
+            ray.init(address="auto", **kwargs)
+        except ConnectionError:  # no cluster running: one on this machine
+            ray.init(num_cpus=cpu_count(), **kwargs)
+        return
+    ray.init(address=None if address == "auto" else address, **kwargs)
+
+
+def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int) -> Any:
+    """The dataset of block summaries, computed by an actor pool as it is read."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cores)
+    actors = min(actors, len(blocks))
+    items = [b.as_dict() for b in blocks]
+    data = ray.data.from_items(items, override_num_blocks=len(items))
+    env = {k: v for k, v in os.environ.items() if k.startswith("SMLS_") or k in _PASSED}
+    return data.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"env": env, "cwd": os.getcwd(), "options": options.as_dict(), "cores": cores},
+        batch_size=1,
+        compute=ActorPoolStrategy(size=actors),
+        num_cpus=cores,
+    )
+
+
+def _collect(dataset: Any, progress: bool) -> list[job.Summary]:
+    """Run the pipeline; the summaries, or the SmlsError an actor raised (a bad row that stops the run), re-raised here."""
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = progress
+    try:
+        return [job.Summary(r["name"], int(r["rows"]), int(r["bad"]), int(r["truncated"])) for r in dataset.iter_rows()]
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None:  # Ray wraps the actor's exception (UserCodeException, RayTaskError...)
+            if isinstance(cause, SmlsError):
+                raise cause from None
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        raise
+
+
+def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int, progress: bool) -> list[job.Summary]:
+    """The run on a Ray cluster: every block not yet in the output folder, by a pool of actors."""
+    import ray
+
+    from smls.library import Library
+    from smls.store import open_store
+
+    # Every node sees the same paths only if they are absolute (and shared).
+    blocks = [Block(b.kind, b.source if b.kind == "document" else str(Path(b.source).resolve()), b.number, b.start, b.stop, b.offset) for b in blocks]
+    options = job.Options(**{**options.__dict__, "out": str(Path(options.out).resolve())})
+    out = Path(options.out)
+    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
+    output.check_manifest(out, job.manifest(settings, options, inputs, blocks, library))
+    finished = output.done(out)
+    todo = [b for b in blocks if b.name not in finished]
+    started = time.perf_counter()
+    summaries: list[job.Summary] = []
+    if todo:
+        connect(address)
+        try:
+            summaries = _collect(_pool(todo, options, actors, cores), progress)
+        finally:
+            ray.shutdown()
+    output.remove_leftovers(out)
+    missing = {b.name for b in todo} - {s.name for s in summaries}
+    if missing:
+        raise CorpusError(f"{len(missing)} blocks were not written (e.g. {sorted(missing)[0]}); run the same command again to finish them")
+    print(job.report(out, summaries, len(blocks) - len(todo), time.perf_counter() - started))
+    return summaries
+
+
+def into_store_on_ray(settings: Settings, address: str, doc_ids: list[str] | None, options: job.Options, actors: int | None, cores: int) -> int:
+    """Document vectors into the shared store by a pool of actors, one document at a time; the number that failed."""
+    import ray
+
+    from smls.library import Library
+    from smls.store import open_store
+
+    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
+    ids = doc_ids if doc_ids is not None else [entry.doc_id for entry in library.listing()]
+    if not ids:
+        print(f"no documents in {settings.data_dir}", file=sys.stderr)
+        return 0
+    blocks = [Block("document", doc_id, 0, 0, 0) for doc_id in ids]
+    connect(address)
+    try:
+        summaries = _collect(_pool(blocks, options, actors, cores), progress=False)
+    finally:
+        ray.shutdown()
+    for s in summaries:
+        if s.error:
+            print(f"{s.name}: error: {s.error}", file=sys.stderr)
+        else:
+            print(f"{s.name}: {s.rows} sentences cached")
+    return sum(1 for s in summaries if s.error)
