@@ -70,7 +70,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # Tests, fuzzing, the Python clients' packages, ruff and mypy: not needed to serve.
-$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-openvino.txt
+$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-openvino.txt requirements-embed.txt requirements-ray.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
 

@@ -36,6 +36,9 @@ def options_of(args: argparse.Namespace) -> job.Options:
 def embed(settings: Settings, args: argparse.Namespace) -> int:
     """Run `smls embed`; the exit status (0: every block written)."""
     options = options_of(args)
+    _need("pyarrow", "requirements-embed.txt")
+    if args.ray:
+        _need("ray", "requirements-ray.txt")
     progress = not args.no_progress
     doc_ids = sources.document_ids(args.inputs)
     library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
@@ -75,3 +78,11 @@ def _documents(library: Library, doc_ids: list[str] | None) -> list[tuple[str, i
             count = len(library.load(doc_id).sentences)
         found.append((doc_id, count))
     return found
+
+
+def _need(module: str, requirements: str) -> None:
+    """CorpusError naming the requirements file when an optional package is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise CorpusError(f"smls embed needs {module}, which serving does not: pip install -r {requirements}")

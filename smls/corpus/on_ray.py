@@ -45,11 +45,14 @@ class EmbedActor:
         done: list[job.Summary] = []
         for i in range(len(batch["kind"])):
             block = Block(str(batch["kind"][i]), str(batch["source"][i]), *(int(batch[k][i]) for k in ("number", "start", "stop", "offset")))  # type: ignore[arg-type]
-            if self.options.out:
-                done.append(self.embedder.embed(block))
-            else:
+            if not self.options.out:
                 done.append(self.embedder.cache_document(block.source))
-        return {"name": [s.name for s in done], "rows": [s.rows for s in done], "bad": [s.bad for s in done], "truncated": [s.truncated for s in done]}
+                continue
+            try:
+                done.append(self.embedder.embed(block))
+            except SmlsError as exc:  # told to the driver as data: an exception loses its type on the way
+                done.append(job.Summary(block.name, 0, 0, 0, exc.message))
+        return {key: [getattr(s, key) for s in done] for key in ("name", "rows", "bad", "truncated", "error")}
 
 
 def connect(address: str) -> None:
@@ -87,20 +90,18 @@ def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cor
     )
 
 
-def _collect(dataset: Any, progress: bool) -> list[job.Summary]:
-    """Run the pipeline; the summaries, or the SmlsError an actor raised (a bad row that stops the run), re-raised here."""
+def _collect(dataset: Any, progress: bool, stop_on_error: bool) -> list[job.Summary]:
+    """Run the pipeline; the blocks' summaries (a block's error, such as a bad row that stops the run, raised here when `stop_on_error`)."""
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = progress
-    try:
-        return [job.Summary(r["name"], int(r["rows"]), int(r["bad"]), int(r["truncated"])) for r in dataset.iter_rows()]
-    except Exception as exc:
-        cause: BaseException | None = exc
-        while cause is not None:  # Ray wraps the actor's exception (UserCodeException, RayTaskError...)
-            if isinstance(cause, SmlsError):
-                raise cause from None
-            cause = getattr(cause, "cause", None) or cause.__cause__
-        raise
+    summaries = []
+    for r in dataset.iter_rows():
+        summary = job.Summary(r["name"], int(r["rows"]), int(r["bad"]), int(r["truncated"]), str(r["error"]))
+        if summary.error and stop_on_error:
+            raise CorpusError(summary.error)  # (the caller's ray.shutdown stops the other actors)
+        summaries.append(summary)
+    return summaries
 
 
 def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int, progress: bool) -> list[job.Summary]:
@@ -123,7 +124,7 @@ def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: 
     if todo:
         connect(address)
         try:
-            summaries = _collect(_pool(todo, options, actors, cores), progress)
+            summaries = _collect(_pool(todo, options, actors, cores), progress, stop_on_error=True)
         finally:
             ray.shutdown()
     output.remove_leftovers(out)
@@ -149,7 +150,7 @@ def into_store_on_ray(settings: Settings, address: str, doc_ids: list[str] | Non
     blocks = [Block("document", doc_id, 0, 0, 0) for doc_id in ids]
     connect(address)
     try:
-        summaries = _collect(_pool(blocks, options, actors, cores), progress=False)
+        summaries = _collect(_pool(blocks, options, actors, cores), progress=False, stop_on_error=False)
     finally:
         ray.shutdown()
     for s in summaries:

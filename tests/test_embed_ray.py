@@ -1,0 +1,190 @@
+"""`python -m smls embed --ray` on a real local Ray cluster of two nodes (one CPU each), started and stopped here."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from smls import documents
+from smls.config import Settings
+from tests.helpers import ROOT, documents_of, free_port, server_env, write_document
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def sentences(n: int) -> list[str]:
+    """Real sentences of mixed lengths (the standard library's docstrings)."""
+    from bench.corpora import stdlib_sample
+
+    return stdlib_sample(n)
+
+
+class Cluster:
+    """A head node and a second node on loopback, each `ray start --block` in its own process group, so that stopping them stops only this cluster."""
+
+    def __init__(self) -> None:
+        # Short: Ray's socket paths live under it, and a Unix socket's path has at most 107 bytes.
+        self.tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        port = free_port()
+        while 10002 <= port <= 19999:  # Ray's default worker ports: the head refuses a GCS port among them
+            port = free_port()
+        self.port, self.address = port, f"127.0.0.1:{port}"
+        # A token of its own: Ray 2.60 turns token authentication on where ~/.ray/auth_token
+        # exists, and a cluster started here must not depend on what an earlier one left there.
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env = {**os.environ, **self.auth, "RAY_TMPDIR": self.tmp, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--block", "--disable-usage-stats"]
+        head = [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", self.tmp, "--include-dashboard=false", *common]
+        for number, command in enumerate([head, [RAY, "start", "--address", self.address, *common]], start=1):
+            self.procs.append(subprocess.Popen(command, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self._wait_nodes(number)
+
+    def _wait_nodes(self, n: int, within: float = 90) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError("ray start exited")
+            status = subprocess.run([RAY, "status", "--address", self.address], capture_output=True, text=True, env=self.env)
+            if status.returncode == 0 and status.stdout.count("node_") >= n:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"the Ray cluster did not reach {n} nodes within {within:g} s")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=15)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # Ray's workers start sessions of their own: any process left that runs with this cluster's RAY_TMPDIR goes too.
+        mark = f"RAY_TMPDIR={self.tmp}".encode()
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and mark in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                continue
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = Cluster()
+    try:
+        started.start()  # (stopped below even when it fails half-way)
+        yield started
+    finally:
+        started.stop()
+
+
+def smls_embed(cluster: Cluster, env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "smls", "embed", "--no-progress", *args, "--ray", cluster.address], cwd=ROOT,
+                            env={**env, **cluster.auth}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    texts = sentences(2000)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": f"s{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    return path, texts
+
+
+def actors_of(cache_dir: Path) -> list[int]:
+    """The pids of this run's model actors: processes whose environment has the run's own SMLS_CACHE_DIR."""
+    mark = f"SMLS_CACHE_DIR={cache_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"MapBatches(EmbedActor)" in (proc / "cmdline").read_bytes() and mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_two_nodes_give_the_in_process_vectors_each_row_once(cluster, tmp_path, corpus, encoder):
+    source, texts = corpus
+    env = server_env(SMLS_CACHE_DIR=str(tmp_path / "cache"), SMLS_DATA_DIR=str(tmp_path / "data"))
+    run = smls_embed(cluster, env, str(source), "--out", str(tmp_path / "out"), "--block-rows", "250")
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert "2,000 rows in 8 blocks written" in out
+    table = pq.read_table(tmp_path / "out")
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 2000
+    order = np.argsort([int(i[1:]) for i in ids])
+    vectors = np.array(table.column("vector").to_pylist(), dtype=np.float32)[order]
+    assert np.abs(vectors - encoder.run(texts)).max() <= 1e-5
+
+
+def test_a_killed_actor_loses_no_row_and_doubles_none(cluster, tmp_path, corpus):
+    source, _ = corpus
+    cache = tmp_path / "cache"
+    env = server_env(SMLS_CACHE_DIR=str(cache), SMLS_DATA_DIR=str(tmp_path / "data"))
+    out = tmp_path / "out"
+    run = smls_embed(cluster, env, str(source), "--out", str(out), "--block-rows", "100")
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.1)
+        victims = actors_of(cache)
+        assert victims, "no actor of this run was found"
+        os.kill(victims[0], signal.SIGKILL)  # mid-run: blocks are left, and one is likely in its hands
+        written_at_kill = len(list(out.glob("part-*.parquet")))
+        stdout, stderr = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr
+    assert written_at_kill < 20  # the kill came before the end
+    assert "2,000 rows in 20 blocks written" in stdout
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert sorted(ids, key=lambda i: int(i[1:])) == [f"s{i}" for i in range(2000)]  # each exactly once
+    assert not list(out.glob(".*.tmp"))  # the dead actor's half-written file was removed
+
+
+def test_a_bad_row_on_a_node_stops_the_run_with_its_line(cluster, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"id": "a", "text": "fine"}\n{"id": "b"}\n', encoding="utf-8")
+    env = server_env(SMLS_CACHE_DIR=str(tmp_path / "cache"), SMLS_DATA_DIR=str(tmp_path / "data"))
+    run = smls_embed(cluster, env, str(source), "--out", str(tmp_path / "out"))
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 2
+    assert f"smls: {source}: line 2: no 'text' field (the text); fix the input" in err
+    assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_into_the_store_on_ray(cluster, tmp_path, encoder):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_document(data, "alpha", 200)
+    write_document(data, "beta", 50)
+    env = server_env(SMLS_CACHE_DIR=str(cache), SMLS_DATA_DIR=str(data))
+    run = smls_embed(cluster, env, "documents", "--into-store")
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert "alpha: 200 sentences cached" in out and "beta: 50 sentences cached" in out
+    embedder = documents_of(encoder, Settings(data_dir=data, cache_dir=cache))
+    for doc_id in ("alpha", "beta"):
+        assert embedder.is_cached(documents.load_document(data, doc_id))
