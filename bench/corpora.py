@@ -25,10 +25,9 @@ def demo() -> list[str]:
 
 
 @cache
-def stdlib() -> list[str]:
-    """Distinct sentences of 30 to 400 characters from the docstrings of Python's standard library, in a fixed order."""
+def _docstring_paragraphs() -> list[str]:
+    """Every paragraph of every docstring in Python's standard library (tests left out), whitespace joined, in a fixed order."""
     lib = Path(sysconfig.get_paths()["stdlib"])
-    seen: set[str] = set()
     out: list[str] = []
     for file in sorted(lib.glob("*.py")) + sorted(lib.glob("*/*.py")):
         if "test" in file.parent.name or file.name.startswith("test"):
@@ -38,15 +37,28 @@ def stdlib() -> list[str]:
         except (SyntaxError, UnicodeDecodeError):
             continue
         for node in ast.walk(tree):
-            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            doc = ast.get_docstring(node)
-            for paragraph in re.split(r"\n\s*\n", doc or ""):
-                for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(paragraph.split())):
-                    if 30 <= len(sentence) <= 400 and sentence[0].isupper() and sentence.endswith(".") and ">>>" not in sentence and sentence not in seen:
-                        seen.add(sentence)
-                        out.append(sentence)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                out.extend(" ".join(paragraph.split()) for paragraph in re.split(r"\n\s*\n", ast.get_docstring(node) or ""))
     return out
+
+
+@cache
+def stdlib() -> list[str]:
+    """Distinct sentences of 30 to 400 characters from the docstrings of Python's standard library, in a fixed order."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for paragraph in _docstring_paragraphs():
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph):
+            if 30 <= len(sentence) <= 400 and sentence[0].isupper() and sentence.endswith(".") and ">>>" not in sentence and sentence not in seen:
+                seen.add(sentence)
+                out.append(sentence)
+    return out
+
+
+@cache
+def paragraphs() -> list[str]:
+    """Distinct docstring paragraphs of 200 to 2,000 characters from the standard library: long, varied technical text, many over 256 tokens."""
+    return list(dict.fromkeys(p for p in _docstring_paragraphs() if 200 <= len(p) <= 2000 and ">>>" not in p))
 
 
 def stdlib_sample(n: int = 2000) -> list[str]:

@@ -215,3 +215,36 @@ def dimensions_cost(second: int, cuts: tuple[int, ...] = (64, 128, 256)) -> dict
             found = np.argsort(-(cut @ cut.T), axis=1)[:, 1:11]
             out[name][d] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(near, found, strict=True)]))
     return out
+
+
+def corpus_ceiling(backend: str, texts: list[str], chunk: int) -> tuple[float, str]:
+    """Best in-process sentences/s over the texts in chunks, over the layouts a worker may use: (rate, "streams x threads")."""
+    n_cores = cores()
+    layouts = [(1, n_cores)] + ([(n_cores, 1)] if backend != "torch" else [])
+    best = (0.0, "")
+    for streams, threads in layouts:
+        enc = encoder(backend, streams, threads)
+        best = max(best, (drain(enc, texts, chunk, streams), f"{streams}x{threads}"))
+    return best
+
+
+def drain(enc, texts: list[str], chunk: int, streams: int) -> float:
+    """Sentences/s of `streams` threads taking the texts chunk by chunk, in order, until none is left."""
+    parts = iter(range(0, len(texts), chunk))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                start = next(parts, None)
+            if start is None:
+                return
+            enc.run(texts[start : start + chunk])
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=work) for _ in range(streams)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return len(texts) / (time.perf_counter() - began)

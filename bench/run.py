@@ -29,7 +29,7 @@ import requests
 
 from bench import ann, bigdoc, retrieval
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
-from bench.inprocess import ceilings, cores, dimensions_cost, encoder, inference_cpu_ms, machine, quality, recheck
+from bench.inprocess import ceilings, cores, corpus_ceiling, dimensions_cost, drain, encoder, inference_cpu_ms, machine, quality, recheck
 from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, settle, smls_server
 
 CONCURRENCY = (1, 8, 32)
@@ -342,39 +342,6 @@ def two_models(say: Callable[[str], None], backend: str, seconds: float, work: P
 # ---------------------------------------------------------------- documents
 
 
-def document_ceiling(backend: str, texts: list[str], chunk: int) -> tuple[float, str]:
-    """Best in-process sentences/s over the texts in chunks, over the layouts a worker may use: (rate, "streams x threads")."""
-    n_cores = cores()
-    layouts = [(1, n_cores)] + ([(n_cores, 1)] if backend != "torch" else [])
-    best = (0.0, "")
-    for streams, threads in layouts:
-        enc = encoder(backend, streams, threads)
-        best = max(best, (_drain(enc, texts, chunk, streams), f"{streams}x{threads}"))
-    return best
-
-
-def _drain(enc, texts: list[str], chunk: int, streams: int) -> float:
-    """Sentences/s of `streams` threads taking the texts chunk by chunk, in order, until none is left."""
-    parts = iter(range(0, len(texts), chunk))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                start = next(parts, None)
-            if start is None:
-                return
-            enc.run(texts[start : start + chunk])
-
-    began = time.perf_counter()
-    pool = [threading.Thread(target=work) for _ in range(streams)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return len(texts) / (time.perf_counter() - began)
-
-
 def documents(say: Callable[[str], None], backend: str, work: Path, short: bool) -> None:
     """First GET /documents/<id> and precompute against the in-process ceiling on the same sentences; /embed p99 meanwhile."""
     from bench.corpora import stdlib, write_document
@@ -385,7 +352,7 @@ def documents(say: Callable[[str], None], backend: str, work: Path, short: bool)
     from smls.config import Settings
 
     chunk = Settings().doc_batch
-    ceiling, layout = document_ceiling(backend, texts, chunk)
+    ceiling, layout = corpus_ceiling(backend, texts, chunk)
 
     env = {"SMLS_BACKEND": backend, "SMLS_DATA_DIR": str(data)}
     pre_cache = work / "precompute-cache"
@@ -421,7 +388,7 @@ def documents(say: Callable[[str], None], backend: str, work: Path, short: bool)
     # The ceiling again, in its layout, now that the server's cells are done: this machine's
     # speed drifts by a third within minutes, so the ratios are against the mean of both.
     streams, threads = map(int, layout.split("x"))
-    after = _drain(encoder(backend, streams, threads), texts, chunk, streams)
+    after = drain(encoder(backend, streams, threads), texts, chunk, streams)
     before, ceiling = ceiling, (ceiling + after) / 2
     n = len(texts)
     say(f"## Documents ({backend}; {n} sentences of Python's standard-library docstrings, chunks of {chunk}; default server layout)")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,11 +14,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from scripts.ray_cluster import Cluster
 from smls import documents
 from smls.config import Settings
-from tests.helpers import ROOT, documents_of, free_port, server_env, write_document
-
-RAY = str(Path(sys.executable).parent / "ray")
+from tests.helpers import ROOT, documents_of, server_env, write_document
 
 
 def sentences(n: int) -> list[str]:
@@ -30,70 +27,10 @@ def sentences(n: int) -> list[str]:
     return stdlib_sample(n)
 
 
-class Cluster:
-    """A head node and a second node on loopback, each `ray start --block` in its own process group, so that stopping them stops only this cluster."""
-
-    def __init__(self) -> None:
-        # Short: Ray's socket paths live under it, and a Unix socket's path has at most 107 bytes.
-        self.tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-        port = free_port()
-        while 10002 <= port <= 19999:  # Ray's default worker ports: the head refuses a GCS port among them
-            port = free_port()
-        self.port, self.address = port, f"127.0.0.1:{port}"
-        # A token of its own: Ray 2.60 turns token authentication on where ~/.ray/auth_token
-        # exists, and a cluster started here must not depend on what an earlier one left there.
-        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        self.env = {**os.environ, **self.auth, "RAY_TMPDIR": self.tmp, "RAY_USAGE_STATS_ENABLED": "0"}
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--block", "--disable-usage-stats"]
-        head = [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", self.tmp, "--include-dashboard=false", *common]
-        for number, command in enumerate([head, [RAY, "start", "--address", self.address, *common]], start=1):
-            self.procs.append(subprocess.Popen(command, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            self._wait_nodes(number)
-
-    def _wait_nodes(self, n: int, within: float = 90) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError("ray start exited")
-            status = subprocess.run([RAY, "status", "--address", self.address], capture_output=True, text=True, env=self.env)
-            if status.returncode == 0 and status.stdout.count("node_") >= n:
-                return
-            time.sleep(1)
-        raise RuntimeError(f"the Ray cluster did not reach {n} nodes within {within:g} s")
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=15)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # Ray's workers start sessions of their own: any process left that runs with this cluster's RAY_TMPDIR goes too.
-        mark = f"RAY_TMPDIR={self.tmp}".encode()
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and mark in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except OSError:
-                continue
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    started = Cluster()
-    try:
-        started.start()  # (stopped below even when it fails half-way)
+    with Cluster(nodes=2, cpus=1) as started:
         yield started
-    finally:
-        started.stop()
 
 
 def smls_embed(cluster: Cluster, env: dict, *args: str) -> subprocess.Popen:

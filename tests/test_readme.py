@@ -36,6 +36,7 @@ NOT_RUN = {
     "python3.11 -m venv .venv": "installing: the same steps as make serve",
     "sh clients/shell/embed.sh": "tests/test_clients.py runs every client (make test-clients)",
     "nginx -c": "tests/test_deploy.py runs deploy/nginx.conf in front of two instances (make test-deploy)",
+    "ray start --head": "tests/test_embed_ray.py runs smls embed on a real two-node Ray cluster",
 }
 
 
@@ -255,7 +256,7 @@ def test_every_example_is_run_or_covered_elsewhere():
     others = [b for b in BLOCKS if id(b) not in run]
     assert {b.kind for b in others} <= {"sh", "python", "example"}
     for block in others:
-        assert block.kind in ("python", "example") or why_not_run(block) or "precompute" in block.source, f"README line {block.line} is neither run nor covered"
+        assert block.kind in ("python", "example") or why_not_run(block) or "precompute" in block.source or "smls embed" in block.source, f"README line {block.line} is neither run nor covered"
     assert len(ON_THE_DEMO_SERVER) >= 15  # the parser found the curl examples
 
 
@@ -286,8 +287,10 @@ def test_examples_with_their_own_settings(block, place, tmp_path):
         srv.stop()
 
 
-def test_precompute_prints_what_the_readme_shows(tmp_path):
-    block = next(b for b in BLOCKS if "smls precompute" in b.source)
+@pytest.mark.parametrize("command", ["smls precompute", "smls embed"])
+def test_commands_print_what_the_readme_shows(tmp_path, command):
+    block = next(b for b in BLOCKS if command in b.source and not why_not_run(b))
+    (tmp_path / "tmp").mkdir()
     shutil.copytree(ROOT / "data", tmp_path / "data", ignore=shutil.ignore_patterns("models"))
     env = {**os.environ, "SMLS_DATA_DIR": str(tmp_path / "data"), "SMLS_CACHE_DIR": str(tmp_path / "cache")}
     env = {k: v for k, v in env.items() if not k.startswith("SMLS_") or k in ("SMLS_DATA_DIR", "SMLS_CACHE_DIR")}
