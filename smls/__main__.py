@@ -92,7 +92,7 @@ def add_embed_parser(commands: Any) -> None:
     cmd.add_argument("--into-store", action="store_true", help="documents only: their vectors into the configured store, as precompute puts them, not into files")
     cmd.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS", help="run on Ray: 'auto' (the running cluster, else one started here) or a cluster's address")
     cmd.add_argument("--actors", type=int, metavar="N", help="Ray: how many model actors (default: the cluster's CPUs over --cpus-per-actor)")
-    cmd.add_argument("--cpus-per-actor", type=int, default=1, metavar="N", help="Ray: CPUs (and inference streams) per actor (default 1)")
+    cmd.add_argument("--cpus-per-actor", type=int, metavar="N", help="Ray: CPUs (and inference streams) per actor (default: the smallest node's CPUs)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -16,9 +16,9 @@ def options_of(args: argparse.Namespace) -> job.Options:
     """The run's Options from the command line (CorpusError for a bad combination)."""
     if args.block_rows < 1:
         raise CorpusError(f"--block-rows must be 1 or more, got {args.block_rows}")
-    if args.cpus_per_actor < 1 or (args.actors is not None and args.actors < 1):
+    if any(n is not None and n < 1 for n in (args.actors, args.cpus_per_actor)):
         raise CorpusError("--actors and --cpus-per-actor must be 1 or more")
-    if (args.actors is not None or args.cpus_per_actor != 1) and not args.ray:
+    if (args.actors is not None or args.cpus_per_actor is not None) and not args.ray:
         raise CorpusError("--actors and --cpus-per-actor size a Ray run; add --ray (auto, or the cluster's address)")
     keep = tuple(name.strip() for item in args.keep for name in item.split(",") if name.strip())
     fields = Fields(args.id_field, args.text_field, keep)

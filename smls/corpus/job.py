@@ -66,6 +66,8 @@ class Summary:
     bad: int
     truncated: int
     error: str = ""  # a document that could not be cached (into the store), in the client's words
+    started: float = 0.0  # when its work began and ended (time.time(), where an actor reports it)
+    ended: float = 0.0
 
 
 @dataclass
@@ -183,12 +185,18 @@ def into_store(settings: Settings, doc_ids: list[str] | None, options: Options, 
     return precompute(settings, doc_ids or [], normalize=options.normalize, progress=progress, model=options.model)
 
 
-def report(out: Path, summaries: Sequence[Summary], skipped: int, seconds: float) -> str:
-    """The closing line of a run."""
+def report(out: Path, summaries: Sequence[Summary], skipped: int, seconds: float, began: float | None = None) -> str:
+    """The closing line of a run (`began`: the run's time.time() at its start, where blocks report their own times)."""
     rows = sum(s.rows for s in summaries)
     bad = sum(s.bad for s in summaries)
     rate = f", {rows / seconds:,.0f} rows/s" if seconds > 0 and rows else ""
     line = f"{rows:,} rows in {len(summaries)} blocks written to {out} in {seconds:.1f} s{rate}"
+    timed = [s for s in summaries if s.ended > 0]
+    if began is not None and timed and rows:
+        # The pipeline's own rate, apart from starting it (connecting, each actor loading the model):
+        # what a run a thousand times longer would see.
+        first, last = min(s.started for s in timed), max(s.ended for s in timed)
+        line += f" ({rows / (last - first):,.0f} rows/s once running; {first - began:.1f} s to start)"
     if skipped:
         line += f"; {skipped} blocks were already there"
     if bad:

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from smls.corpus import job, output
 from smls.corpus.sources import Block, CorpusError
 from smls.errors import SmlsError
 
+FIELDS = ("name", "rows", "bad", "truncated", "error", "started", "ended")  # a Summary as a row
 # What an actor's process needs of the driver's environment: the settings and the offline switches.
 _PASSED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -48,11 +50,12 @@ class EmbedActor:
             if not self.options.out:
                 done.append(self.embedder.cache_document(block.source))
                 continue
+            started = time.time()
             try:
-                done.append(self.embedder.embed(block))
+                done.append(replace(self.embedder.embed(block), started=started, ended=time.time()))
             except SmlsError as exc:  # told to the driver as data: an exception loses its type on the way
                 done.append(job.Summary(block.name, 0, 0, 0, exc.message))
-        return {key: [getattr(s, key) for s in done] for key in ("name", "rows", "bad", "truncated", "error")}
+        return {key: [getattr(s, key) for s in done] for key in FIELDS}
 
 
 def connect(address: str) -> None:
@@ -70,11 +73,17 @@ def connect(address: str) -> None:
     ray.init(address=None if address == "auto" else address, **kwargs)
 
 
-def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int) -> Any:
+def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int | None) -> Any:
     """The dataset of block summaries, computed by an actor pool as it is read."""
     import ray
     from ray.data import ActorPoolStrategy
 
+    if cores is None:
+        # One actor per node, on all its cores, where the nodes are alike: one process running
+        # its model on two streams did 654 rows/s where two one-stream actors on the same two
+        # cores did 575 (bench/embed.py's corpus), each actor paying Ray's threads and its own model.
+        cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+        cores = max(1, min((c for c in cpus if c > 0), default=1))
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cores)
     actors = min(actors, len(blocks))
@@ -85,7 +94,9 @@ def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cor
         EmbedActor,
         fn_constructor_kwargs={"env": env, "cwd": os.getcwd(), "options": options.as_dict(), "cores": cores},
         batch_size=1,
-        compute=ActorPoolStrategy(size=actors),
+        # One block at a time per actor: a block is seconds of work, so queueing more behind a
+        # busy actor only leaves another idle at the end (and reading a block takes milliseconds).
+        compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
         num_cpus=cores,
     )
 
@@ -97,14 +108,14 @@ def _collect(dataset: Any, progress: bool, stop_on_error: bool) -> list[job.Summ
     DataContext.get_current().enable_progress_bars = progress
     summaries = []
     for r in dataset.iter_rows():
-        summary = job.Summary(r["name"], int(r["rows"]), int(r["bad"]), int(r["truncated"]), str(r["error"]))
+        summary = job.Summary(str(r["name"]), int(r["rows"]), int(r["bad"]), int(r["truncated"]), str(r["error"]), float(r["started"]), float(r["ended"]))
         if summary.error and stop_on_error:
             raise CorpusError(summary.error)  # (the caller's ray.shutdown stops the other actors)
         summaries.append(summary)
     return summaries
 
 
-def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int, progress: bool) -> list[job.Summary]:
+def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int | None, progress: bool) -> list[job.Summary]:
     """The run on a Ray cluster: every block not yet in the output folder, by a pool of actors."""
     import ray
 
@@ -119,7 +130,7 @@ def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: 
     output.check_manifest(out, job.manifest(settings, options, inputs, blocks, library))
     finished = output.done(out)
     todo = [b for b in blocks if b.name not in finished]
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     summaries: list[job.Summary] = []
     if todo:
         connect(address)
@@ -131,11 +142,11 @@ def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: 
     missing = {b.name for b in todo} - {s.name for s in summaries}
     if missing:
         raise CorpusError(f"{len(missing)} blocks were not written (e.g. {sorted(missing)[0]}); run the same command again to finish them")
-    print(job.report(out, summaries, len(blocks) - len(todo), time.perf_counter() - started))
+    print(job.report(out, summaries, len(blocks) - len(todo), time.perf_counter() - started, began))
     return summaries
 
 
-def into_store_on_ray(settings: Settings, address: str, doc_ids: list[str] | None, options: job.Options, actors: int | None, cores: int) -> int:
+def into_store_on_ray(settings: Settings, address: str, doc_ids: list[str] | None, options: job.Options, actors: int | None, cores: int | None) -> int:
     """Document vectors into the shared store by a pool of actors, one document at a time; the number that failed."""
     import ray
 
