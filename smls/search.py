@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -148,25 +148,18 @@ class CrossSearch:
         """The n best keyword matches over the current versions in scope: (doc_id, digest, index, score), best first."""
         if self.keywords is None:
             raise InvalidOption("keyword search needs a store with a full-text engine; this server has none")
-        digests = self.library.digests() if doc_ids is None else None
-        scope = doc_ids if doc_ids is not None else list(digests or {})
-        held = self.keywords.digests()
-        if digests is not None and not self.shared:
-            for gone in set(held) - set(scope):  # removed since: uploads deleted, files taken away
-                self.keywords.drop(gone)
+        keywords = self.keywords
+        held = keywords.digests()
         current: dict[str, str] = {}
-        for doc_id in scope:
-            try:
-                digest = digests[doc_id] if digests is not None else self.library.digest(doc_id)
-                if held.get(doc_id) != digest:
-                    doc = self.library.load(doc_id)
-                    self.keywords.put(doc_id, doc.digest, [s.text for s in doc.sentences])
-                    digest = doc.digest
-                current[doc_id] = digest
-            except SmlsError as exc:
-                if digests is None:  # asked for by name: its error is the answer
-                    raise
-                found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
+
+        def update(doc_id: str, digest: str) -> None:
+            if held.get(doc_id) != digest:
+                doc = self.library.load(doc_id)
+                keywords.put(doc_id, doc.digest, [s.text for s in doc.sentences])
+                digest = doc.digest
+            current[doc_id] = digest
+
+        self._in_scope(doc_ids, held, keywords.drop, update, found)
         # A few more than n: a version replaced since it was read is left out below.
         hits = self.keywords.search(words, n + 8, doc_ids)
         return [(h.doc_id, h.digest, h.index, h.score) for h in hits if current.get(h.doc_id) == h.digest][:n]
@@ -194,49 +187,69 @@ class CrossSearch:
         neighbours = self.index.nearest(vector, k, None if len(mine) == len(published) else {v: row[2] for v, row in mine.items()})
         for hit in neighbours:
             row = mine.get(hit.version)
-            if row is not None and (got := self._hit(row[0], row[1], hit)) is not None:
-                digest = got.pop("digest")
-                found.hits.append(got if shown else {"doc_id": got["doc_id"], "digest": digest, "index": hit.index, "score": hit.score})
+            if row is not None and (got := self._hit(row[0], row[1], hit, shown)) is not None:
+                found.hits.append(got)
             if len(found.hits) == k:
                 break
         return found
 
     def _bring_up_to_date(self, doc_ids: list[str] | None, published: dict[int, tuple[str, str, int]], found: Found) -> tuple[set[str], bool]:
         """Compute or publish each document in scope that the index lacks; (the ids in scope, whether anything was published or unpublished)."""
-        # Every document's digest at once (one query for the uploads), or those of the few asked for.
-        digests = self.library.digests() if doc_ids is None else None
-        scope = doc_ids if doc_ids is not None else list(digests or {})
         cache, model = self.index.cache, self.index.model
         held = {row[0]: row[1] for row in published.values()}
         changed = False
+
+        def drop(gone: str) -> None:
+            nonlocal changed
+            cache.unpublish(model, gone)
+            changed = True
+
+        def update(doc_id: str, digest: str) -> None:
+            nonlocal changed
+            keys = self._keys(digest)
+            if held.get(doc_id) in keys:
+                return
+            complete = next((key for key in keys if cache.is_complete(key)), None)
+            if complete is None:
+                for _ in self.embedder.fill(self.library.load(doc_id)):  # publishes once complete
+                    pass
+            else:
+                cache.publish(model, doc_id, complete)
+            changed = True
+
+        scope = self._in_scope(doc_ids, held, drop, update, found)
+        return set(scope), changed
+
+    def _in_scope(
+        self, doc_ids: list[str] | None, held: Mapping[str, str], drop: Callable[[str], None], update: Callable[[str, str], None], found: Found
+    ) -> list[str]:
+        """The ids in scope (None: every document), `update(doc_id, current digest)` called for each; the ids `held` no longer in scope dropped first.
+
+        A document that fails is listed in `found.skipped` with its error, unless it was
+        asked for by name: then its error is the answer. A shared store also holds other
+        instances' data-folder documents, which this one cannot see: nothing is dropped there.
+        """
+        # Every document's digest at once (one query for the uploads), or those of the few asked for.
+        digests = self.library.digests() if doc_ids is None else None
+        scope = doc_ids if doc_ids is not None else list(digests or {})
         if digests is not None and not self.shared:
-            for gone in set(held) - set(scope):  # files removed from the data folder
-                cache.unpublish(model, gone)
-                changed = True
+            for gone in set(held) - set(scope):  # uploads deleted, files taken away
+                drop(gone)
         for doc_id in scope:
             try:
-                keys = self._keys(digests[doc_id] if digests is not None else self.library.digest(doc_id))
-                if held.get(doc_id) in keys:
-                    continue
-                complete = next((key for key in keys if cache.is_complete(key)), None)
-                if complete is None:
-                    for _ in self.embedder.fill(self.library.load(doc_id)):  # publishes once complete
-                        pass
-                else:
-                    cache.publish(model, doc_id, complete)
-                changed = True
+                update(doc_id, digests[doc_id] if digests is not None else self.library.digest(doc_id))
             except SmlsError as exc:
-                if digests is None:  # asked for by name: its error is the answer
+                if digests is None:
                     raise
                 found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
-        return set(scope), changed
+        return scope
 
     def _keys(self, digest: str) -> tuple[str, str]:
         """The cache keys a document with this digest may be indexed under: its raw vectors, or its unit-length ones."""
         return self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)
 
-    def _hit(self, doc_id: str, key: str, hit: Neighbour) -> dict[str, Any] | None:
-        """A neighbour as clients see it, or None if its document changed or went since it was indexed."""
+    def _hit(self, doc_id: str, key: str, hit: Neighbour, shown: bool = True) -> dict[str, Any] | None:
+        """A neighbour as clients see it (else, for fusing, its doc_id, digest, index and score), or None if its document changed or went since it was indexed."""
         try:
             digest = self.library.digest(doc_id)
             if key not in self._keys(digest):
@@ -246,7 +259,9 @@ class CrossSearch:
             return None
         if hit.index >= len(doc.sentences):
             return None
-        return {"doc_id": doc_id, "digest": digest, "score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
+        if not shown:
+            return {"doc_id": doc_id, "digest": digest, "index": hit.index, "score": hit.score}
+        return {"doc_id": doc_id, "score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
 
     def _document(self, doc_id: str, digest: str) -> Document:
         """The parsed document, kept for the next few searches (results cluster in few documents)."""
