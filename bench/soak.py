@@ -3,8 +3,8 @@
 Starts `gunicorn server:app -c gunicorn.conf.py` (2 workers) on a free loopback port and
 drives it with wrk at concurrency 64 through a Lua script that rotates /embed (form, and
 JSON with int8/base64 output, on two models: the embedded one and a tiny one built here),
-/v1/embeddings, /rerank, /documents/demo and its search, and /search in every mode, each
-sentence different; beside it a writer uploads (PUT) and deletes documents the whole time. A warm-up phase (60 s) comes first (so caches, the calibration ranges and
+/v1/embeddings, /rerank, /tokenize and /decode, /documents/demo and its search, /search in
+every mode and the search page, each sentence different; beside it a writer uploads (PUT) and deletes documents the whole time. A warm-up phase (60 s) comes first (so caches, the calibration ranges and
 allocator arenas are in place); the RSS of every worker is read after it and at the end.
 
 It fails (exit 1) on any unexpected status (anything but 200, or 503 with Retry-After
@@ -49,7 +49,10 @@ for i, t in ipairs(texts) do
   add("POST", "/embed", form, "model=tiny&message=" .. q)
   add("POST", "/rerank", json, '{"query": "' .. t:gsub('["\\]', "") .. '", "documents": ["a first document", "' .. t:gsub('["\\]', "") .. '", "a third"]}')
   add("GET", "/search?k=5&mode=" .. ({"vector", "keyword", "hybrid"})[i %% 3 + 1] .. "&q=" .. q:sub(1, 60), nil, nil)
+  add("POST", "/tokenize", json, '{"text": ["' .. t:gsub('["\\]', "") .. '"], "model": "' .. ({"mini", "tiny"})[i %% 2 + 1] .. '"}')
+  add("POST", "/decode", json, '{"ids": [101, ' .. (1000 + i) .. ', 102]}')
   if i %% 8 == 0 then add("GET", "/documents/demo", nil, nil) end
+  if i %% 16 == 0 then add("GET", "/search.html", nil, nil) end
 end
 local i = 0
 request = function() i = i + 1; return requests[(i %% #requests) + 1] end
