@@ -24,8 +24,8 @@ lint: $(DEV_STAMP)  ## ruff and mypy over smls/ (settings in pyproject.toml)
 	$(BIN)/ruff check smls tests bench scripts server.py gunicorn.conf.py
 	$(BIN)/mypy
 
-# The clients under clients/ and the nginx test need Debian packages; installed here when missing (as root).
-SYSTEM_DEBS := curl jq sbcl cl-drakma cl-yason emacs-nox chromium nginx
+# The clients under clients/, the nginx test and the manifests' check need Debian packages; installed here when missing (as root).
+SYSTEM_DEBS := curl jq sbcl cl-drakma cl-yason emacs-nox chromium nginx kubectl
 
 system-deps:  ## install what the clients, the docs-page test and the nginx test need (Debian)
 	@missing=$$(for p in $(SYSTEM_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
