@@ -180,7 +180,7 @@ class BlockEmbedder:
 
 def into_store(settings: Settings, doc_ids: list[str] | None, options: Options, progress: bool) -> int:
     """Document vectors into the configured store, exactly as `precompute` puts them (where a server finds them cached); the number that failed."""
-    from smls.__main__ import precompute
+    from smls.precompute import precompute
 
     return precompute(settings, doc_ids or [], normalize=options.normalize, progress=progress, model=options.model)
 
