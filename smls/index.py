@@ -69,13 +69,38 @@ class AnnIndex:
     def __len__(self) -> int:
         return self.live
 
-    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert vectors under keys (into the places of removed vectors first)."""
+    def add(self, keys: np.ndarray, vectors: np.ndarray, returning: bool = False) -> None:
+        """Insert vectors under keys (into the places of removed vectors first); `returning`: keys that may have been removed before."""
+        if returning:
+            keys, vectors = self._take_back(keys, vectors)
+            if not len(keys):
+                return
         needed = self.live + len(keys)
         if needed > self.index.get_max_elements():
             self.index.resize_index(max(needed, 2 * self.index.get_max_elements()))
         self.index.add_items(np.ascontiguousarray(vectors, dtype=np.float32), keys, num_threads=1, replace_deleted=True)
         self.live += len(keys)
+
+    def _take_back(self, keys: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Revive the keys that still own their old, removed places (their vectors written there); the rest, to add anew.
+
+        Added with replace_deleted, a key that still owns a removed place would get another
+        one, and its old place would keep its name: when that place was reused later, hnswlib
+        would drop the name, live vector and all, and removing the key would fail with
+        "Label not found" (a 500 in the soak, after a search with an older snapshot of the
+        published versions put back a version a newer one had taken out).
+        """
+        back = np.zeros(len(keys), dtype=bool)
+        for j, key in enumerate(keys):
+            try:
+                self.index.unmark_deleted(int(key))
+                back[j] = True
+            except RuntimeError as exc:  # its place went to another key since, so the key is new; or it is live
+                back[j] = "not deleted" in str(exc)
+        if back.any():
+            self.index.add_items(np.ascontiguousarray(vectors[back], dtype=np.float32), keys[back], num_threads=1)  # in place
+            self.live += int(back.sum())
+        return keys[~back], vectors[~back]
 
     def remove(self, keys: np.ndarray) -> None:
         """Take keys out."""
@@ -124,6 +149,10 @@ class SearchIndex:
         self.stem = stem
         self.ann = AnnIndex(dimension)
         self.held: dict[int, int] = {}  # version id -> sentence count, what self.ann holds
+        # Versions whose vectors were taken out: their keys may still name removed places, so
+        # they come back through AnnIndex's take-back (a search holding an older snapshot of
+        # the published versions may put back one that a newer snapshot took out).
+        self.removed: set[int] = set()
         self._lock = threading.Lock()
         self._loaded = False
         self._save_at: float | None = None
@@ -139,6 +168,7 @@ class SearchIndex:
         try:
             manifest = orjson.loads(self.manifest.read_bytes())
             held = {int(v): int(n) for v, n in manifest["held"].items()}
+            removed = {int(v) for v in manifest.get("removed", [])}
             ann = AnnIndex.load(self.manifest.parent / manifest["file"], self.dimension, sum(held.values()))
         except FileNotFoundError:
             return
@@ -148,7 +178,7 @@ class SearchIndex:
         if ann.index.element_count < len(ann) or ann.index.dim != self.dimension:
             log.warning("search index %s does not hold the %d vectors its manifest names; rebuilding it", self.manifest, len(ann))
             return
-        self.ann, self.held = ann, held
+        self.ann, self.held, self.removed = ann, held, removed
 
     def sync(self, wanted: dict[int, tuple[str, str, int]] | None = None) -> int:
         """Catch up with the published versions (as just read by the caller, else read here); the number of versions added or removed."""
@@ -160,18 +190,21 @@ class SearchIndex:
             changed = 0
             for version in [v for v in self.held if v not in wanted]:
                 self.ann.remove(labels(version, self.held.pop(version)))
+                self.removed.add(version)
                 changed += 1
             for version, (_doc_id, key, count) in wanted.items():
                 if version in self.held:
                     continue
                 added = 0
                 for chunk in self.cache.vectors(key, self.dimension):
-                    self.ann.add(labels(version, len(chunk)) + np.uint64(added), unit_rows(chunk))
+                    self.ann.add(labels(version, len(chunk)) + np.uint64(added), unit_rows(chunk), returning=version in self.removed)
                     added += len(chunk)
                 if added != count:  # the vectors went away under us (a newer version began): drop what was added
                     self.ann.remove(labels(version, added))
+                    self.removed.add(version)
                     continue
                 self.held[version] = count
+                self.removed.discard(version)
                 changed += 1
             if changed:
                 self._save_soon()
@@ -227,7 +260,8 @@ class SearchIndex:
             name = f"{self.stem}-{uuid.uuid4().hex[:12]}.hnsw"
             self.ann.save(folder / name)
             tmp = self.manifest.with_suffix(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # two saves never share one
-            tmp.write_bytes(orjson.dumps({"model": self.model, "file": name, "held": {str(v): n for v, n in self.held.items()}}))
+            held = {str(v): n for v, n in self.held.items()}
+            tmp.write_bytes(orjson.dumps({"model": self.model, "file": name, "held": held, "removed": sorted(self.removed)}))
             os.replace(tmp, self.manifest)
         # Older saves, by this process or another: not the one the manifest names now, and not
         # one another process may be about to name (written in the last minute).

@@ -87,6 +87,60 @@ def test_search_index_catches_up_with_the_cache_and_survives_a_restart(tmp_path)
     assert [(n.version, n.index) for n in again.search(b[0], 3)] == [(n.version, n.index) for n in index.search(b[0], 3)]
 
 
+def test_a_version_put_back_by_an_older_snapshot_keeps_its_vectors_and_goes_out_cleanly(tmp_path):
+    """Two searches in one worker sync with snapshots of the published versions read at different times.
+
+    The older one puts back a version the newer one took out. Its keys must take back their
+    own removed places: hnswlib would otherwise give them others, and later reuse of the old
+    places dropped the live keys, so taking the version out failed ("Label not found", a 500
+    in make soak).
+    """
+    cache, a, b, index = two_documents(tmp_path)
+    old = cache.published("m")
+    index.sync(old)
+    cache.unpublish("m", "a")  # (its vectors stay cached: an older snapshot can still read them)
+    index.sync(cache.published("m"))  # the newer snapshot: a out
+    index.sync(old)  # the older one, late: a back
+    assert len(index.ann) == 17
+    version_a = next(v for v, row in old.items() if row[0] == "a")
+    assert [h.index for h in index.exact(a[3], [version_a], 1)] == [3]
+    for seed in range(4):  # churn that reuses every removed place
+        fill(cache, f"c{seed}", clustered(10, seed=20 + seed))
+        index.sync(cache.published("m"))
+    index.sync(cache.published("m"))  # a out for good: every key of it is found and removed
+    assert version_a not in index.held and len(index.ann) == 7 + 40
+    index.save()
+    again = SearchIndex(cache, "m", 32, tmp_path / "index")
+    again.load()
+    assert version_a in again.removed  # kept with the saved index: another worker that loads it takes back the same way
+    again.sync(old)
+    again.sync(cache.published("m"))
+    assert len(again.ann) == 7 + 40
+
+
+def test_keys_that_return_take_back_their_own_places():
+    ann = AnnIndex(8)
+    first, second, third = (np.array([v << 32 | i for i in range(3)], dtype=np.uint64) for v in (1, 2, 3))
+    ann.add(first, clustered(3, 8, seed=1))
+    ann.add(second, clustered(3, 8, seed=2))
+    ann.remove(first)
+    ann.remove(second)
+    ann.add(first, clustered(3, 8, seed=3), returning=True)
+    ann.add(third, clustered(3, 8, seed=4))  # takes the places left: second's
+    ann.remove(first)  # every key of first is still there
+    ann.remove(third)
+    assert len(ann) == 0
+    without = AnnIndex(8)  # the same steps without returning=True fail: what the test above guards
+    without.add(first, clustered(3, 8, seed=1))
+    without.add(second, clustered(3, 8, seed=2))
+    without.remove(first)
+    without.remove(second)
+    without.add(first, clustered(3, 8, seed=3))
+    without.add(third, clustered(3, 8, seed=4))
+    with pytest.raises(RuntimeError, match="Label not found"):
+        without.remove(first)
+
+
 def test_exact_search_over_some_versions(tmp_path):
     cache, a, b, index = two_documents(tmp_path)
     index.sync()
