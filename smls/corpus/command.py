@@ -48,7 +48,7 @@ def embed(settings: Settings, args: argparse.Namespace) -> int:
         if args.ray:
             from smls.corpus.on_ray import into_store_on_ray
 
-            return into_store_on_ray(settings, args.ray, doc_ids, options, args.actors, args.cpus_per_actor)
+            return into_store_on_ray(settings, library, args.ray, doc_ids, options, args.actors, args.cpus_per_actor)
         return 1 if job.into_store(settings, doc_ids, options, progress) else 0
     documents = _documents(library, doc_ids)
     blocks = sources.plan(args.inputs, options.block_rows, documents)
@@ -57,7 +57,7 @@ def embed(settings: Settings, args: argparse.Namespace) -> int:
     if args.ray:
         from smls.corpus.on_ray import run_on_ray
 
-        run_on_ray(settings, args.ray, args.inputs, blocks, options, args.actors, args.cpus_per_actor, progress)
+        run_on_ray(settings, library, args.ray, args.inputs, blocks, options, args.actors, args.cpus_per_actor, progress)
     else:
         job.run_local(settings, args.inputs, blocks, options, progress)
     return 0

@@ -46,6 +46,11 @@ class Options:
     prompt_name: str | None = None  # rows only; document sentences always get the model's document prompt
     on_bad_row: OnBadRow = "stop"
 
+    @property
+    def prompt_request(self) -> dict[str, str]:
+        """The rows' prompt as a request names it (Prompts.choose's values): --prompt-name, else nothing (the model's default)."""
+        return {"prompt_name": self.prompt_name} if self.prompt_name else {}
+
     def as_dict(self) -> dict[str, Any]:
         """The options as plain data (for a Ray actor's constructor)."""
         return asdict(self)
@@ -104,7 +109,7 @@ def manifest(settings: Settings, options: Options, inputs: Sequence[str], blocks
         "fingerprint": model_fingerprint(spec.path),
         "backend": spec.backend or settings.backend,
         "normalize": options.normalize,
-        "row_prompt": prompts.choose({"prompt_name": options.prompt_name} if options.prompt_name else {}),
+        "row_prompt": prompts.choose(options.prompt_request),
         "document_prompt": prompts.document,
         "truncation": spec.truncation,
         "block_rows": options.block_rows,
@@ -121,7 +126,7 @@ class BlockEmbedder:
         self.options, self.out = options, Path(options.out)
         self.library = served.library
         self.model: EmbeddingModel = served.embedding(served.model(encoder.name))
-        self.row_prompt = self.model.prompts.choose({"prompt_name": options.prompt_name} if options.prompt_name else {})
+        self.row_prompt = self.model.prompts.choose(options.prompt_request)
 
     def start(self, block: Block) -> _Pending:
         """Read a block and queue its texts with the model (bad rows stop the run, or are kept aside, as the options say)."""
@@ -213,9 +218,7 @@ def run_local(settings: Settings, inputs: Sequence[str], blocks: Sequence[Block]
 
     embedder = BlockEmbedder(settings, options)
     out = Path(options.out)
-    output.check_manifest(out, manifest(settings, options, inputs, blocks, embedder.library))
-    finished = output.done(out)
-    todo = [b for b in blocks if b.name not in finished]
+    todo = output.pending(out, manifest(settings, options, inputs, blocks, embedder.library), blocks)
     summaries: list[Summary] = []
     started = time.perf_counter()
     with tqdm(total=sum(b.stop - b.start for b in todo), unit="row", disable=not progress, file=sys.stderr) as bar:

@@ -26,10 +26,15 @@ from smls.config import Settings, cpu_count
 from smls.corpus import job, output
 from smls.corpus.sources import Block, CorpusError
 from smls.errors import SmlsError
+from smls.library import Library
 
 FIELDS = ("name", "rows", "bad", "truncated", "error", "started", "ended")  # a Summary as a row
-# What an actor's process needs of the driver's environment: the settings and the offline switches.
 _PASSED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def passed_env() -> dict[str, str]:
+    """What an actor's process needs of the driver's environment: the settings and the offline switches."""
+    return {k: v for k, v in os.environ.items() if k.startswith("SMLS_") or k in _PASSED}
 
 
 class EmbedActor:
@@ -62,8 +67,7 @@ def connect(address: str) -> None:
     """Join the cluster at `address`; 'auto': the running cluster, else a new one on this machine's cores."""
     import ray
 
-    env = {k: v for k, v in os.environ.items() if k.startswith("SMLS_") or k in _PASSED}
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": True, "configure_logging": False}
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": passed_env()}, "log_to_driver": True, "configure_logging": False}
     if address == "auto" and not os.environ.get("RAY_ADDRESS"):
         try:
             ray.init(address="auto", **kwargs)
@@ -89,10 +93,9 @@ def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cor
     actors = min(actors, len(blocks))
     items = [b.as_dict() for b in blocks]
     data = ray.data.from_items(items, override_num_blocks=len(items))
-    env = {k: v for k, v in os.environ.items() if k.startswith("SMLS_") or k in _PASSED}
     return data.map_batches(
         EmbedActor,
-        fn_constructor_kwargs={"env": env, "cwd": os.getcwd(), "options": options.as_dict(), "cores": cores},
+        fn_constructor_kwargs={"env": passed_env(), "cwd": os.getcwd(), "options": options.as_dict(), "cores": cores},
         batch_size=1,
         # One block at a time per actor: a block is seconds of work, so queueing more behind a
         # busy actor only leaves another idle at the end (and reading a block takes milliseconds).
@@ -115,21 +118,17 @@ def _collect(dataset: Any, progress: bool, stop_on_error: bool) -> list[job.Summ
     return summaries
 
 
-def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int | None, progress: bool) -> list[job.Summary]:
+def run_on_ray(
+    settings: Settings, library: Library, address: str, inputs: Sequence[str], blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int | None, progress: bool
+) -> list[job.Summary]:
     """The run on a Ray cluster: every block not yet in the output folder, by a pool of actors."""
     import ray
 
-    from smls.library import Library
-    from smls.store import open_store
-
     # Every node sees the same paths only if they are absolute (and shared).
-    blocks = [Block(b.kind, b.source if b.kind == "document" else str(Path(b.source).resolve()), b.number, b.start, b.stop, b.offset) for b in blocks]
-    options = job.Options(**{**options.__dict__, "out": str(Path(options.out).resolve())})
+    blocks = [b if b.kind == "document" else replace(b, source=str(Path(b.source).resolve())) for b in blocks]
+    options = replace(options, out=str(Path(options.out).resolve()))
     out = Path(options.out)
-    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
-    output.check_manifest(out, job.manifest(settings, options, inputs, blocks, library))
-    finished = output.done(out)
-    todo = [b for b in blocks if b.name not in finished]
+    todo = output.pending(out, job.manifest(settings, options, inputs, blocks, library), blocks)
     started, began = time.perf_counter(), time.time()
     summaries: list[job.Summary] = []
     if todo:
@@ -146,14 +145,12 @@ def run_on_ray(settings: Settings, address: str, inputs: Sequence[str], blocks: 
     return summaries
 
 
-def into_store_on_ray(settings: Settings, address: str, doc_ids: list[str] | None, options: job.Options, actors: int | None, cores: int | None) -> int:
+def into_store_on_ray(
+    settings: Settings, library: Library, address: str, doc_ids: list[str] | None, options: job.Options, actors: int | None, cores: int | None
+) -> int:
     """Document vectors into the shared store by a pool of actors, one document at a time; the number that failed."""
     import ray
 
-    from smls.library import Library
-    from smls.store import open_store
-
-    library = Library(open_store(settings.store, settings.data_dir), settings.data_dir)
     ids = doc_ids if doc_ids is not None else [entry.doc_id for entry in library.listing()]
     if not ids:
         print(f"no documents in {settings.data_dir}", file=sys.stderr)

@@ -47,9 +47,11 @@ def check_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
     _write_atomically(path, lambda f: f.write(text))
 
 
-def done(out: Path) -> set[str]:
-    """The names of the blocks already written in `out`."""
-    return {p.name[: -len(".parquet")] for p in out.glob("part-*.parquet")}
+def pending(out: Path, manifest: Mapping[str, Any], blocks: Sequence[Block]) -> list[Block]:
+    """The blocks not yet written in `out`, once its manifest says it holds this same run (check_manifest)."""
+    check_manifest(out, manifest)
+    done = {p.name[: -len(".parquet")] for p in out.glob("part-*.parquet")}
+    return [b for b in blocks if b.name not in done]
 
 
 def write_block(out: Path, block: Block, table: Any, bad: Sequence[BadRow]) -> None:

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import orjson
 
-from smls.documents import DOC_ID_PATTERN
-from smls.errors import SmlsError
+from smls.documents import check_doc_id
+from smls.errors import InvalidDocId, SmlsError
 
 Kind = Literal["jsonl", "parquet", "document"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -119,9 +119,10 @@ def document_ids(inputs: Sequence[str]) -> list[str] | None:
             return None
         if source.startswith(DOCUMENTS + "/"):
             doc_id = source.split("/", 1)[1]
-            if not re.fullmatch(DOC_ID_PATTERN, doc_id):
-                raise CorpusError(f"{source}: {doc_id!r} is not a document id")
-            ids.append(doc_id)
+            try:
+                ids.append(check_doc_id(doc_id))
+            except InvalidDocId as exc:
+                raise CorpusError(f"{source}: {doc_id!r} is not a document id ({exc.message})") from None
     return ids
 
 
