@@ -10,21 +10,28 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.procs import free_port
+
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def pids_with_env(variable: str, value: str, command: bytes = b"") -> list[int]:
+    """The processes whose environment sets `variable` to `value` (and whose command line holds `command`)."""
+    mark = f"{variable}={value}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and command in (proc / "cmdline").read_bytes() and mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
 
 
 class Cluster:
@@ -78,14 +85,11 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     continue
         # Ray's workers start sessions of their own: any process left that runs with this cluster's RAY_TMPDIR goes too.
-        mark = f"RAY_TMPDIR={self.tmp}".encode()
-        for proc in Path("/proc").iterdir():
+        for pid in pids_with_env("RAY_TMPDIR", self.tmp):
             try:
-                if proc.name.isdigit() and mark in (proc / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except OSError:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 continue
-
 
     def __enter__(self) -> Cluster:
         try:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from scripts.ray_cluster import Cluster
+from scripts.ray_cluster import Cluster, pids_with_env
 from smls import documents
 from smls.config import Settings
 from tests.helpers import ROOT, documents_of, server_env, write_document
@@ -48,17 +48,7 @@ def corpus(tmp_path):
 
 def actors_of(cache_dir: Path) -> list[int]:
     """The pids of this run's model actors: processes whose environment has the run's own SMLS_CACHE_DIR."""
-    mark = f"SMLS_CACHE_DIR={cache_dir}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if b"MapBatches(EmbedActor)" in (proc / "cmdline").read_bytes() and mark in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return pids_with_env("SMLS_CACHE_DIR", str(cache_dir), b"MapBatches(EmbedActor)")
 
 
 def test_two_nodes_give_the_in_process_vectors_each_row_once(cluster, tmp_path, corpus, encoder):
