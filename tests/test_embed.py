@@ -12,18 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.corpora import stdlib_sample  # real sentences of mixed lengths: the standard library's docstrings
 from smls import documents
 from smls.config import Settings
 from smls.corpus import sources
 from smls.corpus.sources import Fields
 from tests.helpers import ROOT, documents_of, server_env, write_document
-
-
-def sentences(n: int) -> list[str]:
-    """Real sentences of mixed lengths: the standard library's docstrings (one-liners to paragraphs)."""
-    from bench.corpora import stdlib_sample
-
-    return stdlib_sample(n)
 
 
 def smls_embed(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -46,7 +40,7 @@ def env(tmp_path):
 
 
 def test_jsonl_rows_get_the_in_process_vectors_in_input_order(tmp_path, env, encoder):
-    texts = sentences(699)
+    texts = stdlib_sample(699)
     texts.insert(350, "a paragraph far over the model's 256 tokens, " * 40)
     rows = [{"id": f"t{i}", "text": t, "lang": "en", "n": i} for i, t in enumerate(texts)]
     source = write_jsonl(tmp_path / "corpus.jsonl", rows)
@@ -69,7 +63,7 @@ def test_jsonl_rows_get_the_in_process_vectors_in_input_order(tmp_path, env, enc
 
 
 def test_parquet_in_integer_ids_and_a_rerun_does_only_what_is_missing(tmp_path, env, encoder):
-    texts = sentences(300)
+    texts = stdlib_sample(300)
     pq.write_table(pa.table({"key": list(range(300)), "body": texts, "score": [i / 2 for i in range(300)]}), tmp_path / "in.parquet", row_group_size=70)
     args = [str(tmp_path / "in.parquet"), "--out", str(tmp_path / "out"), "--id-field", "key", "--text-field", "body", "--keep", "score", "--block-rows", "100"]
     assert smls_embed(env, *args).returncode == 0

@@ -14,17 +14,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from bench.corpora import stdlib_sample  # real sentences of mixed lengths: the standard library's docstrings
 from scripts.ray_cluster import Cluster, pids_with_env
 from smls import documents
 from smls.config import Settings
 from tests.helpers import ROOT, documents_of, server_env, write_document
-
-
-def sentences(n: int) -> list[str]:
-    """Real sentences of mixed lengths (the standard library's docstrings)."""
-    from bench.corpora import stdlib_sample
-
-    return stdlib_sample(n)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def smls_embed(cluster: Cluster, env: dict, *args: str) -> subprocess.Popen:
 
 @pytest.fixture()
 def corpus(tmp_path):
-    texts = sentences(2000)
+    texts = stdlib_sample(2000)
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"id": f"s{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
     return path, texts
