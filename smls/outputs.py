@@ -192,6 +192,7 @@ class Calibration:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.path.parent, suffix=".npy", delete=False) as tmp:
                 np.save(tmp, vectors)
+            os.chmod(tmp.name, 0o644)  # not the temporary file's 0600: servers running as another user read it too
             os.replace(tmp.name, self.path)
         except OSError:
             pass  # a read-only cache only costs recomputing in the next process

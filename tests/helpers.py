@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 import requests
+import yaml
 
 from smls.config import Settings
 from smls.doc_vectors import DocumentEmbedder
@@ -343,3 +344,24 @@ class Browser:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+# ---------------------------------------------------------------- deploy/kubernetes/
+
+
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+
+
+def manifests() -> dict[str, dict]:
+    """Every resource of deploy/kubernetes/ by kind, from its own files (as kustomize reads them)."""
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    found = {}
+    for name in kustomization["resources"]:
+        doc = yaml.safe_load((MANIFESTS / name).read_text())
+        found[doc["kind"]] = doc
+    return found
+
+
+def container() -> dict:
+    """The Deployment's smls container."""
+    return manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]

@@ -14,24 +14,9 @@ import requests
 import yaml
 
 from smls.config import Settings
-from tests.helpers import ROOT
+from tests.helpers import MANIFESTS, ROOT, container, manifests
 
-MANIFESTS = ROOT / "deploy" / "kubernetes"
 KUBERNETES = "1.37.0"  # the schema version kubernetes-validate checks against
-
-
-def manifests() -> dict[str, dict]:
-    """Every resource of deploy/kubernetes/ by kind, from its own files (as kustomize reads them)."""
-    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
-    found = {}
-    for name in kustomization["resources"]:
-        doc = yaml.safe_load((MANIFESTS / name).read_text())
-        found[doc["kind"]] = doc
-    return found
-
-
-def container() -> dict:
-    return manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
 
 
 def env() -> dict[str, str]:

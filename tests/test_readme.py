@@ -37,6 +37,7 @@ NOT_RUN = {
     "sh clients/shell/embed.sh": "tests/test_clients.py runs every client (make test-clients)",
     "nginx -c": "tests/test_deploy.py runs deploy/nginx.conf in front of two instances (make test-deploy)",
     "ray start --head": "tests/test_embed_ray.py runs smls embed on a real two-node Ray cluster",
+    "podman run -d --name smls": "tests/test_image.py runs the image: key, volume, podman stop (make test-image)",
 }
 
 

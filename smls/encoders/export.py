@@ -147,7 +147,6 @@ def ensure_exported(path: Path, fingerprint: str, cache_dir: Path, backend: str)
     openvino-int8 NNCF's static int8 of it, in OpenVINO's own format (an .xml beside its .bin).
     """
     folder = cache_dir / "onnx" / fingerprint
-    folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / "model.onnx"
     # The recipe is in the name, so a file quantised another way is never reused: "smooth",
     # SmoothQuant first (smls.encoders.smoothing); "ffn0fp32", the first feed-forward output
@@ -159,7 +158,15 @@ def ensure_exported(path: Path, fingerprint: str, cache_dir: Path, backend: str)
     target = targets.get(backend, fp32)
     if target.is_file():
         return target
-    with open(folder / ".lock", "w") as lock:  # one exporter at a time across processes
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "w")
+    except OSError as exc:  # a read-only export folder (an image's) that lacks this model or backend
+        raise StartupError(
+            f"no {backend} export of the model at {str(path)!r} in {str(cache_dir)!r}, and it cannot be made there "
+            f"({exc.strerror}): run `python -m smls prepare --backend {backend}` where it can be written"
+        ) from None
+    with lock:  # one exporter at a time across processes
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not fp32.is_file():
             log.info("exporting %s to ONNX in %s (once)", path, folder)

@@ -175,7 +175,7 @@ def build(settings: Settings, models: Mapping[str, Encoder | PairScorer] | None 
         if load_indexes:
             index.load()
         search = CrossSearch(library, documents, index, settings.request_timeout, shared=is_postgres(settings.store), keywords=keywords)
-        calibration = outputs.Calibration(encoder, settings.cache_dir)
+        calibration = outputs.Calibration(encoder, settings.exports)
         matryoshka = bool(spec and spec.matryoshka)
         served[name] = EmbeddingModel(name, encoder, batcher, documents, search, calibration, tokens, truncation, prompts, matryoshka)
     embedders = [m.name for m in served.values() if isinstance(m, EmbeddingModel)]

@@ -70,7 +70,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> SentenceEncoder | CrossEn
         "name": spec.name,
         "device": settings.device,
         "batch_size": spec.batch_size or settings.batch_size,
-        "cache_dir": str(settings.cache_dir),
+        "cache_dir": str(settings.exports),
         "threads": settings.effective_torch_threads,
     }
     if spec.embeds:
@@ -129,7 +129,7 @@ def _filled(config: Mapping[str, Any], settings: Settings, model_path: Path, spe
         "device": config.get("device") or settings.device,
         "batch_size": int(config.get("batch_size") or (spec and spec.batch_size) or settings.batch_size),
         "backend": backend,
-        "cache_dir": str(Path(config.get("cache_dir") or settings.cache_dir).resolve()),
+        "cache_dir": str(Path(config.get("cache_dir") or settings.exports).resolve()),
         # In-process use gets the library's default (every core) unless it asks; the server
         # asks for its workers' share (load_model).
         "threads": int(config.get("threads") or 0),
