@@ -86,6 +86,36 @@ def test_a_killed_actor_loses_no_row_and_doubles_none(cluster, tmp_path, corpus)
     assert not list(out.glob(".*.tmp"))  # the dead actor's half-written file was removed
 
 
+def test_a_removed_node_loses_no_row_and_doubles_none(tmp_path, corpus):
+    """The second node is killed mid-run (raylet and all, as a lost machine): its blocks are done again on the head, each row once."""
+    source, _ = corpus
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    env = server_env(SMLS_CACHE_DIR=str(cache), SMLS_DATA_DIR=str(tmp_path / "data"))
+    with Cluster(nodes=2, cpus=1) as own:  # a cluster of its own: this one ends with a node fewer
+        run = smls_embed(own, env, str(source), "--out", str(out), "--block-rows", "100")
+        try:
+            deadline = time.monotonic() + 300
+            while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and run.poll() is None:
+                time.sleep(0.1)
+            assert len(actors_of(cache)) == 2, "the run did not start an actor on each node"
+            own.remove_node(2)
+            written_at_removal = len(list(out.glob("part-*.parquet")))
+            # Its actor goes with it (a worker exits when its raylet is gone); the head has no CPU for a second one.
+            while len(actors_of(cache)) > 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(actors_of(cache)) <= 1 or run.poll() is not None
+            stdout, stderr = run.communicate(timeout=600)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode == 0, stderr
+    assert written_at_removal < 20  # the node went before the end
+    assert "2,000 rows in 20 blocks written" in stdout
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert sorted(ids, key=lambda i: int(i[1:])) == [f"s{i}" for i in range(2000)]
+    assert not list(out.glob(".*.tmp"))
+
+
 def test_a_bad_row_on_a_node_stops_the_run_with_its_line(cluster, tmp_path):
     source = tmp_path / "bad.jsonl"
     source.write_text('{"id": "a", "text": "fine"}\n{"id": "b"}\n', encoding="utf-8")
