@@ -130,12 +130,13 @@ def test_it_serves_as_the_server_does_and_stops_cleanly(image, encoder):
     """Key required, curl's vectors equal in-process ones, search has page citations, no torch; SIGTERM finishes in-flight work, exit 0."""
     with volume() as data, running(image, "--volume", f"{data}:/data") as box:
         assert requests.post(box.url + "/embed", data={"message": "hello"}, timeout=10).status_code == 401
+        # README's first example, with the key.
         curl = subprocess.run(
-            ["curl", "-s", "-H", f"Authorization: Bearer {KEY}", f"{box.url}/embed", "-d", "message=How do I reset my password?"],
+            ["curl", "-s", "-H", f"Authorization: Bearer {KEY}", "-d", "message=['Hello world!', 'How are you today?']", "-X", "POST", f"{box.url}/embed"],
             capture_output=True, text=True, timeout=30, check=True,
         )
-        served = np.array(json.loads(curl.stdout)["embeddings"][0], dtype=np.float32)
-        assert np.abs(served - encoder.encode(["How do I reset my password?"]).vectors[0]).max() <= 1e-5
+        served = np.array(json.loads(curl.stdout)["embeddings"], dtype=np.float32)
+        assert np.abs(served - encoder.encode(["Hello world!", "How are you today?"]).vectors).max() <= 1e-5
 
         upload(box, "logbook")
         hit = search_hit(box)
