@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from bench import ann, bigdoc, embed, image, retrieval
+from bench import ann, bigdoc, embed, image, longtext, retrieval
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
 from bench.inprocess import ceilings, cores, corpus_ceiling, dimensions_cost, drain, encoder, inference_cpu_ms, machine, quality, recheck
 from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, settle, smls_server
@@ -241,6 +241,7 @@ def main() -> None:
         documents(say, backends[0], work, args.short)
         # (int8 where it runs: the backend a bulk job would pick)
         embed.measure(say, "onnx-int8" if "onnx-int8" in backends else backends[0], work, args.short)
+        longtext.measure(say, "onnx-int8" if "onnx-int8" in backends else backends[0], work, args.short)
         image.measure(say, work, seconds, args.short)
 
     if args.no_scale:

@@ -42,6 +42,7 @@ class Server:
     startup_s: float = 0.0
     model: str | None = None  # a served model's name, sent in every request (smls only)
     workers: int = 0  # gunicorn workers to wait for: load starts once every one accepts connections
+    texts: list[str] | None = None  # what its requests carry (None: the demo corpus)
 
     @property
     def url(self) -> str:
@@ -107,7 +108,7 @@ class Server:
         return total / 1024
 
     def bodies(self, size: int) -> list[str]:
-        texts = corpus()
+        texts = self.texts or corpus()
         groups = [[texts[(i + j) % len(texts)] for j in range(size)] for i in range(len(texts))]
         if self.body == "openai":
             return [json.dumps({"model": "minilm", "input": g}) for g in groups]
