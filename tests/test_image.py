@@ -28,7 +28,7 @@ from tests.helpers import free_port, manifests
 pytestmark = pytest.mark.image
 
 IMAGE = os.environ.get("SMLS_IMAGE", "localhost/smls:latest")
-FULL_IMAGE = IMAGE.rsplit(":", 1)[0] + ":full"  # make image-full: torch and cross-encoders too
+FULL_IMAGE = os.environ.get("SMLS_IMAGE_FULL", "localhost/smls:full")  # make image-full: torch and cross-encoders too
 KEY = "image-test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LOGBOOK = (
