@@ -40,6 +40,20 @@ def corpus(tmp_path):
     return path, texts
 
 
+def wait_for_blocks(out: Path, run: subprocess.Popen, n: int, deadline: float) -> None:
+    """Until the run has written n block files (or ended, or the deadline passed)."""
+    while len(list(out.glob("part-*.parquet"))) < n and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.1)
+
+
+def assert_each_row_once(out: Path, stdout: str) -> None:
+    """All 20 blocks written, every id of the 2,000-row corpus in the output exactly once, no temporary file left."""
+    assert "2,000 rows in 20 blocks written" in stdout
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert sorted(ids, key=lambda i: int(i[1:])) == [f"s{i}" for i in range(2000)]  # each exactly once
+    assert not list(out.glob(".*.tmp"))  # a dead actor's half-written file was removed
+
+
 def actors_of(cache_dir: Path) -> list[int]:
     """The pids of this run's model actors: processes whose environment has the run's own SMLS_CACHE_DIR."""
     return pids_with_env("SMLS_CACHE_DIR", str(cache_dir), b"MapBatches(EmbedActor)")
@@ -67,9 +81,7 @@ def test_a_killed_actor_loses_no_row_and_doubles_none(cluster, tmp_path, corpus)
     out = tmp_path / "out"
     run = smls_embed(cluster, env, str(source), "--out", str(out), "--block-rows", "100")
     try:
-        deadline = time.monotonic() + 300
-        while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.1)
+        wait_for_blocks(out, run, 2, time.monotonic() + 300)
         victims = actors_of(cache)
         assert victims, "no actor of this run was found"
         os.kill(victims[0], signal.SIGKILL)  # mid-run: blocks are left, and one is likely in its hands
@@ -80,10 +92,7 @@ def test_a_killed_actor_loses_no_row_and_doubles_none(cluster, tmp_path, corpus)
             run.kill()
     assert run.returncode == 0, stderr
     assert written_at_kill < 20  # the kill came before the end
-    assert "2,000 rows in 20 blocks written" in stdout
-    ids = pq.read_table(out).column("id").to_pylist()
-    assert sorted(ids, key=lambda i: int(i[1:])) == [f"s{i}" for i in range(2000)]  # each exactly once
-    assert not list(out.glob(".*.tmp"))  # the dead actor's half-written file was removed
+    assert_each_row_once(out, stdout)
 
 
 def test_a_removed_node_loses_no_row_and_doubles_none(tmp_path, corpus):
@@ -95,8 +104,7 @@ def test_a_removed_node_loses_no_row_and_doubles_none(tmp_path, corpus):
         run = smls_embed(own, env, str(source), "--out", str(out), "--block-rows", "100")
         try:
             deadline = time.monotonic() + 300
-            while len(list(out.glob("part-*.parquet"))) < 2 and time.monotonic() < deadline and run.poll() is None:
-                time.sleep(0.1)
+            wait_for_blocks(out, run, 2, deadline)
             assert len(actors_of(cache)) == 2, "the run did not start an actor on each node"
             own.remove_node(2)
             written_at_removal = len(list(out.glob("part-*.parquet")))
@@ -110,10 +118,7 @@ def test_a_removed_node_loses_no_row_and_doubles_none(tmp_path, corpus):
                 run.kill()
     assert run.returncode == 0, stderr
     assert written_at_removal < 20  # the node went before the end
-    assert "2,000 rows in 20 blocks written" in stdout
-    ids = pq.read_table(out).column("id").to_pylist()
-    assert sorted(ids, key=lambda i: int(i[1:])) == [f"s{i}" for i in range(2000)]
-    assert not list(out.glob(".*.tmp"))
+    assert_each_row_once(out, stdout)
 
 
 def test_a_bad_row_on_a_node_stops_the_run_with_its_line(cluster, tmp_path):
