@@ -36,7 +36,7 @@ def _run(corpus: Path, out: Path, backend: str, *extra: str, env: dict[str, str]
     found = re.search(r"([0-9,]+) rows/s", done.stdout)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"smls embed failed: {done.stderr[-2000:]}")
-    running = re.search(r"\(([0-9,]+) rows/s once running; ([0-9.]+) s to start\)", done.stdout)
+    running = re.search(r"\(([0-9,]+) rows/s once running, \d+ actors?; ([0-9.]+) s to start\)", done.stdout)
     number = lambda text: float(text.replace(",", ""))  # noqa: E731
     return number(found.group(1)), number(running.group(1)) if running else None, number(running.group(2)) if running else None
 

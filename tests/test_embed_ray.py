@@ -74,6 +74,16 @@ def test_two_nodes_give_the_in_process_vectors_each_row_once(cluster, tmp_path, 
     assert np.abs(vectors - encoder.run(texts)).max() <= 1e-5
 
 
+def test_two_blocks_go_to_two_actors(cluster, tmp_path, corpus):
+    """Each actor takes a block while the other runs one: the head's actor (the first up, beside the block list) takes no second."""
+    source, _ = corpus
+    env = server_env(SMLS_CACHE_DIR=str(tmp_path / "cache"), SMLS_DATA_DIR=str(tmp_path / "data"))
+    run = smls_embed(cluster, env, str(source), "--out", str(tmp_path / "out"), "--block-rows", "1000")
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert "2,000 rows in 2 blocks written" in out and "once running, 2 actors;" in out
+
+
 def test_a_killed_actor_loses_no_row_and_doubles_none(cluster, tmp_path, corpus):
     source, _ = corpus
     cache = tmp_path / "cache"

@@ -73,6 +73,7 @@ class Summary:
     error: str = ""  # a document that could not be cached (into the store), in the client's words
     started: float = 0.0  # when its work began and ended (time.time(), where an actor reports it)
     ended: float = 0.0
+    actor: str = ""  # the actor that did it (host:pid), where one did
 
 
 @dataclass
@@ -201,7 +202,8 @@ def report(out: Path, summaries: Sequence[Summary], skipped: int, seconds: float
         # The pipeline's own rate, apart from starting it (connecting, each actor loading the model):
         # what a run a thousand times longer would see.
         first, last = min(s.started for s in timed), max(s.ended for s in timed)
-        line += f" ({rows / (last - first):,.0f} rows/s once running; {first - began:.1f} s to start)"
+        actors = len({s.actor for s in timed})
+        line += f" ({rows / (last - first):,.0f} rows/s once running, {actors} actor{'s' if actors > 1 else ''}; {first - began:.1f} s to start)"
     if skipped:
         line += f"; {skipped} blocks were already there"
     if bad:

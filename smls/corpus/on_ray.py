@@ -13,6 +13,7 @@ only.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ from smls.corpus.sources import Block, CorpusError
 from smls.errors import SmlsError
 from smls.library import Library
 
-FIELDS = ("name", "rows", "bad", "truncated", "error", "started", "ended")  # a Summary as a row
+FIELDS = ("name", "rows", "bad", "truncated", "error", "started", "ended", "actor")  # a Summary as a row
 _PASSED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+STARTUP_S = 600  # how long the actors may take to start (a cluster may have to add nodes for them)
 
 
 def passed_env() -> dict[str, str]:
@@ -46,6 +48,7 @@ class EmbedActor:
             os.chdir(cwd)
         self.options = job.Options.from_dict(options)
         self.embedder = job.BlockEmbedder(Settings.from_env(), self.options, cores)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         """Embed each block of the batch; one summary row per block."""
@@ -57,7 +60,7 @@ class EmbedActor:
                 continue
             started = time.time()
             try:
-                done.append(replace(self.embedder.embed(block), started=started, ended=time.time()))
+                done.append(replace(self.embedder.embed(block), started=started, ended=time.time(), actor=self.name))
             except SmlsError as exc:  # told to the driver as data: an exception loses its type on the way
                 done.append(job.Summary(block.name, 0, 0, 0, exc.message))
         return {key: [getattr(s, key) for s in done] for key in FIELDS}
@@ -77,10 +80,10 @@ def connect(address: str) -> None:
     ray.init(address=None if address == "auto" else address, **kwargs)
 
 
-def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int | None) -> Any:
+def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cores: int | None, progress: bool) -> Any:
     """The dataset of block summaries, computed by an actor pool as it is read."""
     import ray
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, DataContext
 
     if cores is None:
         # One actor per node, on all its cores, where the nodes are alike: one process running
@@ -91,30 +94,44 @@ def _pool(blocks: Sequence[Block], options: job.Options, actors: int | None, cor
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cores)
     actors = min(actors, len(blocks))
+    free = int(ray.available_resources().get("CPU", 0))
+    if actors * cores > free:  # an autoscaling cluster may add nodes for them; a fixed one never will
+        print(f"waiting up to {STARTUP_S} s for {actors * cores} CPUs ({actors} actors x {cores}); the cluster has {free} free", file=sys.stderr)
     items = [b.as_dict() for b in blocks]
+    context = DataContext.get_current()  # (a dataset takes a copy of it when made)
+    context.enable_progress_bars = progress
+    # Hand out no block before every actor is up (loading its model takes seconds): otherwise
+    # the first actor ready takes two blocks, and a job of two blocks runs on one actor.
+    context.wait_for_min_actors_s = STARTUP_S
+    # And to the least busy actor, not the one on the node that holds the block's few numbers
+    # (the rows are read by the actor, where it runs): else the head's actor takes two.
+    context.execution_options.actor_locality_enabled = False
     data = ray.data.from_items(items, override_num_blocks=len(items))
     return data.map_batches(
         EmbedActor,
         fn_constructor_kwargs={"env": passed_env(), "cwd": os.getcwd(), "options": options.as_dict(), "cores": cores},
         batch_size=1,
-        # One block at a time per actor: a block is seconds of work, so queueing more behind a
-        # busy actor only leaves another idle at the end (and reading a block takes milliseconds).
-        compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+        # A block running and one waiting per actor: with one, an actor sat idle 0.1-0.2 s
+        # between blocks of 3 s while the driver handed it the next (5%). No more than one
+        # waits, so no actor has more than one block left when another runs out of work.
+        compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
         num_cpus=cores,
     )
 
 
-def _collect(dataset: Any, progress: bool, stop_on_error: bool) -> list[job.Summary]:
+def _collect(dataset: Any, stop_on_error: bool) -> list[job.Summary]:
     """Run the pipeline; the blocks' summaries (a block's error, such as a bad row that stops the run, raised here when `stop_on_error`)."""
-    from ray.data import DataContext
+    from ray.exceptions import GetTimeoutError
 
-    DataContext.get_current().enable_progress_bars = progress
     summaries = []
-    for r in dataset.iter_rows():
-        summary = job.Summary(str(r["name"]), int(r["rows"]), int(r["bad"]), int(r["truncated"]), str(r["error"]), float(r["started"]), float(r["ended"]))
-        if summary.error and stop_on_error:
-            raise CorpusError(summary.error)  # (the caller's ray.shutdown stops the other actors)
-        summaries.append(summary)
+    try:
+        for r in dataset.iter_rows():
+            summary = job.Summary(str(r["name"]), int(r["rows"]), int(r["bad"]), int(r["truncated"]), str(r["error"]), float(r["started"]), float(r["ended"]), str(r["actor"]))
+            if summary.error and stop_on_error:
+                raise CorpusError(summary.error)  # (the caller's ray.shutdown stops the other actors)
+            summaries.append(summary)
+    except GetTimeoutError:  # (raised by the pool's start: see STARTUP_S)
+        raise CorpusError(f"the actors did not all start within {STARTUP_S} s: ask for fewer (--actors, --cpus-per-actor) or add nodes") from None
     return summaries
 
 
@@ -134,7 +151,7 @@ def run_on_ray(
     if todo:
         connect(address)
         try:
-            summaries = _collect(_pool(todo, options, actors, cores), progress, stop_on_error=True)
+            summaries = _collect(_pool(todo, options, actors, cores, progress), stop_on_error=True)
         finally:
             ray.shutdown()
     output.remove_leftovers(out)
@@ -158,7 +175,7 @@ def into_store_on_ray(
     blocks = [Block("document", doc_id, 0, 0, 0) for doc_id in ids]
     connect(address)
     try:
-        summaries = _collect(_pool(blocks, options, actors, cores), progress=False, stop_on_error=False)
+        summaries = _collect(_pool(blocks, options, actors, cores, progress=False), stop_on_error=False)
     finally:
         ray.shutdown()
     for s in summaries:
