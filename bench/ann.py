@@ -185,8 +185,8 @@ def measure(say, short: bool) -> None:  # noqa: ANN001 - bench.run's say
     with tempfile.TemporaryDirectory() as tmp:
         real = real_vectors(Path(tmp), short)
         rows = [_in_child(lib, str(real), 0, threads) for lib in LIBRARIES]
-        # pgvector fills an indexed table at 390-600 vectors/s here (the table above): 1M would take
-        # 30 to 45 minutes, so it stops at PG_SCALE and the table says so.
+        # pgvector fills an indexed table at 690-1,250 vectors/s here (the table above), slower as it
+        # grows: 1M would take half an hour or more, so it stops at PG_SCALE and the table says so.
         rows += [_in_child(lib, str(real), scale if lib != "pgvector" else min(scale, PG_SCALE), threads) for lib in LIBRARIES]
     say(f"## Search index (GET /search): HNSW M={M}, efConstruction={EF_ADD}, efSearch={EF_SEARCH}; queries one at a time on one thread")
     say()
