@@ -5,8 +5,9 @@
 
 Each library runs in a process of its own (its memory measured alone, and usearch never
 loaded beside onnxruntime: importing it first crashed the process), on the same vectors
-with the same HNSW settings as smls.index (16 links, 128 candidates building, 256 per
-query), queries one at a time on one thread, recall@10 against exact search.
+with the HNSW settings smls serves with (16 links, 256 candidates per query; 128 candidates
+per insert in hnswlib and usearch, as smls.index, and 64 in pgvector, as smls.store.pgvector),
+queries one at a time on one thread, recall@10 against exact search.
 - pgvector: a PostgreSQL 18 of its own (scripts/postgres.py), smls's own table (halfvec,
   HNSW made with the table, smls.store.pgvector.create_table) filled by smls's binary COPY
   as a publish fills it, so "build" is ingest: vectors/s written into an indexed table.
@@ -188,7 +189,9 @@ def measure(say, short: bool) -> None:  # noqa: ANN001 - bench.run's say
         # pgvector fills an indexed table at 690-1,250 vectors/s here (the table above), slower as it
         # grows: 1M would take half an hour or more, so it stops at PG_SCALE and the table says so.
         rows += [_in_child(lib, str(real), scale if lib != "pgvector" else min(scale, PG_SCALE), threads) for lib in LIBRARIES]
-    say(f"## Search index (GET /search): HNSW M={M}, efConstruction={EF_ADD}, efSearch={EF_SEARCH}; queries one at a time on one thread")
+    from smls.store.pgvector import EF_CONSTRUCTION as PG_EF_ADD
+
+    say(f"## Search index (GET /search): HNSW M={M}, efConstruction={EF_ADD} (pgvector {PG_EF_ADD}), efSearch={EF_SEARCH}; queries one at a time on one thread")
     say()
     say(f"| library | vectors | build s ({threads} threads) | memory MB | queries | recall@10 | p50 ms | p99 ms |")
     say("|---|---|---|---|---|---|---|---|")

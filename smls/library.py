@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from smls import documents
 from smls.documents import Document
@@ -73,8 +76,13 @@ class Library:
             raise DocumentConflict(
                 f"document {doc_id!r} is a pair of files in the data folder; change the files there, or upload under another id"
             )
-        replaced = self.store.put(StoredDocument(doc_id, texts, pages, doc.digest, len(doc.sentences)))
+        shown = tuple(orjson.dumps(documents.sentence_json(i, s)) for i, s in enumerate(doc.sentences))
+        replaced = self.store.put(StoredDocument(doc_id, texts, pages, doc.digest, len(doc.sentences), shown))
         return doc, replaced
+
+    def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """Uploaded sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) still current; the rest are missing (files, or stored before smls kept them)."""
+        return {key: orjson.loads(shown) for key, shown in self.store.shown(wanted).items()}
 
     def delete(self, doc_id: str) -> None:
         """Remove an uploaded document; DocumentConflict for files in the data folder, DocumentNotFound if there is none."""

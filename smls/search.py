@@ -134,11 +134,12 @@ class CrossSearch:
         keyword = self._keyword_search(list(words), n, doc_ids, found)
         found.skipped = list({s["doc_id"]: s for s in found.skipped}.values())  # a document both searches skipped, once
         if mode == "keyword":
-            found.hits = [hit for doc_id, digest, index, score in keyword if (hit := self._shown(doc_id, digest, index, score)) is not None]
+            found.hits = [hit for hit in self._show(keyword) if hit is not None]
             return found
         rankings.append([(doc_id, digest, index) for doc_id, digest, index, _ in keyword])
-        for (doc_id, digest, index), fused, where in hybrid.fuse(rankings, k):
-            hit = self._shown(doc_id, digest, index, fused, digits=8)
+        fused = hybrid.fuse(rankings, k)
+        shown = self._show([(doc_id, digest, index, score) for (doc_id, digest, index), score, _ in fused], digits=8)
+        for hit, (_, _, where) in zip(shown, fused, strict=True):
             if hit is not None:
                 hit["ranks"] = {"vector": where[0], "keyword": where[1]}
                 found.hits.append(hit)
@@ -164,8 +165,24 @@ class CrossSearch:
         hits = self.keywords.search(words, n + 8, doc_ids)
         return [(h.doc_id, h.digest, h.index, h.score) for h in hits if current.get(h.doc_id) == h.digest][:n]
 
+    def _show(self, ranked: list[tuple[str, str, int, float]], digits: int = 6) -> list[dict[str, Any] | None]:
+        """Ranked (doc_id, digest, index, score) as clients see them, in order; None for one whose version was replaced or removed since it was ranked.
+
+        An uploaded sentence is read from the store as hits show it, all of them in one
+        query; a file document's (or one stored before smls kept its sentences) is parsed.
+        """
+        stored = self.library.shown([(doc_id, digest, index) for doc_id, digest, index, _ in ranked])
+        shown: list[dict[str, Any] | None] = []
+        for doc_id, digest, index, score in ranked:
+            sentence = stored.get((doc_id, index))
+            if sentence is None:
+                shown.append(self._shown(doc_id, digest, index, score, digits))
+            else:
+                shown.append({"doc_id": doc_id, "score": round(score, digits), **sentence})
+        return shown
+
     def _shown(self, doc_id: str, digest: str, index: int, score: float, digits: int = 6) -> dict[str, Any] | None:
-        """A sentence of a document's version as clients see it, with its score; None if that version was replaced or removed since it was ranked."""
+        """A sentence of a document's version as clients see it, with its score, from the parsed document; None if that version was replaced or removed since it was ranked."""
         try:
             doc = self._document(doc_id, digest)
         except SmlsError:
@@ -185,16 +202,20 @@ class CrossSearch:
         vector = self.embedder.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
         mine = {v: row for v, row in published.items() if row[0] in scope}
         neighbours = self.index.nearest(vector, k, None if len(mine) == len(published) else {v: row[2] for v, row in mine.items()})
+        ranked = []
         for hit in neighbours:
             row = mine.get(hit.version)
-            if row is not None and (got := self._hit(row[0], row[1], hit, shown)) is not None:
-                found.hits.append(got)
-            if len(found.hits) == k:
-                break
+            # (the version indexed must still be the document's version in scope: else it changed since)
+            if row is not None and row[1] in self._keys(scope[row[0]]):
+                ranked.append((row[0], scope[row[0]], hit.index, hit.score))
+        if not shown:
+            found.hits = [{"doc_id": doc_id, "digest": digest, "index": index, "score": score} for doc_id, digest, index, score in ranked[:k]]
+            return found
+        found.hits = [hit for hit in self._show(ranked) if hit is not None][:k]
         return found
 
-    def _bring_up_to_date(self, doc_ids: list[str] | None, published: dict[int, tuple[str, str, int]], found: Found) -> tuple[set[str], bool]:
-        """Compute or publish each document in scope that the index lacks; (the ids in scope, whether anything was published or unpublished)."""
+    def _bring_up_to_date(self, doc_ids: list[str] | None, published: dict[int, tuple[str, str, int]], found: Found) -> tuple[dict[str, str], bool]:
+        """Compute or publish each document in scope that the index lacks; (each id in scope with its digest, whether anything was published or unpublished)."""
         cache, model = self.index.cache, self.index.model
         held = {row[0]: row[1] for row in published.values()}
         changed = False
@@ -218,15 +239,15 @@ class CrossSearch:
             changed = True
 
         scope = self._in_scope(doc_ids, held, drop, update, found)
-        return set(scope), changed
+        return scope, changed
 
     def _in_scope(
         self, doc_ids: list[str] | None, held: Mapping[str, str], drop: Callable[[str], None], update: Callable[[str, str], None], found: Found
-    ) -> list[str]:
-        """The ids in scope (None: every document), `update(doc_id, current digest)` called for each; the ids `held` no longer in scope dropped first.
+    ) -> dict[str, str]:
+        """The ids in scope (None: every document) with their digests, `update(doc_id, digest)` called for each; the ids `held` no longer in scope dropped first.
 
-        A document that fails is listed in `found.skipped` with its error, unless it was
-        asked for by name: then its error is the answer. A shared store also holds other
+        A document that fails is listed in `found.skipped` with its error (and left out of
+        scope), unless it was asked for by name: then its error is the answer. A shared store also holds other
         instances' data-folder documents, which this one cannot see: nothing is dropped there.
         """
         # Every document's digest at once (one query for the uploads), or those of the few asked for.
@@ -235,33 +256,22 @@ class CrossSearch:
         if digests is not None and not self.shared:
             for gone in set(held) - set(scope):  # uploads deleted, files taken away
                 drop(gone)
+        current = {}
         for doc_id in scope:
             try:
-                update(doc_id, digests[doc_id] if digests is not None else self.library.digest(doc_id))
+                digest = digests[doc_id] if digests is not None else self.library.digest(doc_id)
+                update(doc_id, digest)
             except SmlsError as exc:
                 if digests is None:
                     raise
                 found.skipped.append({"doc_id": doc_id, "code": exc.code, "message": exc.message})
-        return scope
+                continue
+            current[doc_id] = digest
+        return current
 
     def _keys(self, digest: str) -> tuple[str, str]:
         """The cache keys a document with this digest may be indexed under: its raw vectors, or its unit-length ones."""
         return self.embedder.key_for(digest, False), self.embedder.key_for(digest, True)
-
-    def _hit(self, doc_id: str, key: str, hit: Neighbour, shown: bool = True) -> dict[str, Any] | None:
-        """A neighbour as clients see it (else, for fusing, its doc_id, digest, index and score), or None if its document changed or went since it was indexed."""
-        try:
-            digest = self.library.digest(doc_id)
-            if key not in self._keys(digest):
-                return None
-            doc = self._document(doc_id, digest)
-        except SmlsError:
-            return None
-        if hit.index >= len(doc.sentences):
-            return None
-        if not shown:
-            return {"doc_id": doc_id, "digest": digest, "index": hit.index, "score": hit.score}
-        return {"doc_id": doc_id, "score": round(hit.score, 6), **documents.sentence_json(hit.index, doc.sentences[hit.index])}
 
     def _document(self, doc_id: str, digest: str) -> Document:
         """The parsed document, kept for the next few searches (results cluster in few documents)."""

@@ -218,6 +218,42 @@ def test_search_scores_are_the_exact_cosines(client, encoder):
         assert abs(hit["score"] - cosines[hit["index"]]) < 2e-3
 
 
+def test_a_hit_shows_its_sentence_as_the_document_does(client):
+    put_json(client, "volcano", texts=OTHER, pages=OTHER_PAGES)
+    sentences = client.get("/documents/volcano").get_json()["sentences"]
+    for mode in ("vector", "keyword", "hybrid"):
+        hits = search(client, q="lava eggs basalt", k=3, mode=mode)["results"]
+        assert len(hits) >= 2
+        for hit in hits:
+            shown = {key: value for key, value in sentences[hit["index"]].items() if key != "embedding"}
+            assert {key: value for key, value in hit.items() if key not in ("doc_id", "score", "ranks")} == shown
+
+
+def test_a_hit_is_read_from_the_store_as_shown_and_only_for_the_current_version(client):
+    store = client.application.extensions["smls"].engine.library.store
+    digest = put_json(client, "volcano", texts=OTHER, pages=OTHER_PAGES).get_json()["digest"]
+    kept = store.shown([("volcano", digest, 2), ("volcano", digest, 9), ("volcano", "0" * 64, 0)])
+    assert list(kept) == [("volcano", 2)] and orjson.loads(kept[("volcano", 2)])["text"] == OTHER[2]["text"]
+    put_json(client, "volcano")  # replaced: the old version's sentences are gone with it
+    assert store.shown([("volcano", digest, 2)]) == {}
+    client.delete("/documents/volcano")
+    assert store.shown([("volcano", digest, 0)]) == {}
+
+
+def test_a_document_stored_without_its_shown_sentences_is_still_shown(client):
+    """A store written before smls kept each sentence as hits show it: the hit is read from the parsed document."""
+    from smls.store import StoredDocument
+
+    library = client.application.extensions["smls"].engine.library
+    texts, pages = uploads.from_json({"texts": OTHER, "pages": OTHER_PAGES})
+    doc, _ = library.put("volcano", texts, pages)
+    library.store.put(StoredDocument("volcano", texts, pages, doc.digest, len(doc.sentences)))  # no shown sentences
+    assert library.store.shown([("volcano", doc.digest, 0)]) == {}
+    for mode in ("vector", "keyword"):
+        top = search(client, q="molten lava and basalt", k=1, mode=mode)["results"][0]
+        assert (top["doc_id"], top["text"]) == ("volcano", OTHER[top["index"]]["text"]) and top["pages"][0]["number"] in (10, 11)
+
+
 def test_search_follows_replacements_and_deletes(client):
     put_json(client, "a", texts=OTHER, pages=OTHER_PAGES)
     assert search(client, q="volcano lava", k=1)["results"][0]["doc_id"] == "a"

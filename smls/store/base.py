@@ -22,6 +22,9 @@ class StoredDocument:
     pages: bytes
     digest: str
     sentences: int
+    # Each sentence as a search hit shows it (JSON), kept beside the files so that a hit is
+    # one row read, not its whole document parsed: written with an upload, never read back here.
+    shown: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class DocumentStore(Protocol):
 
     def listing(self) -> dict[str, tuple[str, int]]:
         """Every stored id with its (digest, sentence count)."""
+        ...
+
+    def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
+        """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""
         ...
 
 

@@ -45,6 +45,11 @@ CREATE INDEX IF NOT EXISTS smls_entries_doc ON smls_entries (doc_id, model);
 CREATE TABLE IF NOT EXISTS smls_chunks (
     key TEXT NOT NULL, chunk INTEGER NOT NULL, rows INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (key, chunk)
 );
+-- Each uploaded sentence as a search hit shows it: a hit reads its row, not its whole document
+-- parsed (at a million sentences, ten hits in ten documents took most of a search's time).
+CREATE TABLE IF NOT EXISTS smls_sentences (
+    doc_id TEXT NOT NULL REFERENCES smls_documents ON DELETE CASCADE, idx INTEGER NOT NULL, shown BYTEA NOT NULL, PRIMARY KEY (doc_id, idx)
+);
 CREATE SEQUENCE IF NOT EXISTS smls_versions;
 CREATE TABLE IF NOT EXISTS smls_published (
     id BIGINT PRIMARY KEY DEFAULT nextval('smls_versions'), model TEXT NOT NULL, doc_id TEXT NOT NULL,
@@ -135,13 +140,19 @@ class PostgresStore:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def put(self, doc: StoredDocument) -> bool:
-        """Store doc, replacing any earlier version in one statement; True if it replaced one."""
-        rows = self.db.run(
-            "INSERT INTO smls_documents (doc_id, texts, pages, digest, sentences) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (doc_id) DO UPDATE SET texts = excluded.texts, pages = excluded.pages, digest = excluded.digest, "
-            "sentences = excluded.sentences, updated = now() RETURNING (xmax <> 0)",
-            (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences),
-        )
+        """Store doc and its sentences as hits show them, replacing any earlier version in one transaction; True if it replaced one."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "INSERT INTO smls_documents (doc_id, texts, pages, digest, sentences) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (doc_id) DO UPDATE SET texts = excluded.texts, pages = excluded.pages, digest = excluded.digest, "
+                "sentences = excluded.sentences, updated = now() RETURNING (xmax <> 0)",
+                (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences),
+            ).fetchall()
+            conn.execute("DELETE FROM smls_sentences WHERE doc_id = %s", (doc.doc_id,))
+            with conn.cursor() as cursor, cursor.copy("COPY smls_sentences (doc_id, idx, shown) FROM STDIN") as copy:
+                copy.set_types(["text", "int4", "bytea"])
+                for index, shown in enumerate(doc.shown):
+                    copy.write_row((doc.doc_id, index, shown))
         return bool(rows[0][0])  # xmax is set on a row that was updated, not inserted
 
     def delete(self, doc_id: str) -> bool:
@@ -151,6 +162,18 @@ class PostgresStore:
     def listing(self) -> dict[str, tuple[str, int]]:
         """Every stored id with its (digest, sentence count)."""
         return {row[0]: (row[1], row[2]) for row in self.db.run("SELECT doc_id, digest, sentences FROM smls_documents ORDER BY doc_id")}
+
+    def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
+        """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""
+        if not wanted:
+            return {}
+        doc_ids, digests, indexes = (list(column) for column in zip(*wanted, strict=True))
+        rows = self.db.run(
+            "SELECT s.doc_id, s.idx, s.shown FROM unnest(%s::text[], %s::text[], %s::int[]) AS w(doc_id, digest, idx) "
+            "JOIN smls_documents d ON d.doc_id = w.doc_id AND d.digest = w.digest JOIN smls_sentences s ON s.doc_id = w.doc_id AND s.idx = w.idx",
+            (doc_ids, digests, indexes),
+        )
+        return {(doc_id, index): bytes(shown) for doc_id, index, shown in rows}
 
 
 class PostgresVectors:

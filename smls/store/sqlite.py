@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY, texts BLOB NOT NULL, pages BLOB NOT NULL,
     digest TEXT NOT NULL, sentences INTEGER NOT NULL, updated REAL NOT NULL
 );
+-- Each uploaded sentence as a search hit shows it: a hit reads its row, not its whole document parsed.
+CREATE TABLE IF NOT EXISTS sentences (doc_id TEXT NOT NULL, idx INTEGER NOT NULL, shown BLOB NOT NULL, PRIMARY KEY (doc_id, idx));
 """
 
 
@@ -121,20 +123,34 @@ class SqliteStore:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def put(self, doc: StoredDocument) -> bool:
-        """Store doc, replacing any earlier version in one transaction; True if it replaced one."""
+        """Store doc and its sentences as hits show them, replacing any earlier version in one transaction; True if it replaced one."""
         with self.db.transaction() as conn:
             existed = conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone() is not None
             conn.execute(
                 "INSERT OR REPLACE INTO documents (doc_id, texts, pages, digest, sentences, updated) VALUES (?, ?, ?, ?, ?, ?)",
                 (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences, time.time()),
             )
+            conn.execute("DELETE FROM sentences WHERE doc_id = ?", (doc.doc_id,))
+            conn.executemany("INSERT INTO sentences (doc_id, idx, shown) VALUES (?, ?, ?)", ((doc.doc_id, i, shown) for i, shown in enumerate(doc.shown)))
         return existed
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document; False if there was none."""
         with self.db.transaction() as conn:
+            conn.execute("DELETE FROM sentences WHERE doc_id = ?", (doc_id,))
             return conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount > 0
 
     def listing(self) -> dict[str, tuple[str, int]]:
         """Every stored id with its (digest, sentence count)."""
         return {row[0]: (row[1], row[2]) for row in self.db.run("SELECT doc_id, digest, sentences FROM documents ORDER BY doc_id")}
+
+    def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
+        """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""
+        found = {}
+        for doc_id, digest, index in wanted:  # (in process: a statement each costs microseconds)
+            rows = self.db.run(
+                "SELECT s.shown FROM sentences s JOIN documents d ON d.doc_id = s.doc_id WHERE s.doc_id = ? AND s.idx = ? AND d.digest = ?", (doc_id, index, digest)
+            )
+            if rows:
+                found[(doc_id, index)] = bytes(rows[0][0])
+        return found
