@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from bench import ann, bigdoc, embed, image, longtext, retrieval
+from bench import ann, bigdoc, embed, image, longtext, pgscale, retrieval
 from bench.corpora import demo as corpus  # the sentences every cell sends (read, never changed: the list is shared)
 from bench.inprocess import ceilings, cores, corpus_ceiling, dimensions_cost, drain, encoder, inference_cpu_ms, machine, quality, recheck
 from bench.servers import INFINITY, ROOT, VENV_BIN, infinity_onnx_server, infinity_server, load, naive_server, note_connections, settle, smls_server
@@ -247,10 +247,11 @@ def main() -> None:
     if args.no_scale:
         say("## A 1 GB document, and the search index at 1M vectors")
         say()
-        say("Not run (--no-scale): `.venv/bin/python -m bench.bigdoc` and `.venv/bin/python -m bench.ann` measure them alone.")
+        say("Not run (--no-scale): `.venv/bin/python -m bench.bigdoc`, `.venv/bin/python -m bench.ann` and `.venv/bin/python -m bench.pgscale` measure them alone.")
     else:
         bigdoc.measure(say, args.short)
         ann.measure(say, args.short)
+        pgscale.measure(say, args.short)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {args.out}")
 

@@ -53,13 +53,23 @@ class Library:
     def digests(self) -> dict[str, str]:
         """Every document's current digest: the uploads' from one query, the files' memoised by size and time."""
         found = {doc_id: digest for doc_id, (digest, _) in self.store.listing().items()}
-        for doc_id in documents.list_documents(self.data_dir):
-            if doc_id not in found:
-                try:
-                    found[doc_id] = documents.file_digest(self.data_dir, doc_id)
-                except DocumentNotFound:  # removed since it was listed
-                    continue
+        for doc_id, digest in self.files().items():
+            found.setdefault(doc_id, digest)
         return found
+
+    def files(self) -> dict[str, str]:
+        """The data folder's documents with their digests (memoised by size and time), sorted by id."""
+        found = {}
+        for doc_id in documents.list_documents(self.data_dir):
+            try:
+                found[doc_id] = documents.file_digest(self.data_dir, doc_id)
+            except DocumentNotFound:  # removed since it was listed
+                continue
+        return found
+
+    def generation(self) -> int:
+        """A number that differs whenever an upload has changed since it was last read (the data folder's files are not counted)."""
+        return self.store.generation()
 
     def listing(self) -> list[Entry]:
         """Every document, sorted by id."""

@@ -113,6 +113,8 @@ class CrossSearch:
         self.shared = shared
         self._docs: OrderedDict[tuple[str, str], Document] = OrderedDict()  # recently shown documents
         self._lock = threading.Lock()
+        # The last search of every document: (the stamp it was made under, published versions, scope): see _up_to_date.
+        self._fresh: tuple[tuple[Any, ...], dict[int, tuple[str, str, int]], dict[str, str]] | None = None
 
     def search(self, query: str, k: int, doc_ids: list[str] | None = None, *, mode: str = "vector", words: Sequence[str] = ()) -> Found:
         """The k best sentences over doc_ids (None: every document), best first.
@@ -194,11 +196,7 @@ class CrossSearch:
     def _vector_search(self, query: str, k: int, doc_ids: list[str] | None, *, shown: bool = True) -> Found:
         """The k sentences most similar to query over doc_ids (None: every document), best first (shown: as clients see them, else with their digest)."""
         found = Found()
-        published = self.index.cache.published(self.index.model)
-        scope, changed = self._bring_up_to_date(doc_ids, published, found)
-        if changed:
-            published = self.index.cache.published(self.index.model)
-        self.index.sync(published)
+        published, scope = self._up_to_date(doc_ids, found)
         vector = self.embedder.batcher.encode([query], normalize=True, timeout=self.timeout).vectors[0]
         mine = {v: row for v, row in published.items() if row[0] in scope}
         neighbours = self.index.nearest(vector, k, None if len(mine) == len(published) else {v: row[2] for v, row in mine.items()})
@@ -213,6 +211,29 @@ class CrossSearch:
             return found
         found.hits = [hit for hit in self._show(ranked) if hit is not None][:k]
         return found
+
+    def _up_to_date(self, doc_ids: list[str] | None, found: Found) -> tuple[dict[int, tuple[str, str, int]], dict[str, str]]:
+        """The model's published versions, and the documents in scope with their digests, every one of them in the index.
+
+        Bringing every document up to date reads every document's digest and every published
+        version: a search's cost would grow with the number of documents. Where the store's
+        generation numbers and the data folder's files are what they were at the last such
+        search here, nothing can have changed, and its answer is used again.
+        """
+        stamp = None
+        if doc_ids is None:
+            stamp = (self.library.generation(), self.index.cache.generation(), tuple(self.library.files().items()))
+            fresh = self._fresh
+            if fresh is not None and fresh[0] == stamp:
+                return fresh[1], fresh[2]
+        published = self.index.cache.published(self.index.model)
+        scope, changed = self._bring_up_to_date(doc_ids, published, found)
+        if changed:
+            published = self.index.cache.published(self.index.model)
+        self.index.sync(published)
+        if stamp is not None and not changed and not found.skipped:  # (a change made here moved the numbers: the next search keeps it)
+            self._fresh = (stamp, published, scope)
+        return published, scope
 
     def _bring_up_to_date(self, doc_ids: list[str] | None, published: dict[int, tuple[str, str, int]], found: Found) -> tuple[dict[str, str], bool]:
         """Compute or publish each document in scope that the index lacks; (each id in scope with its digest, whether anything was published or unpublished)."""

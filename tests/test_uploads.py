@@ -254,6 +254,63 @@ def test_a_document_stored_without_its_shown_sentences_is_still_shown(client):
         assert (top["doc_id"], top["text"]) == ("volcano", OTHER[top["index"]]["text"]) and top["pages"][0]["number"] in (10, 11)
 
 
+def test_the_store_generations_move_with_every_change(client, settings):
+    state = client.application.extensions["smls"]
+    library, cache = state.library, state.embedders[0].documents.cache
+    seen = [(library.generation(), cache.generation())]
+
+    one_number = settings.store is not None and settings.store.startswith("postgresql")  # one database, one number for both
+
+    def moved(documents: bool, published: bool) -> None:
+        now = (library.generation(), cache.generation())
+        expected = (documents or published,) * 2 if one_number else (documents, published)
+        assert (now[0] != seen[-1][0], now[1] != seen[-1][1]) == expected, (seen[-1], now)
+        seen.append(now)
+
+    put_json(client, "a", texts=OTHER, pages=OTHER_PAGES)
+    moved(documents=True, published=False)
+    search(client, q="lava")  # computes and publishes "a"
+    moved(documents=False, published=True)
+    search(client, q="lava")
+    moved(documents=False, published=False)
+    put_json(client, "a")  # replaced: the old version leaves the index at once
+    moved(documents=True, published=True)
+    search(client, q="lava")
+    moved(documents=False, published=True)
+    client.delete("/documents/a")
+    moved(documents=True, published=True)  # (its vectors leave the index with it)
+
+
+def test_a_search_with_nothing_changed_lists_no_documents(client, monkeypatch):
+    library = client.application.extensions["smls"].library
+    listed = []
+    listing = library.store.listing
+    monkeypatch.setattr(library.store, "listing", lambda: listed.append(1) or listing())
+    put_json(client, "a", texts=OTHER, pages=OTHER_PAGES)
+    search(client, q="lava")  # computes and publishes "a": the numbers move
+    first = search(client, q="lava")  # lists every document once more, and keeps the answer
+    n = len(listed)
+    assert n >= 1 and search(client, q="lava") == first and len(listed) == n  # nothing changed: nothing listed
+    put_json(client, "b")
+    assert {h["doc_id"] for h in search(client, q="lava", k=10)["results"]} == {"a", "b"} and len(listed) > n
+
+
+def test_a_search_sees_what_another_instance_changed_and_new_files(client, settings, encoder):
+    import smls
+
+    other = smls.create_app(settings, encoder=encoder).test_client()
+    put_json(client, "a")
+    assert {h["doc_id"] for h in search(client, q="volcano lava", k=10)["results"]} == {"a"}
+    assert put_json(other, "volcano", texts=OTHER, pages=OTHER_PAGES).status_code == 201
+    assert search(client, q="volcano lava", k=1)["results"][0]["doc_id"] == "volcano"
+    assert other.delete("/documents/volcano").status_code == 200
+    assert {h["doc_id"] for h in search(client, q="volcano lava", k=10)["results"]} == {"a"}
+    write(settings.data_dir, "disk")  # a file dropped into the data folder
+    assert "disk" in {h["doc_id"] for h in search(client, q="The first sentence.", k=10)["results"]}
+    (settings.data_dir / "texts_disk.json").unlink()
+    assert "disk" not in {h["doc_id"] for h in search(client, q="The first sentence.", k=10)["results"]}
+
+
 def test_search_follows_replacements_and_deletes(client):
     put_json(client, "a", texts=OTHER, pages=OTHER_PAGES)
     assert search(client, q="volcano lava", k=1)["results"][0]["doc_id"] == "a"

@@ -69,6 +69,10 @@ class DocumentStore(Protocol):
         """Every stored id with its (digest, sentence count)."""
         ...
 
+    def generation(self) -> int:
+        """A number that differs whenever a document has changed since it was last read (whoever changed it)."""
+        ...
+
     def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
         """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""
         ...
@@ -107,6 +111,10 @@ class VectorStore(Protocol):
 
     def publish(self, model: str, doc_id: str, key: str) -> None:
         """Record that the search index of `model` should hold entry `key` (with its sentence count) as doc_id, replacing an older version."""
+        ...
+
+    def generation(self) -> int:
+        """A number that differs whenever a published version has changed since it was last read (whoever changed it)."""
         ...
 
     def published(self, model: str) -> dict[int, tuple[str, str, int]]:

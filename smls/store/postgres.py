@@ -63,6 +63,25 @@ CREATE TABLE IF NOT EXISTS smls_keywords (
     words tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED, PRIMARY KEY (doc_id, idx)
 );
 CREATE INDEX IF NOT EXISTS smls_keywords_words ON smls_keywords USING GIN (words);
+-- A number that moves whenever a document or a published version changes, whoever changes
+-- it: a search that finds it where it was skips listing every document (smls.search).
+-- Bumped by triggers in the writing transaction, so it moves once that commits; it starts
+-- at random, so a database made afresh never repeats an old number.
+CREATE TABLE IF NOT EXISTS smls_generation (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO smls_generation VALUES (1, (random() * 1e15)::bigint) ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION smls_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE smls_generation SET n = n + 1 WHERE id = 1; RETURN NULL; END $$;
+-- (made only where missing: making a trigger locks its table against writers)
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'smls_documents_changed') THEN
+        CREATE TRIGGER smls_documents_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON smls_documents
+            FOR EACH STATEMENT EXECUTE FUNCTION smls_bump();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'smls_published_changed') THEN
+        CREATE TRIGGER smls_published_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON smls_published
+            FOR EACH STATEMENT EXECUTE FUNCTION smls_bump();
+    END IF;
+END $$;
 """
 
 
@@ -93,6 +112,10 @@ class Database:
             for hook in self.on_connect:
                 hook(conn)
         return conn
+
+    def generation(self) -> int:
+        """A number that differs whenever any document or published version has changed since it was last read."""
+        return int(self.run("SELECT n FROM smls_generation WHERE id = 1")[0][0])
 
     def run(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Execute one statement and fetch its rows (none for a statement that returns none)."""
@@ -162,6 +185,10 @@ class PostgresStore:
     def listing(self) -> dict[str, tuple[str, int]]:
         """Every stored id with its (digest, sentence count)."""
         return {row[0]: (row[1], row[2]) for row in self.db.run("SELECT doc_id, digest, sentences FROM smls_documents ORDER BY doc_id")}
+
+    def generation(self) -> int:
+        """A number that differs whenever a document has changed since it was last read."""
+        return self.db.generation()
 
     def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
         """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""
@@ -320,6 +347,10 @@ class PostgresVectors:
                 ).fetchall()
         ranked = sorted(rows, key=lambda row: (row[2], row[0], row[1]))  # (relaxed order: sorted here)
         return [Neighbour(int(version), int(idx), 1.0 - float(distance)) for version, idx, distance in ranked]
+
+    def generation(self) -> int:
+        """A number that differs whenever a published version has changed since it was last read."""
+        return self.db.generation()
 
     def published(self, model: str) -> dict[int, tuple[str, str, int]]:
         """What the search index of `model` should hold: version id -> (doc_id, key, count)."""

@@ -39,6 +39,20 @@ def _setting_up(conn: sqlite3.Connection, schema: str) -> None:
             time.sleep(0.01)
 
 
+def generation_schema(table: str) -> str:
+    """SQL that keeps a number (SqliteFile.generation) moving whenever a row of `table` changes, in the writing transaction.
+
+    It starts at random, so a file made afresh (a broken cache moved aside) never repeats
+    an old number.
+    """
+    bump = "BEGIN UPDATE generation SET n = n + 1 WHERE id = 1; END"
+    return (
+        "CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);\n"
+        "INSERT OR IGNORE INTO generation VALUES (1, abs(random() % 1000000000000000));\n"
+        + "".join(f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()} AFTER {event} ON {table} {bump};\n" for event in ("INSERT", "UPDATE", "DELETE"))
+    )
+
+
 class SqliteFile:
     """An SQLite file with its schema, shared safely by threads and forked processes."""
 
@@ -59,6 +73,10 @@ class SqliteFile:
             _setting_up(conn, self.schema)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def generation(self) -> int:
+        """The number generation_schema keeps moving: it differs whenever its table has changed since it was last read."""
+        return int(self.run("SELECT n FROM generation WHERE id = 1")[0][0])
 
     def run(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Execute one statement and fetch its rows."""
@@ -103,7 +121,7 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 -- Each uploaded sentence as a search hit shows it: a hit reads its row, not its whole document parsed.
 CREATE TABLE IF NOT EXISTS sentences (doc_id TEXT NOT NULL, idx INTEGER NOT NULL, shown BLOB NOT NULL, PRIMARY KEY (doc_id, idx));
-"""
+""" + generation_schema("documents")
 
 
 class SqliteStore:
@@ -143,6 +161,10 @@ class SqliteStore:
     def listing(self) -> dict[str, tuple[str, int]]:
         """Every stored id with its (digest, sentence count)."""
         return {row[0]: (row[1], row[2]) for row in self.db.run("SELECT doc_id, digest, sentences FROM documents ORDER BY doc_id")}
+
+    def generation(self) -> int:
+        """A number that differs whenever a document has changed since it was last read."""
+        return self.db.generation()
 
     def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
         """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smls.store.sqlite import SqliteFile
+from smls.store.sqlite import SqliteFile, generation_schema
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS published (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, doc_id TEXT NOT NULL,
     key TEXT NOT NULL, count INTEGER NOT NULL, UNIQUE (model, doc_id)
 );
-"""
+""" + generation_schema("published")
 
 
 class VectorCache:
@@ -97,6 +97,10 @@ class VectorCache:
                 return
             conn.execute("DELETE FROM published WHERE model = ? AND doc_id = ?", (model, doc_id))
             conn.execute("INSERT INTO published (model, doc_id, key, count) SELECT ?, ?, key, count FROM entries WHERE key = ?", (model, doc_id, key))
+
+    def generation(self) -> int:
+        """A number that differs whenever a published version has changed since it was last read."""
+        return self.db.generation()
 
     def published(self, model: str) -> dict[int, tuple[str, str, int]]:
         """What the search index of `model` should hold: id -> (doc_id, key, count)."""
