@@ -86,9 +86,13 @@ class Library:
             raise DocumentConflict(
                 f"document {doc_id!r} is a pair of files in the data folder; change the files there, or upload under another id"
             )
-        shown = tuple(orjson.dumps(documents.sentence_json(i, s)) for i, s in enumerate(doc.sentences))
-        replaced = self.store.put(StoredDocument(doc_id, texts, pages, doc.digest, len(doc.sentences), shown))
+        replaced = self.store.put(StoredDocument(doc_id, texts, pages, doc.digest, len(doc.sentences), _shown(doc)))
         return doc, replaced
+
+    def keep_shown(self, doc: Document) -> bool:
+        """Store an upload's sentences as hits show them where the store holds this version without them (stored before smls kept them); whether it did."""
+        summary = self.store.summary(doc.doc_id)  # (a read first: a file document is never written)
+        return summary is not None and summary[0] == doc.digest and self.store.add_shown(doc.doc_id, doc.digest, _shown(doc))
 
     def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
         """Uploaded sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) still current; the rest are missing (files, or stored before smls kept them)."""
@@ -102,3 +106,8 @@ class Library:
         if documents.has_files(self.data_dir, doc_id):
             raise DocumentConflict(f"document {doc_id!r} is a pair of files in the data folder; remove the files there to delete it")
         raise DocumentNotFound(f"no document {doc_id!r}")
+
+
+def _shown(doc: Document) -> tuple[bytes, ...]:
+    """Each sentence of a document as a search hit shows it (JSON)."""
+    return tuple(orjson.dumps(documents.sentence_json(i, s)) for i, s in enumerate(doc.sentences))

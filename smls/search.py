@@ -302,6 +302,8 @@ class CrossSearch:
                 self._docs.move_to_end((doc_id, digest))
                 return doc
         doc = self.library.load(doc_id)
+        # An upload stored before smls kept its sentences as shown: kept now, so its next hits are one row read each.
+        self.library.keep_shown(doc)
         with self._lock:
             self._docs[(doc_id, doc.digest)] = doc
             while len(self._docs) > 8:

@@ -73,6 +73,10 @@ class DocumentStore(Protocol):
         """A number that differs whenever a document has changed since it was last read (whoever changed it)."""
         ...
 
+    def add_shown(self, doc_id: str, digest: str, shown: tuple[bytes, ...]) -> bool:
+        """Store the sentences as hits show them of a document stored without them (before smls kept them), if that version is the stored one; whether they were written."""
+        ...
+
     def shown(self, wanted: list[tuple[str, str, int]]) -> dict[tuple[str, int], bytes]:
         """Sentences as search hits show them, by (doc_id, index), for each wanted (doc_id, digest, index) whose version is the stored one."""
         ...

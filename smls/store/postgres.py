@@ -171,12 +171,19 @@ class PostgresStore:
                 "sentences = excluded.sentences, updated = now() RETURNING (xmax <> 0)",
                 (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences),
             ).fetchall()
-            conn.execute("DELETE FROM smls_sentences WHERE doc_id = %s", (doc.doc_id,))
-            with conn.cursor() as cursor, cursor.copy("COPY smls_sentences (doc_id, idx, shown) FROM STDIN") as copy:
-                copy.set_types(["text", "int4", "bytea"])
-                for index, shown in enumerate(doc.shown):
-                    copy.write_row((doc.doc_id, index, shown))
+            _replace_shown(conn, doc.doc_id, doc.shown)
         return bool(rows[0][0])  # xmax is set on a row that was updated, not inserted
+
+    def add_shown(self, doc_id: str, digest: str, shown: tuple[bytes, ...]) -> bool:
+        """Store the sentences as hits show them of a document stored without them (before smls kept them), if that version is the stored one; whether they were written."""
+        with self.db.transaction() as conn:
+            # (locked: a new version being stored waits, and replaces these rows after)
+            if not conn.execute("SELECT 1 FROM smls_documents WHERE doc_id = %s AND digest = %s FOR UPDATE", (doc_id, digest)).fetchall():
+                return False
+            if conn.execute("SELECT 1 FROM smls_sentences WHERE doc_id = %s LIMIT 1", (doc_id,)).fetchall():
+                return False
+            _replace_shown(conn, doc_id, shown)
+        return True
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document; False if there was none."""
@@ -423,6 +430,15 @@ class PostgresKeywords:
             (*args, k),
         )
         return [KeywordHit(doc_id, digest, int(idx), float(score)) for doc_id, digest, idx, score in rows]
+
+
+def _replace_shown(conn: psycopg.Connection, doc_id: str, shown: tuple[bytes, ...]) -> None:
+    """In a storing transaction: a document's sentences as hits show them, in place of any before."""
+    conn.execute("DELETE FROM smls_sentences WHERE doc_id = %s", (doc_id,))
+    with conn.cursor() as cursor, cursor.copy("COPY smls_sentences (doc_id, idx, shown) FROM STDIN") as copy:
+        copy.set_types(["text", "int4", "bytea"])
+        for index, sentence in enumerate(shown):
+            copy.write_row((doc_id, index, sentence))
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:

@@ -124,6 +124,12 @@ CREATE TABLE IF NOT EXISTS sentences (doc_id TEXT NOT NULL, idx INTEGER NOT NULL
 """ + generation_schema("documents")
 
 
+def _replace_shown(conn: sqlite3.Connection, doc_id: str, shown: tuple[bytes, ...]) -> None:
+    """In a storing transaction: a document's sentences as hits show them, in place of any before."""
+    conn.execute("DELETE FROM sentences WHERE doc_id = ?", (doc_id,))
+    conn.executemany("INSERT INTO sentences (doc_id, idx, shown) VALUES (?, ?, ?)", ((doc_id, i, sentence) for i, sentence in enumerate(shown)))
+
+
 class SqliteStore:
     """Uploaded documents in one SQLite file (the embedded default)."""
 
@@ -148,9 +154,18 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO documents (doc_id, texts, pages, digest, sentences, updated) VALUES (?, ?, ?, ?, ?, ?)",
                 (doc.doc_id, doc.texts, doc.pages, doc.digest, doc.sentences, time.time()),
             )
-            conn.execute("DELETE FROM sentences WHERE doc_id = ?", (doc.doc_id,))
-            conn.executemany("INSERT INTO sentences (doc_id, idx, shown) VALUES (?, ?, ?)", ((doc.doc_id, i, shown) for i, shown in enumerate(doc.shown)))
+            _replace_shown(conn, doc.doc_id, doc.shown)
         return existed
+
+    def add_shown(self, doc_id: str, digest: str, shown: tuple[bytes, ...]) -> bool:
+        """Store the sentences as hits show them of a document stored without them (before smls kept them), if that version is the stored one; whether they were written."""
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM documents WHERE doc_id = ? AND digest = ?", (doc_id, digest)).fetchone() is None:
+                return False
+            if conn.execute("SELECT 1 FROM sentences WHERE doc_id = ? LIMIT 1", (doc_id,)).fetchone() is not None:
+                return False
+            _replace_shown(conn, doc_id, shown)
+        return True
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document; False if there was none."""
