@@ -70,6 +70,10 @@ def connect(address: str) -> None:
     """Join the cluster at `address`; 'auto': the running cluster, else a new one on this machine's cores."""
     import ray
 
+    # smls reaches nothing but the package index: Ray's usage reporting stays off unless the
+    # user turns it on. (Off, Ray Data also starts no usage-collecting actor: a process of
+    # its own that took 1.5 CPU-s to start beside the first blocks.)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": passed_env()}, "log_to_driver": True, "configure_logging": False}
     if address == "auto" and not os.environ.get("RAY_ADDRESS"):
         try:
